@@ -1,0 +1,107 @@
+"""The ``mpicolor`` command: argparse subcommands; ``main(argv)`` returns the exit status."""
+
+import argparse
+import contextlib
+import io
+import os
+
+from mpicolor import __version__
+
+RUN_EPILOG = """\
+exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
+the others are complete); 2 a bad setting; 3 OUTPUT_DIR cannot be used (locked by another run, not
+writable, results of other settings); 4 interrupted by SIGTERM/SIGINT after a final checkpoint (run the
+same command again to resume); 70 a rank failed (the job was aborted; rerunning resumes from the checkpoint).
+"""
+
+
+def _launcher_rank():
+    """This process's rank as the MPI launcher announces it, before MPI starts (0 when not launched)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def add_placement_arguments(parser):
+    """Flags that decide which rank computes where (``run`` and ``info`` share them)."""
+    parser.add_argument("--split", default="14:4", metavar="C:G",
+                        help="CPU:GPU split of the ranks: rank r is a GPU rank when r %% (C+G) < G (default 14:4)")
+    parser.add_argument("--gpus", type=int, default=None, metavar="N",
+                        help="GPUs per node (default: the devices the CUDA runtime sees)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mpicolor", description=(
+        "Dominant colours of every frame of a video collection, at cluster scale. "
+        "Launch `run` with mpiexec for many ranks."))
+    parser.add_argument("--version", action="version", version=f"mpicolor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="compute the palettes of all frames of all tarballs in INPUT_DIR",
+        description="Compute the dominant colours of every frame of every tarball in INPUT_DIR; write "
+                    "OUTPUT_DIR/hist_{tarball}_{label}.sqlite per tarball and an HDF5 checkpoint. Rerunning the "
+                    "same command resumes.", epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("input_dir", metavar="INPUT_DIR", help="folder of data sets, one .tar of frames each")
+    run.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder of the outputs (created if missing)")
+    run.add_argument("--label", default="db", help="the {label} of the output file names (default db)")
+    run.add_argument("--clusters", type=int, default=5, help="colours per frame (default 5)")
+    run.add_argument("--method", default="fast", choices=("fast", "seed"),
+                     help="fast: histogram k-means (default); seed: the original's KMeans on all pixels")
+    run.add_argument("--seed", type=int, default=0, help="random seed of every frame's k-means (default 0)")
+    run.add_argument("--scale", type=int, default=None, choices=(1, 2, 4, 8),
+                     help="JPEG decode scale (default: the method's own, see README)")
+    run.add_argument("--max-pixels", type=int, default=50_000_000,
+                     help="refuse frames larger than this many pixels (default 50 megapixels)")
+    add_placement_arguments(run)
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                     help="seconds between checkpoints; also at every tarball's end (default 60)")
+    run.add_argument("--simulate", type=float, default=None, metavar="SECONDS",
+                     help="benchmarks: each frame costs this much sleep instead of its palette")
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    kernel = benches.add_parser("kernel", help="per-frame decode and palette time and quality, one core")
+    from mpicolor.bench import add_kernel_arguments
+    add_kernel_arguments(kernel)
+    whole = benches.add_parser("run", help="whole runs under mpiexec: 1 rank vs 2, and a rank at half speed")
+    from mpicolor.scaling import add_run_arguments
+    add_run_arguments(whole)
+    return parser
+
+
+def _run_config(args):
+    from mpicolor.config import RunConfig
+    from mpicolor.palette import default_scale
+    from mpicolor.placement import parse_split
+
+    return RunConfig(
+        input_dir=os.path.abspath(args.input_dir), output_dir=os.path.abspath(args.output_dir), label=args.label,
+        clusters=args.clusters, method=args.method, seed=args.seed,
+        scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
+        split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
+        simulate=args.simulate)
+
+
+def main(argv=None):
+    parser = build_parser()
+    if _launcher_rank() == 0:
+        args = parser.parse_args(argv)
+    else:
+        # every rank parses the same arguments: only rank 0 prints usage errors
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = parser.parse_args(argv)
+    if args.command == "run":
+        from mpicolor.mpi import run_job
+
+        return run_job(lambda: _run_config(args))
+    if args.command == "bench" and args.bench == "kernel":
+        from mpicolor.bench import run_kernel_bench
+
+        return run_kernel_bench(args)
+    if args.command == "bench" and args.bench == "run":
+        from mpicolor.scaling import run_run_bench
+
+        return run_run_bench(args)
+    parser.error(f"unknown command {args.command!r}")

@@ -1,0 +1,79 @@
+"""The settings of a run: one frozen dataclass, validated once on rank 0 and broadcast."""
+
+import os
+from dataclasses import asdict, dataclass
+
+from mpicolor import __version__
+
+METHODS = ("fast", "seed")
+# Settings that change the numbers in the outputs: a resumed run must use the same ones.
+RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What ``mpicolor run`` does.
+
+    Attributes
+    ----------
+    input_dir, output_dir : str
+        Folder of data-set tarballs, and folder of the outputs (sqlite files and the HDF5 checkpoint).
+    label : str
+        The ``{label}`` in ``hist_{tarball}_{label}.sqlite``.
+    clusters : int
+        Colours per frame.
+    method : str
+        ``"fast"`` (histogram k-means) or ``"seed"`` (the original's KMeans on all pixels).
+    seed : int
+        Random seed of every frame's k-means, the same for every frame so that results do not depend on
+        which rank computed them.
+    scale : int or None
+        JPEG decode scale (1, 2, 4, 8); None takes the method's default.
+    max_pixels : int
+        Frames whose header declares more pixels are refused before decoding.
+    split : (int, int)
+        The CPU:GPU split rule.
+    gpus : int or None
+        GPUs per node; None asks the CUDA runtime.
+    checkpoint_every : float
+        Seconds between checkpoints (also written at every tarball's end).
+    simulate : float or None
+        When set, every frame costs this many seconds of sleep instead of its palette (benchmarks).
+    """
+
+    input_dir: str
+    output_dir: str
+    label: str = "db"
+    clusters: int = 5
+    method: str = "fast"
+    seed: int = 0
+    scale: int | None = None
+    max_pixels: int = 50_000_000
+    split: tuple = (14, 4)
+    gpus: int | None = None
+    checkpoint_every: float = 60.0
+    simulate: float | None = None
+    version: str = __version__
+
+    def __post_init__(self):
+        if self.clusters < 1:
+            raise ValueError(f"clusters={self.clusters} should be >= 1")
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
+        if self.scale not in (None, 1, 2, 4, 8):
+            raise ValueError(f"scale={self.scale} should be one of 1, 2, 4, 8")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels={self.max_pixels} should be >= 1")
+        if self.checkpoint_every <= 0:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} should be > 0 seconds")
+        if self.gpus is not None and self.gpus < 0:
+            raise ValueError(f"gpus={self.gpus} should be >= 0")
+        if self.simulate is not None and self.simulate < 0:
+            raise ValueError(f"simulate={self.simulate} should be >= 0 seconds")
+        if not self.label or os.sep in self.label or self.label != self.label.strip():
+            raise ValueError(f"label={self.label!r} should be a non-empty file-name part without '{os.sep}'")
+
+    def result_settings(self):
+        """The settings that a checkpoint must share with a run resuming from it, as a dict."""
+        values = asdict(self)
+        return {name: values[name] for name in RESULT_SETTINGS}

@@ -1,0 +1,212 @@
+"""Everything that talks MPI: the only module that imports mpi4py.
+
+Rank 0 runs :func:`serve`: it hands out chunks of frames, keeps every worker two chunks ahead so that none
+waits for its next assignment, gathers the results into the :class:`~mpicolor.job.Coordinator`, and
+computes frames itself between messages while the run is small enough that coordinating leaves it idle.
+Workers run :func:`work`. Frame ids travel in the payload, never in tags (only tags up to 32767 are
+guaranteed). An uncaught exception on any rank aborts the whole job, as ``python -m mpi4py`` does: without
+that the other ranks would wait forever in a receive.
+"""
+
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+
+from mpi4py import MPI
+
+from mpicolor import store
+from mpicolor.compute import FrameComputer
+from mpicolor.devices import probe_gpus
+from mpicolor.job import EXIT_OUTPUT, EXIT_USAGE, Coordinator
+from mpicolor.logs import setup_logging
+from mpicolor.placement import place_rank
+
+log = logging.getLogger(__name__)
+
+TAG_WORK, TAG_RESULT, TAG_STOP = 11, 12, 13
+# chunks a worker holds ahead of the one it computes
+DEPTH = 2
+# rank 0 computes frames too up to this many ranks; beyond, serving them is its job
+RANK0_COMPUTES_UP_TO = 16
+# back-off of the polling loops: MPICH's blocking receive spins a core, which would starve the others
+POLL_MIN, POLL_MAX = 0.0002, 0.005
+
+
+def world():
+    """``(comm, rank, size)`` of MPI_COMM_WORLD."""
+    comm = MPI.COMM_WORLD
+    return comm, comm.Get_rank(), comm.Get_size()
+
+
+def local_rank(comm):
+    """This rank's number among the ranks sharing its node (an MPI_COMM_TYPE_SHARED split)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def library_version():
+    """The MPI library's own version line, e.g. ``MPICH Version: 4.3.0``."""
+    return MPI.Get_library_version().strip().splitlines()[0]
+
+
+def abort(comm, code):
+    """End every rank of the job now."""
+    comm.Abort(code)
+
+
+class Interrupted:
+    """Remembers a SIGTERM or SIGINT on rank 0 so that the loop can checkpoint and stop."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, number, frame):
+        self.signal = signal.Signals(number).name
+
+
+def serve(comm, coordinator, computer, rank0_computes):
+    """Rank 0's loop, until every frame is computed; on SIGTERM / SIGINT it checkpoints and ends the job."""
+    interrupted = Interrupted()
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    workers = list(range(1, comm.Get_size()))
+    held = {rank: 0 for rank in workers}
+    sends = []
+    own = None
+    status = MPI.Status()
+    pause = POLL_MIN
+    while True:
+        busy = False
+        while comm.iprobe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
+            source = status.Get_source()
+            coordinator.accept(comm.recv(source=source, tag=TAG_RESULT))
+            held[source] -= 1
+            busy = True
+        for rank in workers:
+            while held[rank] < DEPTH:
+                chunk = coordinator.next_chunk()
+                if chunk is None:
+                    break
+                sends.append(comm.isend(chunk, dest=rank, tag=TAG_WORK))
+                held[rank] += 1
+        sends = [request for request in sends if not request.Test()]
+        if interrupted.signal:
+            abort(comm, coordinator.interrupt(f"interrupted by {interrupted.signal}"))
+        coordinator.tick()
+        if own is None and rank0_computes:
+            chunk = coordinator.next_chunk()
+            if chunk is not None:
+                own = computer.steps(chunk)
+        if own is not None:
+            busy = True
+            try:
+                next(own)
+            except StopIteration as finished:
+                coordinator.accept(finished.value)
+                own = None
+        if coordinator.finished and own is None and not any(held.values()):
+            break
+        pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
+        if not busy:
+            time.sleep(pause)
+    sends += [comm.isend(None, dest=rank, tag=TAG_STOP) for rank in workers]
+    MPI.Request.Waitall(sends)
+
+
+def work(comm, computer):
+    """A worker's loop: compute chunks until rank 0 says stop."""
+    # rank 0 decides what a SIGTERM/SIGINT means: it checkpoints and ends the job
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    status = MPI.Status()
+    sending = None
+    pause = POLL_MIN
+    while True:
+        if not comm.iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_MAX)
+            continue
+        pause = POLL_MIN
+        message = comm.recv(source=0, tag=status.Get_tag())
+        if status.Get_tag() == TAG_STOP:
+            break
+        result = computer.compute(message)
+        if sending is not None:
+            sending.wait()
+        sending = comm.isend(result, dest=0, tag=TAG_RESULT)
+    if sending is not None:
+        sending.wait()
+
+
+def run_job(make_config):
+    """``mpicolor run`` on every rank.
+
+    Parameters
+    ----------
+    make_config : callable
+        Returns the validated :class:`~mpicolor.config.RunConfig`; called on rank 0 only, and may raise
+        ValueError for a bad setting.
+
+    Returns
+    -------
+    int
+        The exit status (the same on every rank).
+    """
+    comm, rank, size = world()
+    setup_logging(rank, size)
+    try:
+        return _run_job(comm, rank, size, make_config)
+    except BaseException:
+        log.critical("rank %d on %s failed; aborting the job:\n%s", rank, socket.gethostname(),
+                     traceback.format_exc())
+        abort(comm, 70)
+
+
+def _run_job(comm, rank, size, make_config):
+    rank0_computes = size <= RANK0_COMPUTES_UP_TO
+    coordinator = None
+    if rank == 0:
+        try:
+            config = make_config()
+            coordinator = Coordinator(config, size if rank0_computes else size - 1)
+            coordinator.start()
+            setup = (config, None)
+        except ValueError as error:
+            log.error("%s", error)
+            setup = (None, EXIT_USAGE)
+        except (store.OutputError, OSError) as error:
+            log.error("%s", error)
+            setup = (None, EXIT_OUTPUT)
+    else:
+        setup = None
+    config, failed = comm.bcast(setup, root=0)
+    if config is None:
+        return failed
+    placement = _placement(comm, rank, config)
+    placements = comm.gather(placement, root=0)
+    computer = FrameComputer(config, placement.backend, rank)
+    try:
+        if rank == 0:
+            log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size,
+                     sum(p.role == "gpu" for p in placements), *config.split, library_version())
+            serve(comm, coordinator, computer, rank0_computes)
+            code = coordinator.finish(placements)
+        else:
+            work(comm, computer)
+            code = None
+    finally:
+        computer.close()
+    return comm.bcast(code if rank == 0 else None, root=0)
+
+
+def _placement(comm, rank, config):
+    placement = place_rank(rank, local_rank(comm), config.split, config.gpus, probe_gpus)
+    if placement.fallback is not None:
+        log.warning("GPU rank computing on the CPU: %s", placement.fallback)
+    return placement

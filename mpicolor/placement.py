@@ -1,0 +1,104 @@
+"""Which rank computes on a GPU and on which device: pure functions of rank, size and configuration."""
+
+from dataclasses import dataclass, replace
+
+
+def parse_split(text):
+    """Parse the CPU:GPU split rule ``"C:G"``.
+
+    Parameters
+    ----------
+    text : str
+        Two non-negative integers joined by a colon, e.g. ``"14:4"``; at least one must be positive.
+
+    Returns
+    -------
+    (int, int)
+        The CPU and GPU parts of every cycle of ``C + G`` ranks.
+    """
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"split={text!r} should be two non-negative integers 'C:G', e.g. '14:4'")
+    cpu, gpu = (int(p) for p in parts)
+    if cpu + gpu == 0:
+        raise ValueError(f"split={text!r} should have C + G >= 1")
+    return cpu, gpu
+
+
+def is_gpu_rank(rank, split):
+    """Rank ``r`` is a GPU rank when ``r % (C + G) < G`` (``9:4`` is the original's ``worker % 13 <= 3``)."""
+    cpu, gpu = split
+    return rank % (cpu + gpu) < gpu
+
+
+def gpu_device(local_rank, gpus):
+    """The device of a GPU rank: its node-local rank modulo the node's GPU count, or None without GPUs."""
+    if not gpus:
+        return None
+    return local_rank % gpus
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one rank computes.
+
+    ``role`` is what the split rule asks for (``"cpu"`` or ``"gpu"``); ``device`` the CUDA device of a GPU
+    rank; ``fallback`` is None when the rank computes where its role says, else why a GPU rank uses the CPU.
+    """
+
+    rank: int
+    local_rank: int
+    role: str
+    device: int | None
+    fallback: str | None = None
+
+    @property
+    def backend(self):
+        """``"gpu"`` when this rank really computes on its GPU, else ``"cpu"``."""
+        return "gpu" if self.role == "gpu" and self.fallback is None else "cpu"
+
+
+def place(rank, local_rank, split, gpus):
+    """The placement the split rule gives, before checking that a GPU is usable.
+
+    Parameters
+    ----------
+    rank : int
+        Global rank, which decides the role.
+    local_rank : int
+        Rank among the ranks of the same node, which decides the device (LSF's jsrun numbers each resource
+        set's GPUs from 0, so the global rank would name devices a rank cannot see).
+    split : (int, int)
+        The ``C:G`` rule from :func:`parse_split`.
+    gpus : int or None
+        GPUs visible on the node.
+    """
+    if not is_gpu_rank(rank, split):
+        return Placement(rank, local_rank, "cpu", None)
+    device = gpu_device(local_rank, gpus)
+    fallback = None if device is not None else "no GPU visible"
+    return Placement(rank, local_rank, "gpu", device, fallback)
+
+
+# what a GPU rank with a usable device does until the GPU kernels exist: compute on the CPU, and say so
+NO_GPU_KERNEL = "this version has no GPU kernel yet"
+
+
+def place_rank(rank, local_rank, split, gpus, probe):
+    """The placement of one rank after checking its GPU.
+
+    Parameters
+    ----------
+    rank, local_rank, split
+        As for :func:`place`.
+    gpus : int or None
+        GPUs per node as configured; None takes the count ``probe`` finds.
+    probe : callable
+        Returns ``(count, reason)`` of usable devices (see :func:`mpicolor.devices.probe_gpus`); called only
+        for GPU ranks, so that CPU ranks never initialise CUDA.
+    """
+    if not is_gpu_rank(rank, split):
+        return place(rank, local_rank, split, gpus)
+    count, reason = probe()
+    placement = place(rank, local_rank, split, count if gpus is None else gpus)
+    return replace(placement, fallback=reason or placement.fallback or NO_GPU_KERNEL)

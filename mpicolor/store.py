@@ -1,0 +1,382 @@
+"""Rank 0's outputs: one sqlite file per tarball and the HDF5 checkpoint, both written atomically.
+
+Every file appears under its final name only when it is complete: it is written under a temporary name
+in the same folder, flushed and fsynced, renamed over the final name, and the folder is fsynced. A
+killed job therefore leaves either the previous or the next version of a file, never half of one; a
+rerun takes temporary files it finds for what they are and removes them.
+
+The checkpoint keeps its previous generation (``checkpoint.prev.h5``) to fall back to. A new generation
+starts as a kernel-side copy of the live file, so the rows of finished tarballs are not rewritten by
+Python at every checkpoint; only tarballs that changed are written into the copy.
+"""
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.h5"
+CHECKPOINT_PREV = "checkpoint.prev.h5"
+RUN_SUMMARY = "run-summary.json"
+LOCK = ".mpicolor.lock"
+TEMP_SUFFIX = ".partial"
+FORMAT = "mpicolor-checkpoint-1"
+
+# backend codes per frame: what computed it, or that it has not been computed or failed
+PENDING, CPU, GPU, FAILED = 0, 1, 2, 3
+BACKEND_NAMES = {CPU: "cpu", GPU: "gpu", FAILED: "failed"}
+BACKEND_CODES = {name: code for code, name in BACKEND_NAMES.items()}
+
+PARTIAL, COMPLETE, INCOMPLETE, UNREADABLE = "partial", "complete", "incomplete", "unreadable"
+
+
+class OutputError(RuntimeError):
+    """OUTPUT_DIR cannot be used: locked by another run, unwritable, or holds results of other settings."""
+
+
+@dataclass
+class TarballResults:
+    """The results of one tarball, as rank 0 gathers them.
+
+    Attributes
+    ----------
+    name : str
+        The tarball's file name.
+    frames : list of str, length n_frames
+        Member names in tar order; duplicates are told apart by their position (``member`` in the outputs).
+    packed : ndarray of shape (n_frames, clusters), uint32
+        Colours ``R << 16 | G << 8 | B``, largest share first.
+    shares : ndarray of shape (n_frames, clusters), float32
+        The colours' shares of the frame's pixels.
+    backend : ndarray of shape (n_frames,), uint8
+        ``PENDING``, ``CPU``, ``GPU`` or ``FAILED`` per frame.
+    failures : dict of int to str
+        Why frames (by position) could not be processed.
+    skipped : dict of str to int
+        Members that are not frames, counted by kind.
+    incomplete : str or None
+        Why the tarball could be read only in part (a truncated tar), else None.
+    status : str
+        ``partial`` (frames still to compute), ``complete``, ``incomplete`` (all readable frames done but the
+        tarball is cut short: not taken as done) or ``unreadable``.
+    error : str or None
+        Why an unreadable tarball could not be read.
+    """
+
+    name: str
+    frames: list
+    packed: np.ndarray
+    shares: np.ndarray
+    backend: np.ndarray
+    failures: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    incomplete: str | None = None
+    status: str = PARTIAL
+    error: str | None = None
+
+    @classmethod
+    def empty(cls, name, frames, clusters, skipped=None, incomplete=None):
+        """Results with no frame computed yet."""
+        n_frames = len(frames)
+        return cls(name, list(frames), np.zeros((n_frames, clusters), np.uint32),
+                   np.zeros((n_frames, clusters), np.float32), np.zeros(n_frames, np.uint8),
+                   skipped=dict(skipped or {}), incomplete=incomplete)
+
+    @classmethod
+    def unreadable(cls, name, error, clusters):
+        """A tarball that could not be read at all."""
+        results = cls.empty(name, [], clusters)
+        results.status, results.error = UNREADABLE, error
+        return results
+
+    def pending(self):
+        """Positions of the frames still to compute, ascending, as an int64 array."""
+        return np.flatnonzero(self.backend == PENDING)
+
+    def record(self, positions, packed, shares, backend, failures):
+        """Store a batch of computed frames.
+
+        Parameters
+        ----------
+        positions : ndarray of shape (n,), int
+            Frame positions in this tarball.
+        packed : ndarray of shape (n, clusters), uint32
+        shares : ndarray of shape (n, clusters), float32
+        backend : ndarray of shape (n,), uint8
+            Backend code per frame (``FAILED`` for frames that could not be processed).
+        failures : dict of int to str
+            Reasons of the failed frames, by position.
+        """
+        self.packed[positions] = packed
+        self.shares[positions] = shares
+        self.backend[positions] = backend
+        self.failures.update(failures)
+
+    def settle(self):
+        """Set ``status`` from what is computed; return True when no frame is pending."""
+        if self.status == UNREADABLE:
+            return True
+        finished = not np.any(self.backend == PENDING)
+        if finished:
+            self.status = INCOMPLETE if self.incomplete else COMPLETE
+        else:
+            self.status = PARTIAL
+        return finished
+
+
+def sqlite_name(tarball_name, label):
+    """The original's output name, ``hist_{tarball}_{label}.sqlite``."""
+    return f"hist_{tarball_name}_{label}.sqlite"
+
+
+def _fsync(path):
+    """fsync a file or a folder (a rename is durable only once its folder is)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temporary, final):
+    """Make a complete temporary file durable and give it its final name atomically."""
+    _fsync(temporary)
+    os.replace(temporary, final)
+    _fsync(os.path.dirname(final))
+
+
+def _temporary(final):
+    return os.path.join(os.path.dirname(final), "." + os.path.basename(final) + TEMP_SUFFIX)
+
+
+def write_sqlite(output_dir, label, results, settings):
+    """Write one tarball's results as ``hist_{tarball}_{label}.sqlite``, atomically.
+
+    Table ``images(imgname, color0..color{K-1}, share0..share{K-1}, member)`` holds one row per computed
+    frame in tar order (``member`` is the frame's position, which tells duplicate names apart); table
+    ``failures(imgname, reason, member)`` the frames that could not be processed; table ``info(key, value)``
+    the settings and counts. Parameterised SQL only: member names come from anywhere.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    clusters = results.packed.shape[1]
+    final = os.path.join(output_dir, sqlite_name(results.name, label))
+    temporary = _temporary(final)
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    colors = [f"color{i} integer" for i in range(clusters)]
+    shares = [f"share{i} real" for i in range(clusters)]
+    done = np.flatnonzero((results.backend == CPU) | (results.backend == GPU))
+    packed = results.packed[done].astype(np.int64).tolist()
+    share_rows = results.shares[done].astype(np.float64).tolist()
+    rows = [(results.frames[position], *packed[i], *share_rows[i], int(position))
+            for i, position in enumerate(done.tolist())]
+    failures = [(results.frames[position], reason, position)
+                for position, reason in sorted(results.failures.items())]
+    info = dict(settings, tarball=results.name, frames=len(rows), failures=len(failures),
+                skipped=json.dumps(results.skipped, sort_keys=True), incomplete=results.incomplete or "")
+    connection = sqlite3.connect(temporary)
+    try:
+        # a rollback journal, not WAL: WAL needs shared memory that network file systems lack
+        connection.execute("PRAGMA journal_mode=DELETE")
+        with connection:
+            connection.execute(f"CREATE TABLE images (imgname text, {', '.join(colors + shares)}, member integer)")
+            connection.execute("CREATE TABLE failures (imgname text, reason text, member integer)")
+            connection.execute("CREATE TABLE info (key text PRIMARY KEY, value text)")
+            marks = ", ".join("?" * (2 + 2 * clusters))
+            connection.executemany(f"INSERT INTO images VALUES ({marks})", rows)
+            connection.executemany("INSERT INTO failures VALUES (?, ?, ?)", failures)
+            connection.executemany("INSERT INTO info VALUES (?, ?)",
+                                   [(key, str(value)) for key, value in sorted(info.items())])
+    finally:
+        connection.close()
+    _publish(temporary, final)
+    return final
+
+
+def write_json(path, document):
+    """Write a JSON document atomically (temporary name, fsync, rename)."""
+    temporary = _temporary(path)
+    with open(temporary, "w") as stream:
+        json.dump(document, stream, indent=1, sort_keys=True)
+    _publish(temporary, path)
+
+
+class OutputLock:
+    """An exclusive lock on OUTPUT_DIR held by rank 0 for the whole run.
+
+    ``flock`` is released by the kernel when the process dies, so a lock file left by a killed job never
+    blocks the rerun; the file's text only says who holds it.
+    """
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, LOCK)
+        self.fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(f"{os.path.dirname(self.path)} is in use by another mpicolor run ({holder}); "
+                              "wait for it to end or choose another OUTPUT_DIR") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def prepare_output_dir(output_dir):
+    """Create OUTPUT_DIR if needed and check that this user can write into it."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"OUTPUT_DIR {output_dir} cannot be created: {error.strerror}") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"OUTPUT_DIR {output_dir} is not writable by this user")
+
+
+def remove_stale_temporaries(output_dir):
+    """Remove temporary files a killed run left; call with the :class:`OutputLock` held, so all are stale."""
+    for entry in os.listdir(output_dir):
+        if entry.startswith(".") and entry.endswith(TEMP_SUFFIX):
+            log.info("removing %s left by an interrupted run", entry)
+            os.remove(os.path.join(output_dir, entry))
+
+
+class Checkpoint:
+    """The HDF5 checkpoint in OUTPUT_DIR, written only by rank 0.
+
+    Layout: root attributes hold the settings that made the results; group ``tarballs/{name}`` holds
+    datasets ``frames`` (n,) str, ``packed`` (n, K) uint32, ``shares`` (n, K) float32, ``backend`` (n,)
+    uint8, ``failed_members`` (m,) int64 and ``failure_reasons`` (m,) str, and attributes ``status``,
+    ``skipped`` (JSON), ``incomplete`` and ``error``. File locking is off: only rank 0 touches the file, and
+    HDF5's locks fail on NFS and Lustre.
+    """
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.live = os.path.join(output_dir, CHECKPOINT)
+        self.previous = os.path.join(output_dir, CHECKPOINT_PREV)
+
+    def load(self):
+        """Read the newest readable generation.
+
+        Returns
+        -------
+        settings : dict or None
+            The settings stored with the results; None when there is no checkpoint.
+        tarballs : dict of str to TarballResults
+        """
+        for path in (self.live, self.previous):
+            if not os.path.exists(path):
+                continue
+            try:
+                return _read_checkpoint(path)
+            except (OSError, KeyError, ValueError) as error:
+                log.warning("checkpoint %s is unreadable (%s); trying the previous generation", path, error)
+        if os.path.exists(self.live) or os.path.exists(self.previous):
+            raise OutputError(f"no generation of the checkpoint in {self.output_dir} is readable; move "
+                              f"{CHECKPOINT} and {CHECKPOINT_PREV} away to start over")
+        return None, {}
+
+    def save(self, settings, changed):
+        """Write a new generation with the ``changed`` tarballs' results, keeping the others'.
+
+        Parameters
+        ----------
+        settings : dict
+            Settings to store as root attributes.
+        changed : iterable of TarballResults
+            Tarballs whose results changed since the previous generation.
+        """
+        temporary = _temporary(self.live)
+        if os.path.exists(self.live):
+            shutil.copyfile(self.live, temporary)
+            mode = "r+"
+        else:
+            mode = "w"  # a new temporary file, never the live checkpoint
+        with h5py.File(temporary, mode, locking=False) as h5:
+            h5.attrs["format"] = FORMAT
+            for key, value in settings.items():
+                h5.attrs[key] = "" if value is None else value
+            group = h5.require_group("tarballs")
+            for results in changed:
+                _write_tarball(group, results)
+        _fsync(temporary)
+        if os.path.exists(self.live):
+            os.replace(self.live, self.previous)
+        # between the two renames only the previous generation exists, and load() falls back to it
+        os.replace(temporary, self.live)
+        _fsync(self.output_dir)
+
+
+def _write_tarball(parent, results):
+    if results.name in parent:
+        group = parent[results.name]
+        if group["packed"].shape == results.packed.shape:
+            group["packed"][...] = results.packed
+            group["shares"][...] = results.shares
+            group["backend"][...] = results.backend
+        else:
+            del parent[results.name]
+    if results.name not in parent:
+        group = parent.create_group(results.name)
+        group.create_dataset("frames", data=np.array(results.frames, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+        group.create_dataset("packed", data=results.packed)
+        group.create_dataset("shares", data=results.shares)
+        group.create_dataset("backend", data=results.backend)
+    for name in ("failed_members", "failure_reasons"):
+        if name in group:
+            del group[name]
+    positions = sorted(results.failures)
+    group.create_dataset("failed_members", data=np.array(positions, np.int64))
+    group.create_dataset("failure_reasons", data=np.array([results.failures[p] for p in positions], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+    group.attrs["status"] = results.status
+    group.attrs["skipped"] = json.dumps(results.skipped, sort_keys=True)
+    group.attrs["incomplete"] = results.incomplete or ""
+    group.attrs["error"] = results.error or ""
+
+
+def _read_checkpoint(path):
+    with h5py.File(path, "r", locking=False) as h5:
+        if h5.attrs.get("format") != FORMAT:
+            raise ValueError(f"format {h5.attrs.get('format')!r} is not {FORMAT!r}")
+        settings = {key: _plain(value) for key, value in h5.attrs.items() if key != "format"}
+        tarballs = {}
+        for name, group in h5["tarballs"].items():
+            reasons = group["failure_reasons"].asstr()[...].tolist()
+            failures = dict(zip(group["failed_members"][...].tolist(), reasons))
+            tarballs[name] = TarballResults(
+                name, group["frames"].asstr()[...].tolist(), group["packed"][...], group["shares"][...],
+                group["backend"][...], failures, json.loads(group.attrs["skipped"]),
+                group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None)
+    return settings, tarballs
+
+
+def _plain(value):
+    """HDF5 attribute values as plain Python values ('' stands for None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if value == "" else value
