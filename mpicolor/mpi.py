@@ -210,3 +210,21 @@ def _placement(comm, rank, config):
     if placement.fallback is not None:
         log.warning("GPU rank computing on the CPU: %s", placement.fallback)
     return placement
+
+
+def round_robin(items):
+    """The share of ``items`` this rank takes in simple SPMD tools (``pack``): every size-th item from its rank.
+
+    Returns
+    -------
+    rank, size : int
+    mine : list
+    """
+    comm, rank, size = world()
+    return rank, size, list(items)[rank::size]
+
+
+def gather_to_root(value):
+    """Gather one value per rank to rank 0: a list there, None elsewhere."""
+    comm, rank, size = world()
+    return comm.gather(value, root=0)
