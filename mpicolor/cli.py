@@ -60,6 +60,11 @@ def build_parser():
     run.add_argument("--simulate", type=float, default=None, metavar="SECONDS",
                      help="benchmarks: each frame costs this much sleep instead of its palette")
 
+    info = commands.add_parser("info", help="where each rank computes; MPI library; GPUs; run under mpiexec")
+    add_placement_arguments(info)
+    from mpicolor.info import add_arguments as add_info_arguments
+    add_info_arguments(info)
+
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     kernel = benches.add_parser("kernel", help="per-frame decode and palette time and quality, one core")
@@ -96,6 +101,11 @@ def main(argv=None):
         from mpicolor.mpi import run_job
 
         return run_job(lambda: _run_config(args))
+    if args.command == "info":
+        from mpicolor.info import main as info_main
+        from mpicolor.placement import parse_split
+
+        return info_main(args, parse_split(args.split))
     if args.command == "bench" and args.bench == "kernel":
         from mpicolor.bench import run_kernel_bench
 
