@@ -1,0 +1,119 @@
+"""Decoding of one frame's bytes to a BGR image, refusing anything that is not a whole image."""
+
+import math
+import struct
+
+import cv2
+import numpy as np
+import simplejpeg
+
+# One MPI rank per core: OpenCV must not start a thread pool of its own in every rank.
+cv2.setNumThreads(1)
+
+SCALES = (1, 2, 4, 8)
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_JPEG_START = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+_OPENCV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                   4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+class BadFrame(ValueError):
+    """The bytes of a frame are not a whole, decodable image of an allowed size."""
+
+
+def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1):
+    """Decode JPEG or PNG bytes to a BGR image.
+
+    Grayscale, alpha, 16-bit and CMYK images are converted to 8-bit BGR (alpha is
+    dropped). The size is checked from the header before any pixel is decoded.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The encoded frame. The format is found from the content, not the name.
+    max_pixels : int, default 50_000_000
+        Largest width * height accepted.
+    scale : {1, 2, 4, 8}, default 1
+        Decode at 1/scale of the size in each direction (``ceil(size / scale)``).
+        JPEG is reduced in the DCT domain; PNG is decoded fully, then resized with
+        ``cv2.INTER_AREA``.
+
+    Returns
+    -------
+    ndarray of shape (height, width, 3), uint8
+        BGR pixels, C-contiguous.
+
+    Raises
+    ------
+    BadFrame
+        Empty data, not a JPEG or PNG, truncated or corrupt data, or more pixels
+        than ``max_pixels``; the message says which.
+    ValueError
+        ``scale`` or ``max_pixels`` out of range.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} should be one of {SCALES}")
+    if not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels={max_pixels!r} should be an int >= 1")
+    data = bytes(data)
+    if not data:
+        raise BadFrame("empty frame data (0 bytes)")
+    if data.startswith(_JPEG_START):
+        image = _decode_jpeg(data, max_pixels, scale)
+    elif data.startswith(_PNG_SIGNATURE):
+        image = _decode_png(data, max_pixels, scale)
+    else:
+        raise BadFrame(f"not a JPEG or PNG image ({len(data)} bytes starting {data[:8]!r})")
+    return np.ascontiguousarray(image)
+
+
+def _check_size(kind, width, height, max_pixels):
+    if width < 1 or height < 1:
+        raise BadFrame(f"{kind} header gives an empty image of {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise BadFrame(f"{kind} of {width}x{height} = {width * height:,} pixels is above "
+                       f"max_pixels={max_pixels:,}")
+
+
+def _decode_jpeg(data, max_pixels, scale):
+    try:
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data, strict=True)
+    except ValueError as error:
+        raise BadFrame(f"corrupt or truncated JPEG header ({len(data)} bytes): {error}") from None
+    _check_size("JPEG", width, height, max_pixels)
+    # libjpeg stops quietly at a missing end marker when the scan data happens to be
+    # complete; a frame cut there is still truncated. Encoders may pad with NULs.
+    if not data.rstrip(b"\x00").endswith(_JPEG_END):
+        raise BadFrame(f"truncated JPEG: {len(data)} bytes without the end-of-image marker FF D9")
+    target = {"min_height": math.ceil(height / scale), "min_width": math.ceil(width / scale)}
+    cmyk = colourspace in ("CMYK", "YCCK")
+    try:
+        # strict=True turns libjpeg's warnings ("Corrupt JPEG data", "Premature end of
+        # JPEG file") into errors instead of grey padding and a line on stderr.
+        image = simplejpeg.decode_jpeg(data, "CMYK" if cmyk else "BGR", strict=True, **target)
+    except ValueError as error:
+        raise BadFrame(f"corrupt JPEG data: {error}") from None
+    if cmyk:
+        # libjpeg-turbo cannot convert CMYK to BGR; OpenCV knows the Adobe inversion.
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), _OPENCV_REDUCED[scale])
+    return image
+
+
+def _decode_png(data, max_pixels, scale):
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise BadFrame(f"corrupt PNG: no IHDR header chunk in {len(data)} bytes")
+    width, height = struct.unpack(">II", data[16:24])
+    _check_size("PNG", width, height, max_pixels)
+    if not data.endswith(_PNG_END):
+        raise BadFrame(f"truncated PNG: {len(data)} bytes without the IEND chunk at the end")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadFrame("corrupt PNG data: OpenCV could not decode it")
+    if scale > 1:
+        size = (math.ceil(width / scale), math.ceil(height / scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image

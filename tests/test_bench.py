@@ -1,0 +1,75 @@
+"""mpicolor bench kernel: options, tables, JSON, and errors that name the problem."""
+
+import argparse
+import json
+import pathlib
+import re
+
+import cv2
+import pytest
+
+from mpicolor import bench
+
+FRAMES = pathlib.Path(__file__).parent / "data" / "frames"
+REPO = pathlib.Path(__file__).parents[1]
+HD_FRAMES = REPO.parent / "shared" / "data" / "frames" / "hd"
+
+
+def run(argv):
+    parser = argparse.ArgumentParser()
+    bench.add_kernel_arguments(parser)
+    return bench.run_kernel_bench(parser.parse_args(argv))
+
+
+@pytest.fixture
+def small_frames(tmp_path):
+    """Two bundled frames at a tenth of their size, so the seed method stays quick."""
+    for name in ("car_005.jpg", "bottle_005.jpg"):
+        image = cv2.imread(str(FRAMES / name))
+        small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(tmp_path / name), small)
+    return tmp_path
+
+
+def test_tables_and_json(small_frames, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert run(["--frames", str(small_frames), "--scale", "1", "2", "--repeat", "2",
+                "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "numba kernels, first call" in printed
+    for label in ("seed", "fast@scale1", "fast@scale2", "decode floor", "inertia/seed median"):
+        assert label in printed
+    report = json.loads(report_path.read_text())
+    summary = report["folders"][str(small_frames)]["summary"]
+    assert summary["frames"] == 2
+    fast = summary["variants"]["fast@scale1"]
+    assert fast["speedup_over_seed"] > 1
+    assert fast["inertia_ratio_median"] > 0 and fast["inertia_ratio_worst"] >= fast["inertia_ratio_median"]
+    assert summary["variants"]["seed"]["inertia_ratio_median"] == 1.0
+    assert report["numba_first_call_s"] >= 0
+
+
+def test_fast_only_has_no_quality_columns(small_frames, capsys):
+    assert run(["--frames", str(small_frames), "--methods", "fast", "--scale", "1", "--repeat", "1"]) == 0
+    assert "fast@scale1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frames", "no/such/folder"], "frames folder 'no/such/folder' not found"),
+    (["--methods", "fast,quick"], "method 'quick' should be one of fast, seed"),
+    (["--scale", "3"], r"--scale 3 should be one of \(1, 2, 4, 8\)"),
+    (["--repeat", "0"], "--repeat 0 should be >= 1"),
+])
+def test_errors_name_the_problem(argv, message, small_frames, capsys):
+    if "--frames" not in argv:
+        argv = argv + ["--frames", str(small_frames)]
+    assert run(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_default_folder_is_the_shared_hd_frames(monkeypatch, capsys):
+    if not HD_FRAMES.is_dir():
+        pytest.skip(f"real frames not present at {HD_FRAMES}")
+    monkeypatch.chdir(REPO)
+    assert run(["--methods", "fast", "--scale", "4", "--repeat", "1"]) == 0
+    assert f"hd: {len(list(HD_FRAMES.glob('*.jpg')))} frames" in capsys.readouterr().out

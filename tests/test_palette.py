@@ -1,0 +1,187 @@
+"""extract_palette and palette_from_bytes: API, gold answers, degenerate frames, determinism, quality."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from mpicolor import kernels
+from mpicolor.decode import decode_frame
+from mpicolor.palette import (METHODS, BadFrame, Palette, default_scale, extract_palette,
+                              palette_from_bytes)
+
+FRAMES = pathlib.Path(__file__).parent / "data" / "frames"
+REPO = pathlib.Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Compile (or load) the numba kernels once for the whole session."""
+    kernels.warm_up()
+
+
+def frame_bytes(name):
+    return (FRAMES / name).read_bytes()
+
+
+def blocks(colours_bgr, widths, height=10):
+    """An image of flat vertical blocks of the given BGR colours and widths."""
+    return np.concatenate([np.full((height, width, 3), colour, np.uint8)
+                           for colour, width in zip(colours_bgr, widths)], axis=1)
+
+
+def inertia(image, palette):
+    return kernels.palette_inertia(image.reshape(-1, 3), palette.rgb[:, ::-1].astype(np.float64))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_palette_shapes_dtypes_sorting_packing(method):
+    image = cv2.resize(decode_frame(frame_bytes("car_005.jpg")), (80, 45), interpolation=cv2.INTER_AREA)
+    palette = extract_palette(image, clusters=4, method=method)
+    assert palette.rgb.shape == (4, 3) and palette.rgb.dtype == np.uint8
+    assert palette.shares.shape == (4,) and palette.shares.dtype == np.float64
+    assert palette.shares.sum() == pytest.approx(1.0)
+    assert np.all(np.diff(palette.shares) <= 0)
+    rgb = palette.rgb.astype(np.int64)
+    np.testing.assert_array_equal(palette.packed, rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])
+    assert palette.packed.dtype == np.int64 and np.all(palette.packed < 2**24)
+
+
+def test_palette_is_frozen():
+    palette = extract_palette(blocks([(0, 0, 255), (255, 0, 0)], [3, 1]), clusters=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        palette.rgb = None
+    with pytest.raises(ValueError, match="read-only"):
+        palette.shares[0] = 0.5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gold_three_flat_blocks(method):
+    # BGR blocks: pure red (50%), green-ish (30%), grey (20%).
+    image = blocks([(0, 0, 255), (10, 200, 30), (90, 90, 90)], [25, 15, 10])
+    palette = extract_palette(image, clusters=3, method=method)
+    np.testing.assert_array_equal(palette.rgb, [[255, 0, 0], [30, 200, 10], [90, 90, 90]])
+    np.testing.assert_allclose(palette.shares, [0.5, 0.3, 0.2])
+    assert palette.packed.tolist() == [0xFF0000, 30 << 16 | 200 << 8 | 10, 0x5A5A5A]
+
+
+def test_equal_shares_ordered_by_packed_colour():
+    image = blocks([(200, 0, 0), (0, 0, 200)], [5, 5])
+    palette = extract_palette(image, clusters=2)
+    assert palette.packed.tolist() == [200, 200 << 16]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("image", [np.zeros((30, 40, 3), np.uint8), np.full((1, 1, 3), 77, np.uint8)],
+                         ids=["all-black", "1x1"])
+def test_degenerate_frames_fill_spare_rows(method, image):
+    with pytest.warns(Warning):
+        palette = extract_palette(image, clusters=5, method=method)
+    assert palette.rgb.shape == (5, 3)
+    assert not np.isnan(palette.shares).any() and palette.shares.sum() == pytest.approx(1.0)
+    assert palette.shares[0] == 1.0
+    np.testing.assert_array_equal(palette.rgb, np.repeat(image[:1, 0, ::-1], 5, axis=0))
+
+
+def test_fewer_colours_than_clusters_repeat_last_real_colour_with_share_0():
+    # The smaller block comes first in the image, so it is the last colour only once sorted.
+    image = blocks([(0, 0, 255), (255, 0, 0)], [1, 3])
+    with pytest.warns(UserWarning, match="2 distinct colours, fewer than clusters=4"):
+        palette = extract_palette(image, clusters=4)
+    np.testing.assert_array_equal(palette.rgb, [[0, 0, 255], [255, 0, 0], [255, 0, 0], [255, 0, 0]])
+    np.testing.assert_array_equal(palette.shares, [0.75, 0.25, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"clusters": 0}, "clusters=0 should be an int >= 1"),
+    ({"clusters": 2.5}, "clusters=2.5 should be an int >= 1"),
+    ({"method": "foo"}, "method='foo' should be one of 'fast', 'seed'"),
+    ({"seed": -1}, r"seed=-1 should be an int in \[0, 2\*\*32\)"),
+])
+def test_argument_errors_name_value_and_rule(keywords, message):
+    with pytest.raises(ValueError, match=message):
+        extract_palette(np.zeros((2, 2, 3), np.uint8), **keywords)
+
+
+@pytest.mark.parametrize("image, described", [
+    (np.zeros((4, 4, 3), np.float64), r"float64 array of shape \(4, 4, 3\)"),
+    (np.zeros((4, 4), np.uint8), r"uint8 array of shape \(4, 4\)"),
+    (np.zeros((0, 4, 3), np.uint8), r"uint8 array of shape \(0, 4, 3\)"),
+    ([[1, 2, 3]], "list"),
+])
+def test_image_errors(image, described):
+    with pytest.raises(ValueError, match="image should be a non-empty uint8 array of shape "
+                                         r"\(height, width, 3\), got " + described):
+        extract_palette(image)
+
+
+def test_same_result_twice():
+    image = decode_frame(frame_bytes("person_005.jpg"))
+    assert extract_palette(image) == extract_palette(image)
+
+
+def test_same_result_in_another_process_with_other_threads_and_hash_seed():
+    name = "bottle_010.jpg"
+    script = ("import json, pathlib, sys; from mpicolor.palette import palette_from_bytes; "
+              f"p = palette_from_bytes(pathlib.Path({str(FRAMES / name)!r}).read_bytes()); "
+              "print(json.dumps([p.packed.tolist(), p.shares.tolist()]))")
+    environment = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONHASHSEED="12345", OMP_NUM_THREADS="2")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=environment,
+                            capture_output=True, text=True, timeout=120, check=True)
+    packed, shares = json.loads(result.stdout)
+    palette = palette_from_bytes(frame_bytes(name))
+    assert packed == palette.packed.tolist()
+    assert shares == palette.shares.tolist()
+
+
+@pytest.mark.parametrize("scale", [None, 2])
+def test_palette_from_bytes_is_extract_of_decode(scale):
+    data = frame_bytes("car_010.jpg")
+    effective = default_scale("fast") if scale is None else scale
+    expected = extract_palette(decode_frame(data, scale=effective), 5, "fast", 3)
+    assert palette_from_bytes(data, 5, "fast", 3, scale=scale) == expected
+
+
+def test_palette_from_bytes_refuses_bad_frames():
+    with pytest.raises(BadFrame, match="empty"):
+        palette_from_bytes(b"")
+    with pytest.raises(BadFrame, match="above max_pixels=1,000"):
+        palette_from_bytes(frame_bytes("car_010.jpg"), max_pixels=1000)
+
+
+def test_default_scale():
+    assert default_scale("seed") == 1
+    assert default_scale("fast") in (1, 2, 4, 8)
+    with pytest.raises(ValueError, match="method='x' should be one of"):
+        default_scale("x")
+
+
+@pytest.mark.parametrize("name", ["bottle_005.jpg", "car_005.jpg", "person_005.jpg"])
+def test_fast_quality_close_to_seed_on_real_frames(name):
+    # Half size keeps the scikit-learn reference quick; both see the same pixels.
+    image = decode_frame(frame_bytes(name), scale=2)
+    fast = extract_palette(image, method="fast")
+    seed = extract_palette(image, method="seed")
+    assert inertia(image, fast) <= inertia(image, seed) * 1.003
+
+
+def test_numba_cache_goes_to_user_folder_when_package_is_read_only(tmp_path):
+    # os.access stands in for a read-only install: as root, chmod would not stop writes.
+    script = ("import os; os.access = lambda path, mode: False; import mpicolor.kernels; "
+              "print(os.environ.get('NUMBA_CACHE_DIR'))")
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    environment["HOME"] = str(tmp_path)
+    printed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=environment,
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert printed == str(tmp_path / ".cache" / "mpicolor" / "numba")
+    environment["NUMBA_CACHE_DIR"] = str(tmp_path / "chosen")
+    printed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=environment,
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert printed == str(tmp_path / "chosen")
