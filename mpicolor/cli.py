@@ -2,10 +2,12 @@
 
 import argparse
 import contextlib
+import importlib
 import io
 import os
 
 from mpicolor import __version__
+from mpicolor.launch import launcher_rank
 
 RUN_EPILOG = """\
 exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
@@ -15,12 +17,11 @@ same command again to resume); 70 a rank failed (the job was aborted; rerunning 
 """
 
 
-def _launcher_rank():
-    """This process's rank as the MPI launcher announces it, before MPI starts (0 when not launched)."""
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
+# subcommands whose module provides add_arguments(parser) and main(args)
+TOOLS = {"pack": "decode videos into tarballs of JPEG frames",
+         "inspect": "what an OUTPUT_DIR holds",
+         "render": "the colour barcode of a run as PNG or SVG",
+         "export": "all tarballs' colours as one CSV or JSON file"}
 
 
 def add_placement_arguments(parser):
@@ -65,6 +66,10 @@ def build_parser():
     from mpicolor.info import add_arguments as add_info_arguments
     add_info_arguments(info)
 
+    for name, help_text in TOOLS.items():
+        module = importlib.import_module(f"mpicolor.{name}")
+        module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__.splitlines()[0]))
+
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     kernel = benches.add_parser("kernel", help="per-frame decode and palette time and quality, one core")
@@ -73,6 +78,9 @@ def build_parser():
     whole = benches.add_parser("run", help="whole runs under mpiexec: 1 rank vs 2, and a rank at half speed")
     from mpicolor.scaling import add_run_arguments
     add_run_arguments(whole)
+    scaling = benches.add_parser("scaling", help="strong or weak scaling over rank counts, real or simulated")
+    from mpicolor.scaling import add_scaling_arguments
+    add_scaling_arguments(scaling)
     return parser
 
 
@@ -91,7 +99,7 @@ def _run_config(args):
 
 def main(argv=None):
     parser = build_parser()
-    if _launcher_rank() == 0:
+    if not launcher_rank():
         args = parser.parse_args(argv)
     else:
         # every rank parses the same arguments: only rank 0 prints usage errors
@@ -101,6 +109,8 @@ def main(argv=None):
         from mpicolor.mpi import run_job
 
         return run_job(lambda: _run_config(args))
+    if args.command in TOOLS:
+        return importlib.import_module(f"mpicolor.{args.command}").main(args)
     if args.command == "info":
         from mpicolor.info import main as info_main
         from mpicolor.placement import parse_split
@@ -114,4 +124,8 @@ def main(argv=None):
         from mpicolor.scaling import run_run_bench
 
         return run_run_bench(args)
+    if args.command == "bench" and args.bench == "scaling":
+        from mpicolor.scaling import run_scaling_bench
+
+        return run_scaling_bench(args)
     parser.error(f"unknown command {args.command!r}")

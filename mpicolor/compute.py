@@ -52,6 +52,7 @@ class ChunkResult:
     shares: np.ndarray
     backend: np.ndarray
     failures: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
     seconds: float = 0.0
     rank: int = 0
 
@@ -99,7 +100,7 @@ class FrameComputer:
         packed = np.zeros((n_frames, clusters), np.uint32)
         shares = np.zeros((n_frames, clusters), np.float32)
         backend = np.full(n_frames, self.backend_code, np.uint8)
-        failures = {}
+        failures, notes = {}, {}
         try:
             fd = self._descriptor(chunk.path)
         except OSError as error:
@@ -107,19 +108,24 @@ class FrameComputer:
             failures = {position: f"cannot open {chunk.path}: {error.strerror}" for position in chunk.positions.tolist()}
             backend[:] = store.FAILED
             return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                               time.perf_counter() - started, self.rank)
+                               seconds=time.perf_counter() - started, rank=self.rank)
         for i, (position, offset, size) in enumerate(zip(chunk.positions.tolist(), chunk.offsets.tolist(),
                                                          chunk.sizes.tolist())):
-            try:
-                palette = self._palette(fd, Member("", offset, size))
-            except (BadFrame, OSError) as error:
-                failures[position] = str(error)
-                backend[i] = store.FAILED
-            else:
-                packed[i], shares[i] = palette.packed, palette.shares
+            with warnings.catch_warnings(record=True) as caught:
+                # a library's warning belongs to the frame's record, not to an 11-million-line log
+                warnings.simplefilter("always")
+                try:
+                    palette = self._palette(fd, Member("", offset, size))
+                except (BadFrame, OSError) as error:
+                    failures[position] = str(error)
+                    backend[i] = store.FAILED
+                else:
+                    packed[i], shares[i] = palette.packed, palette.shares
+            if caught and position not in failures:
+                notes[position] = "; ".join(dict.fromkeys(str(warning.message) for warning in caught))
             yield
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                           time.perf_counter() - started, self.rank)
+                           notes, time.perf_counter() - started, self.rank)
 
     def compute(self, chunk):
         """Compute a whole chunk and return its :class:`ChunkResult`."""
@@ -135,12 +141,8 @@ class FrameComputer:
         if self.config.simulate is not None:
             time.sleep(self.config.simulate)
             return stand_in_palette(frame_bytes, self.config.clusters)
-        with warnings.catch_warnings():
-            # degenerate frames (fewer colours than clusters) are valid; their palette says so by its shares
-            warnings.simplefilter("ignore")
-            return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
-                                      seed=self.config.seed, scale=self.config.scale,
-                                      max_pixels=self.config.max_pixels)
+        return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
+                                  seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
 
     def _descriptor(self, path):
         if path not in self.open_files:

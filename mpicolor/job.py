@@ -28,6 +28,9 @@ EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 
 # enough that rank 0 is not flooded with messages when frames are cheap.
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 4096
+# failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
+# frames makes a readable log (every reason is in the failures table)
+FAILURES_LOGGED = 5
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ActiveTarball:
     pending: np.ndarray
     cursor: int = 0
     outstanding: int = 0
+    failures_logged: int = 0
 
     def unassigned(self):
         return len(self.pending) - self.cursor
@@ -92,14 +96,18 @@ class Coordinator:
 
     # ---- start ----------------------------------------------------------------------------------------
     def start(self):
-        """Lock OUTPUT_DIR, read the checkpoint, and plan the tarballs; raise OutputError or OSError."""
+        """Find the tarballs, lock OUTPUT_DIR, read the checkpoint; raise ValueError for a bad INPUT_DIR,
+        OutputError or OSError for an OUTPUT_DIR that cannot be used."""
+        try:
+            paths, rejected = find_tarballs(self.config.input_dir)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise ValueError(f"INPUT_DIR: {error}") from None
         store.prepare_output_dir(self.config.output_dir)
         self.lock.acquire()
         store.remove_stale_temporaries(self.config.output_dir)
         settings, self.stored = self.checkpoint.load()
         if settings is not None:
             self._check_resumable(settings)
-        paths, rejected = find_tarballs(self.config.input_dir)
         self.paths = paths + [path for path, _ in rejected]
         if not self.paths:
             log.warning("INPUT_DIR %s holds no tarballs (*.tar): nothing to do", self.config.input_dir)
@@ -113,6 +121,10 @@ class Coordinator:
                 self.todo.append((number, path))
         log.info("%d tarballs in %s: %d already done, %d to compute", len(self.paths), self.config.input_dir,
                  skipped, len(self.todo))
+
+    def begin(self):
+        """Start the clocks once every rank is ready, so that Python and MPI start-up stay out of the numbers."""
+        self.started = self.last_checkpoint = self.clock()
         self.progress = Progress(len(self.paths), clock=self.clock)
 
     def _check_resumable(self, stored):
@@ -223,14 +235,17 @@ class Coordinator:
     def accept(self, result):
         """Store a :class:`ChunkResult`; finish its tarball when it was the last one."""
         tarball = self.active[result.tarball]
-        tarball.results.record(result.positions, result.packed, result.shares, result.backend, result.failures)
+        tarball.results.record(result.positions, result.packed, result.shares, result.backend, result.failures,
+                               result.notes)
         tarball.outstanding -= 1
         self.dirty[tarball.results.name] = tarball.results
         n_frames = len(result.positions)
         self.frames_done += n_frames
         for position, reason in sorted(result.failures.items()):
-            log.warning("%s: frame %r (member %d) failed: %s", tarball.results.name,
-                        tarball.results.frames[position], position, reason)
+            tarball.failures_logged += 1
+            if tarball.failures_logged <= FAILURES_LOGGED:
+                log.warning("%s: frame %r (member %d) failed: %s", tarball.results.name,
+                            tarball.results.frames[position], position, reason)
         stats = self.rank_stats.setdefault(result.rank, RankStats())
         stats.frames += n_frames
         stats.busy += result.seconds
@@ -246,6 +261,9 @@ class Coordinator:
     def _finish(self, tarball):
         results = tarball.results
         results.settle()
+        if tarball.failures_logged > FAILURES_LOGGED:
+            log.warning("%s: %d more failed frames, listed in its failures table", results.name,
+                        tarball.failures_logged - FAILURES_LOGGED)
         self.dirty[results.name] = results
         # the checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint
         self.save_checkpoint()
@@ -355,6 +373,7 @@ def run_serial(config, computer=None):
     """
     coordinator = Coordinator(config, size=1)
     coordinator.start()
+    coordinator.begin()
     computer = computer or FrameComputer(config)
     try:
         while not coordinator.finished:

@@ -195,8 +195,16 @@ def _run_job(comm, rank, size, make_config):
         if rank == 0:
             log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size,
                      sum(p.role == "gpu" for p in placements), *config.split, library_version())
-            serve(comm, coordinator, computer, rank0_computes)
-            code = coordinator.finish(placements)
+            coordinator.begin()
+            try:
+                serve(comm, coordinator, computer, rank0_computes)
+                code = coordinator.finish(placements)
+            except OSError as error:
+                # a full disk or a vanished OUTPUT_DIR: the previous checkpoint generation is intact
+                log.error("cannot write to OUTPUT_DIR %s: %s (%s); the last checkpoint is intact: free the "
+                          "space or fix the folder, then run the same command again to resume",
+                          config.output_dir, error.strerror or error, error.filename or "")
+                abort(comm, EXIT_OUTPUT)
         else:
             work(comm, computer)
             code = None

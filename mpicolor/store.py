@@ -62,6 +62,9 @@ class TarballResults:
         ``PENDING``, ``CPU``, ``GPU`` or ``FAILED`` per frame.
     failures : dict of int to str
         Why frames (by position) could not be processed.
+    notes : dict of int to str
+        Warnings raised while computing frames that did succeed (e.g. fewer distinct colours than clusters),
+        kept with the frame instead of flooding the log.
     skipped : dict of str to int
         Members that are not frames, counted by kind.
     incomplete : str or None
@@ -79,6 +82,7 @@ class TarballResults:
     shares: np.ndarray
     backend: np.ndarray
     failures: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
     incomplete: str | None = None
     status: str = PARTIAL
@@ -103,7 +107,7 @@ class TarballResults:
         """Positions of the frames still to compute, ascending, as an int64 array."""
         return np.flatnonzero(self.backend == PENDING)
 
-    def record(self, positions, packed, shares, backend, failures):
+    def record(self, positions, packed, shares, backend, failures, notes=None):
         """Store a batch of computed frames.
 
         Parameters
@@ -116,11 +120,14 @@ class TarballResults:
             Backend code per frame (``FAILED`` for frames that could not be processed).
         failures : dict of int to str
             Reasons of the failed frames, by position.
+        notes : dict of int to str, optional
+            Warnings of frames that succeeded, by position.
         """
         self.packed[positions] = packed
         self.shares[positions] = shares
         self.backend[positions] = backend
         self.failures.update(failures)
+        self.notes.update(notes or {})
 
     def settle(self):
         """Set ``status`` from what is computed; return True when no frame is pending."""
@@ -148,14 +155,15 @@ def _fsync(path):
         os.close(fd)
 
 
-def _publish(temporary, final):
+def publish(temporary, final):
     """Make a complete temporary file durable and give it its final name atomically."""
     _fsync(temporary)
     os.replace(temporary, final)
     _fsync(os.path.dirname(final))
 
 
-def _temporary(final):
+def temporary_path(final):
+    """The hidden temporary name beside ``final`` that a rerun knows to be stale."""
     return os.path.join(os.path.dirname(final), "." + os.path.basename(final) + TEMP_SUFFIX)
 
 
@@ -164,8 +172,9 @@ def write_sqlite(output_dir, label, results, settings):
 
     Table ``images(imgname, color0..color{K-1}, share0..share{K-1}, member)`` holds one row per computed
     frame in tar order (``member`` is the frame's position, which tells duplicate names apart); table
-    ``failures(imgname, reason, member)`` the frames that could not be processed; table ``info(key, value)``
-    the settings and counts. Parameterised SQL only: member names come from anywhere.
+    ``failures(imgname, reason, member)`` the frames that could not be processed; table
+    ``notes(imgname, note, member)`` warnings of frames that succeeded; table ``info(key, value)`` the settings
+    and counts. Parameterised SQL only: member names come from anywhere.
 
     Returns
     -------
@@ -174,7 +183,7 @@ def write_sqlite(output_dir, label, results, settings):
     """
     clusters = results.packed.shape[1]
     final = os.path.join(output_dir, sqlite_name(results.name, label))
-    temporary = _temporary(final)
+    temporary = temporary_path(final)
     if os.path.exists(temporary):
         os.remove(temporary)
     colors = [f"color{i} integer" for i in range(clusters)]
@@ -184,8 +193,8 @@ def write_sqlite(output_dir, label, results, settings):
     share_rows = results.shares[done].astype(np.float64).tolist()
     rows = [(results.frames[position], *packed[i], *share_rows[i], int(position))
             for i, position in enumerate(done.tolist())]
-    failures = [(results.frames[position], reason, position)
-                for position, reason in sorted(results.failures.items())]
+    failures, notes = ([(results.frames[position], text, position) for position, text in sorted(texts.items())]
+                       for texts in (results.failures, results.notes))
     info = dict(settings, tarball=results.name, frames=len(rows), failures=len(failures),
                 skipped=json.dumps(results.skipped, sort_keys=True), incomplete=results.incomplete or "")
     connection = sqlite3.connect(temporary)
@@ -195,24 +204,31 @@ def write_sqlite(output_dir, label, results, settings):
         with connection:
             connection.execute(f"CREATE TABLE images (imgname text, {', '.join(colors + shares)}, member integer)")
             connection.execute("CREATE TABLE failures (imgname text, reason text, member integer)")
+            connection.execute("CREATE TABLE notes (imgname text, note text, member integer)")
             connection.execute("CREATE TABLE info (key text PRIMARY KEY, value text)")
             marks = ", ".join("?" * (2 + 2 * clusters))
             connection.executemany(f"INSERT INTO images VALUES ({marks})", rows)
             connection.executemany("INSERT INTO failures VALUES (?, ?, ?)", failures)
+            connection.executemany("INSERT INTO notes VALUES (?, ?, ?)", notes)
             connection.executemany("INSERT INTO info VALUES (?, ?)",
                                    [(key, str(value)) for key, value in sorted(info.items())])
     finally:
         connection.close()
-    _publish(temporary, final)
+    publish(temporary, final)
     return final
 
 
+def write_atomically(path, data):
+    """Write ``data`` (bytes) under a temporary name beside ``path``, fsync, rename: never a half file."""
+    temporary = temporary_path(os.path.abspath(path))
+    with open(temporary, "wb") as stream:
+        stream.write(data)
+    publish(temporary, os.path.abspath(path))
+
+
 def write_json(path, document):
-    """Write a JSON document atomically (temporary name, fsync, rename)."""
-    temporary = _temporary(path)
-    with open(temporary, "w") as stream:
-        json.dump(document, stream, indent=1, sort_keys=True)
-    _publish(temporary, path)
+    """Write a JSON document atomically."""
+    write_atomically(path, json.dumps(document, indent=1, sort_keys=True).encode())
 
 
 class OutputLock:
@@ -268,7 +284,8 @@ class Checkpoint:
 
     Layout: root attributes hold the settings that made the results; group ``tarballs/{name}`` holds
     datasets ``frames`` (n,) str, ``packed`` (n, K) uint32, ``shares`` (n, K) float32, ``backend`` (n,)
-    uint8, ``failed_members`` (m,) int64 and ``failure_reasons`` (m,) str, and attributes ``status``,
+    uint8, ``failed_members`` (m,) int64 and ``failure_reasons`` (m,) str, ``noted_members`` and ``notes``
+    (warnings of frames that succeeded), and attributes ``status``,
     ``skipped`` (JSON), ``incomplete`` and ``error``. File locking is off: only rank 0 touches the file, and
     HDF5's locks fail on NFS and Lustre.
     """
@@ -309,9 +326,11 @@ class Checkpoint:
         changed : iterable of TarballResults
             Tarballs whose results changed since the previous generation.
         """
-        temporary = _temporary(self.live)
-        if os.path.exists(self.live):
-            shutil.copyfile(self.live, temporary)
+        temporary = temporary_path(self.live)
+        # a job killed between the two renames below leaves only the previous generation: build on it
+        newest = next((path for path in (self.live, self.previous) if os.path.exists(path)), None)
+        if newest is not None:
+            shutil.copyfile(newest, temporary)
             mode = "r+"
         else:
             mode = "w"  # a new temporary file, never the live checkpoint
@@ -346,17 +365,27 @@ def _write_tarball(parent, results):
         group.create_dataset("packed", data=results.packed)
         group.create_dataset("shares", data=results.shares)
         group.create_dataset("backend", data=results.backend)
-    for name in ("failed_members", "failure_reasons"):
-        if name in group:
-            del group[name]
-    positions = sorted(results.failures)
-    group.create_dataset("failed_members", data=np.array(positions, np.int64))
-    group.create_dataset("failure_reasons", data=np.array([results.failures[p] for p in positions], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
+    _write_texts(group, "failed_members", "failure_reasons", results.failures)
+    _write_texts(group, "noted_members", "notes", results.notes)
     group.attrs["status"] = results.status
     group.attrs["skipped"] = json.dumps(results.skipped, sort_keys=True)
     group.attrs["incomplete"] = results.incomplete or ""
     group.attrs["error"] = results.error or ""
+
+
+def _write_texts(group, positions_name, texts_name, texts):
+    """Store a position -> text mapping as two datasets, replacing the previous ones."""
+    for name in (positions_name, texts_name):
+        if name in group:
+            del group[name]
+    positions = sorted(texts)
+    group.create_dataset(positions_name, data=np.array(positions, np.int64))
+    group.create_dataset(texts_name, data=np.array([texts[p] for p in positions], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_texts(group, positions_name, texts_name):
+    return dict(zip(group[positions_name][...].tolist(), group[texts_name].asstr()[...].tolist()))
 
 
 def _read_checkpoint(path):
@@ -366,11 +395,10 @@ def _read_checkpoint(path):
         settings = {key: _plain(value) for key, value in h5.attrs.items() if key != "format"}
         tarballs = {}
         for name, group in h5["tarballs"].items():
-            reasons = group["failure_reasons"].asstr()[...].tolist()
-            failures = dict(zip(group["failed_members"][...].tolist(), reasons))
             tarballs[name] = TarballResults(
                 name, group["frames"].asstr()[...].tolist(), group["packed"][...], group["shares"][...],
-                group["backend"][...], failures, json.loads(group.attrs["skipped"]),
+                group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),
+                _read_texts(group, "noted_members", "notes"), json.loads(group.attrs["skipped"]),
                 group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None)
     return settings, tarballs
 

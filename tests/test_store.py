@@ -79,3 +79,13 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "keep.txt").write_bytes(b"user")
     store.remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_save_after_a_kill_between_the_renames_keeps_every_tarball(tmp_path):
+    checkpoint = store.Checkpoint(str(tmp_path))
+    checkpoint.save(SETTINGS, [results("a.tar")])
+    checkpoint.save(SETTINGS, [results("b.tar")])
+    # the job died after moving the live generation aside and before renaming the new one in
+    os.replace(tmp_path / store.CHECKPOINT, tmp_path / store.CHECKPOINT_PREV)
+    checkpoint.save(SETTINGS, [results("c.tar")])
+    assert sorted(checkpoint.load()[1]) == ["a.tar", "b.tar", "c.tar"]

@@ -1,0 +1,210 @@
+"""Hostile input and faults under real mpiexec: every bad input gets a reason, nothing is lost, nothing hangs."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import hostile
+from helpers import mpicolor_command, outputs, pack_scenes, read_sqlite, run_mpicolor
+from mpicolor import store
+from test_run import checkpoint_datasets, job_processes, many_frames_input
+
+BAD_FRAMES = {"empty.jpg", "random.jpg", "truncated.jpg", "corrupt.jpg", "huge.jpg"}
+
+
+def tree_state(root, skip=None):
+    """Path -> content hash of every file below root (except below ``skip``), and the folders."""
+    state = {}
+    for folder, folders, files in os.walk(root):
+        if skip and os.path.abspath(folder).startswith(os.path.abspath(skip)):
+            continue
+        state[os.path.relpath(folder, root) + "/"] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as stream:
+                state[os.path.relpath(path, root)] = hashlib.sha256(stream.read()).hexdigest()
+    return state
+
+
+def git_status():
+    """``git status`` of the repository the tests run from (empty outside a checkout)."""
+    found = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
+                           text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return found.stdout if found.returncode == 0 else ""
+
+
+def test_hostile_members_are_failures_or_frames_and_nothing_escapes(tmp_path):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    expected = hostile.hostile_member_tar(input_dir / "hostile.tar")
+    pack_scenes(str(input_dir))
+    output_dir = tmp_path / "out"
+    before = tree_state(tmp_path)
+    repo_before = git_status()
+    finished = run_mpicolor(2, "run", input_dir, output_dir, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    tables = read_sqlite(output_dir / "hist_hostile.tar_db.sqlite")
+    names = [frame["name"] for frame in expected["frames"]]
+    failed = {row[0]: row[1] for row in tables["failures"]}
+    assert set(failed) == BAD_FRAMES
+    assert all(reason for reason in failed.values())
+    assert "30000" in failed["huge.jpg"]
+    # every other frame is decoded (grayscale, CMYK, PNG named .jpg, 16-bit PNG) and stored under its exact name
+    assert [row[0] for row in tables["images"]] == [name for name in names if name not in BAD_FRAMES]
+    members = [row[-1] for row in tables["images"] if row[0] == "dup.jpg"]
+    assert len(members) == 2 and members[0] != members[1]  # duplicates kept, told apart by member
+    info = dict(tables["info"])
+    assert json.loads(info["skipped"]) == expected["skipped_counts"]
+    # nothing written outside OUTPUT_DIR (a member named ../escape.jpg is a label, never a path)
+    assert tree_state(tmp_path, skip=output_dir) == before
+    assert git_status() == repo_before
+    assert not os.path.exists("/etc/cron.d/x.jpg")
+    # library noise stays out of the log: libjpeg's warnings became the frames' reasons, shown in log lines
+    raw = [line for line in finished.stderr.splitlines() if "[rank " not in line and "JPEG" in line]
+    assert raw == []
+    assert "Corrupt JPEG data" in failed["corrupt.jpg"] or "corrupt" in failed["corrupt.jpg"].lower()
+
+
+def test_bad_tarballs_are_named_and_the_others_complete(tmp_path):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    pack_scenes(str(input_dir))
+    hostile.write_not_a_tar(input_dir / "notatar.tar")
+    truncated = hostile.write_truncated_tar(input_dir / "truncated.tar")
+    hostile.write_empty_tar(input_dir / "empty.tar")
+    hostile.write_gzipped_tar(input_dir / "zipped.tar.gz")
+    hostile.write_gzipped_tar(input_dir / "disguised.tar")
+    (input_dir / "folder.tar").mkdir()
+    input_before = tree_state(input_dir)
+    output_dir = tmp_path / "out"
+    finished = run_mpicolor(2, "run", input_dir, output_dir)
+    assert finished.returncode == 1, finished.stderr
+    log = finished.stderr
+    for name, words in {"notatar.tar": "not a tar", "truncated.tar": "truncated", "zipped.tar.gz": "gzip",
+                        "disguised.tar": "gzip", "folder.tar": "is a directory"}.items():
+        lines = [line for line in log.splitlines() if name in line and words in line]
+        assert lines, f"{name}: no log line saying {words!r}"
+    summary = log[log.index("done:"):]
+    for name in ("notatar.tar", "truncated.tar", "zipped.tar.gz", "disguised.tar", "folder.tar", "empty.tar"):
+        assert name in summary
+    produced = sorted(os.listdir(output_dir))
+    for good in ("bottle", "car", "person", "empty"):
+        assert f"hist_{good}.tar_db.sqlite" in produced
+    assert "hist_truncated.tar_db.sqlite" not in produced  # cut short: kept, but not taken as done
+    kept = checkpoint_datasets(output_dir)["truncated.tar"]
+    assert kept["status"] == "incomplete" and kept["frames"] == [name.encode() for name, _ in truncated["kept"]]
+    assert tree_state(input_dir) == input_before
+    again = run_mpicolor(2, "run", input_dir, output_dir)
+    assert again.returncode == 1 and "4 already done" in again.stderr
+
+
+def test_missing_and_empty_input_dir(tmp_path):
+    missing = run_mpicolor(1, "run", tmp_path / "nowhere", tmp_path / "out")
+    assert missing.returncode == 2
+    assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run_mpicolor(2, "run", tmp_path / "empty", tmp_path / "out")
+    assert empty.returncode == 0 and "holds no tarballs" in empty.stderr
+
+
+def mount_tmpfs(path, options):
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}): needs root")
+
+
+@pytest.fixture
+def mounts():
+    made = []
+    yield made
+    for path in made:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_output_dir_not_writable(tmp_path, input_dir, mounts):
+    read_only = tmp_path / "ro"
+    mount_tmpfs(read_only, "ro,size=1m")
+    mounts.append(read_only)
+    finished = run_mpicolor(2, "run", input_dir, read_only)
+    assert finished.returncode == 3
+    assert "not writable" in finished.stderr and str(read_only) in finished.stderr
+    inside = run_mpicolor(1, "run", input_dir, read_only / "sub")
+    assert inside.returncode == 3 and "cannot be created" in inside.stderr
+
+
+def test_full_disk_stops_clearly_and_keeps_a_readable_checkpoint(tmp_path, mounts):
+    input_dir = many_frames_input(tmp_path / "input", tarballs=8, copies=4)
+    small = tmp_path / "small"
+    mount_tmpfs(small, "size=400k")
+    mounts.append(small)
+    finished = run_mpicolor(2, "run", input_dir, small, "--simulate", "0", "--checkpoint-every", "0.01")
+    assert finished.returncode == 3, finished.stderr
+    assert "No space left on device" in finished.stderr and "run the same command again" in finished.stderr
+    store.Checkpoint(str(small)).load()
+    # with room again, the same command resumes and completes
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+    resumed = run_mpicolor(2, "run", input_dir, small, "--simulate", "0", "--checkpoint-every", "0.01")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len([name for name in os.listdir(small) if name.endswith(".sqlite")]) == 8
+
+
+def test_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
+    input_dir = many_frames_input(tmp_path / "input")
+    settings = ["--simulate", "0.01", "--checkpoint-every", "0.05"]
+    injector = tmp_path / "inject"
+    injector.mkdir()
+    (injector / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('PMI_RANK') == '1':\n"
+        "    from mpicolor import compute\n"
+        "    def broken(self, chunk):\n"
+        "        raise RuntimeError('injected fault in a worker')\n"
+        "    compute.FrameComputer.compute = broken\n")
+    started = time.monotonic()
+    failed = run_mpicolor(3, "run", input_dir, tmp_path / "out", *settings, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(injector)))
+    assert time.monotonic() - started < 30
+    assert failed.returncode != 0
+    assert "rank 1" in failed.stderr and "injected fault in a worker" in failed.stderr
+    reference = tmp_path / "reference"
+    assert run_mpicolor(2, "run", input_dir, reference, *settings).returncode == 0
+    resumed = run_mpicolor(2, "run", input_dir, tmp_path / "out", *settings)
+    assert resumed.returncode == 0, resumed.stderr
+    assert outputs(tmp_path / "out") == outputs(reference)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_checkpoint_and_say_how_to_resume(tmp_path, signal_number):
+    input_dir = many_frames_input(tmp_path / "input")
+    settings = ["--simulate", "0.02", "--checkpoint-every", "600"]
+    output_dir = tmp_path / "out"
+    job = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, *settings), stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(output_dir / store.CHECKPOINT) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first tarball is done
+    job.send_signal(signal_number)
+    signalled = time.monotonic()
+    try:
+        _, log = job.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        for pid in job_processes(job.pid):
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the job did not end within 20 s of {signal_number.name}")
+    assert time.monotonic() - signalled < 5
+    assert job.returncode == 4, log
+    assert f"interrupted by {signal_number.name}" in log and "run the same command again to resume" in log
+    settings_stored, tarballs = store.Checkpoint(str(output_dir)).load()
+    done_before = sum(int((t.backend != store.PENDING).sum()) for t in tarballs.values())
+    assert done_before > 0
+    resumed = run_mpicolor(2, "run", input_dir, output_dir, *settings)
+    assert resumed.returncode == 0, resumed.stderr
+    with open(output_dir / store.RUN_SUMMARY) as summary:
+        assert json.load(summary)["frames"] == 6 * 24 - done_before  # nothing computed twice
