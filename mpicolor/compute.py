@@ -105,7 +105,8 @@ class FrameComputer:
             fd = self._descriptor(chunk.path)
         except OSError as error:
             # the tarball vanished or lost its permissions after indexing: its frames fail, the rank goes on
-            failures = {position: f"cannot open {chunk.path}: {error.strerror}" for position in chunk.positions.tolist()}
+            reason = f"cannot open {chunk.path}: {error.strerror}"
+            failures = {position: reason for position in chunk.positions.tolist()}
             backend[:] = store.FAILED
             return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
                                seconds=time.perf_counter() - started, rank=self.rank)

@@ -9,7 +9,6 @@ that the other ranks would wait forever in a receive.
 """
 
 import logging
-import os
 import signal
 import socket
 import time

@@ -13,7 +13,7 @@ import pytest
 
 from mpicolor import kernels
 from mpicolor.decode import decode_frame
-from mpicolor.palette import (METHODS, BadFrame, Palette, default_scale, extract_palette,
+from mpicolor.palette import (METHODS, BadFrame, default_scale, extract_palette,
                               palette_from_bytes)
 
 FRAMES = pathlib.Path(__file__).parent / "data" / "frames"

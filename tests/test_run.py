@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 
