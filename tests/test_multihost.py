@@ -1,0 +1,83 @@
+"""A real multi-host run: mpiexec starts ranks over ssh on three hosts (network namespaces of this machine,
+see netns.py), and the outputs equal a single-host run's."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import netns
+from helpers import bundled_frames, mpiexec_path, outputs, run_mpicolor
+
+HOSTS, SLOTS = 3, 2
+RANKS = HOSTS * SLOTS
+
+pytestmark = pytest.mark.skipif(netns.missing() is not None, reason=str(netns.missing()))
+
+
+def is_hydra(mpiexec):
+    """True for MPICH's hydra mpiexec (the options used here are hydra's)."""
+    if mpiexec is None:
+        return False
+    version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+    return "HYDRA" in version.stdout
+
+
+@pytest.fixture
+def hosts(request, tmp_path_factory):
+    """Three test hosts with sshd, removed again after the test whatever happened."""
+    if not is_hydra(mpiexec_path()):
+        pytest.skip("needs MPICH's hydra mpiexec (pip install mpich)")
+    virtual_hosts = netns.VirtualHosts(tmp_path_factory.mktemp("hosts"), count=HOSTS)
+    request.addfinalizer(virtual_hosts.close)
+    try:
+        virtual_hosts.start()
+    except netns.Unavailable as why:
+        pytest.skip(str(why))
+    return virtual_hosts
+
+
+def rank_marker(folder):
+    """A wrapper that records the network namespace, that is the test host, of every rank, then runs the rank.
+
+    Hostnames are shared by network namespaces, so ``ip netns identify`` is what tells the hosts apart.
+    """
+    path = os.path.join(folder, "mark-rank")
+    with open(path, "w") as script:
+        script.write(f'#!/bin/sh\n{netns.tool("ip")} netns identify $$ > "{folder}/rank-$PMI_RANK"\nexec "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+def test_ranks_on_three_hosts_give_the_single_host_results(hosts, input_dir, tmp_path):
+    # one rank first: it also fills numba's cache, so the six ranks below do not all compile at once
+    single = run_mpicolor(1, "run", input_dir, tmp_path / "single", timeout=120)
+    assert single.returncode == 0, single.stderr
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hostfile = hosts.write_hostfile(tmp_path / "hostfile", slots=SLOTS)
+    command = [mpiexec_path(), *hosts.hydra_options(), "-f", hostfile, "-n", str(RANKS), rank_marker(markers),
+               sys.executable, "-m", "mpicolor", "run", str(input_dir), str(tmp_path / "multi")]
+    multi = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert multi.returncode == 0, multi.stderr
+
+    placed = {}
+    for rank in range(RANKS):
+        with open(markers / f"rank-{rank}") as marker:
+            placed[rank] = marker.read().strip()
+    # hydra fills each host's slots in hostfile order
+    assert placed == {rank: hosts.namespaces[rank // SLOTS] for rank in range(RANKS)}
+
+    with open(tmp_path / "multi" / "run-summary.json") as summary_file:
+        summary = json.load(summary_file)
+    assert sorted(summary["ranks"], key=int) == [str(rank) for rank in range(RANKS)]
+    frames_by_host = {namespace: 0 for namespace in hosts.namespaces}
+    for rank, numbers in summary["ranks"].items():
+        frames_by_host[placed[int(rank)]] += numbers["frames"]
+    assert all(frames_by_host.values()), f"a host computed no frame: {frames_by_host}"
+    assert sum(frames_by_host.values()) == summary["frames"] == len(bundled_frames())
+
+    assert outputs(tmp_path / "multi") == outputs(tmp_path / "single")
