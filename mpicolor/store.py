@@ -251,6 +251,10 @@ class OutputLock:
             os.close(fd)
             raise OutputError(f"{os.path.dirname(self.path)} is in use by another mpicolor run ({holder}); "
                               "wait for it to end or choose another OUTPUT_DIR") from None
+        except OSError as error:
+            # e.g. Lustre mounted without -o flock: run on, but nothing stops a second run
+            log.warning("cannot lock %s (%s): make sure no other run uses this OUTPUT_DIR", self.path,
+                        error.strerror)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n".encode(), 0)
         self.fd = fd

@@ -155,3 +155,20 @@ def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, wh
         with open(output_dir / store.RUN_SUMMARY) as summary:
             resumed += json.load(summary)["frames"] > 0
     assert resumed >= 3, "most kills should land while frames are still to compute"
+
+
+def test_a_second_live_run_on_the_same_output_dir_is_refused(tmp_path):
+    input_dir = many_frames_input(tmp_path / "input")
+    output_dir = tmp_path / "out"
+    first = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, "--simulate", "0.02"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(output_dir / store.CHECKPOINT) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = run_mpicolor(1, "run", input_dir, output_dir, "--simulate", "0.02")
+        assert second.returncode == 3
+        assert "in use by another mpicolor run (pid" in second.stderr
+    finally:
+        _, log = first.communicate(timeout=60)
+    assert first.returncode == 0, log
