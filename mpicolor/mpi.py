@@ -9,8 +9,10 @@ that the other ranks would wait forever in a receive.
 """
 
 import logging
+import os
 import signal
 import socket
+import sys
 import time
 import traceback
 
@@ -55,8 +57,12 @@ def library_version():
 
 
 def abort(comm, code):
-    """End every rank of the job now."""
+    """End every rank of the job now, this process included."""
+    # the launcher forwards output through pipes: give it a moment to pass on the last log lines
+    sys.stderr.flush()
+    time.sleep(0.5)
     comm.Abort(code)
+    os._exit(code)  # MPI_Abort may return in the calling process (seen with MPICH 5)
 
 
 class Interrupted:

@@ -10,6 +10,7 @@ starts as a kernel-side copy of the live file, so the rows of finished tarballs 
 Python at every checkpoint; only tarballs that changed are written into the copy.
 """
 
+import errno
 import fcntl
 import json
 import logging
@@ -197,6 +198,7 @@ def write_sqlite(output_dir, label, results, settings):
                        for texts in (results.failures, results.notes))
     info = dict(settings, tarball=results.name, frames=len(rows), failures=len(failures),
                 skipped=json.dumps(results.skipped, sort_keys=True), incomplete=results.incomplete or "")
+    _require_space(output_dir, sum(len(str(row)) for row in rows) + sum(len(str(row)) for row in failures + notes))
     connection = sqlite3.connect(temporary)
     try:
         # a rollback journal, not WAL: WAL needs shared memory that network file systems lack
@@ -212,6 +214,8 @@ def write_sqlite(output_dir, label, results, settings):
             connection.executemany("INSERT INTO notes VALUES (?, ?, ?)", notes)
             connection.executemany("INSERT INTO info VALUES (?, ?)",
                                    [(key, str(value)) for key, value in sorted(info.items())])
+    except sqlite3.OperationalError as error:
+        raise OSError(errno.EIO, f"cannot write {final}: {error}", final) from error
     finally:
         connection.close()
     publish(temporary, final)
@@ -330,9 +334,11 @@ class Checkpoint:
         changed : iterable of TarballResults
             Tarballs whose results changed since the previous generation.
         """
+        changed = list(changed)
         temporary = temporary_path(self.live)
         # a job killed between the two renames below leaves only the previous generation: build on it
         newest = next((path for path in (self.live, self.previous) if os.path.exists(path)), None)
+        _require_space(self.output_dir, (os.path.getsize(newest) if newest else 0) + _nbytes(changed))
         if newest is not None:
             shutil.copyfile(newest, temporary)
             mode = "r+"
@@ -351,6 +357,27 @@ class Checkpoint:
         # between the two renames only the previous generation exists, and load() falls back to it
         os.replace(temporary, self.live)
         _fsync(self.output_dir)
+
+
+def _nbytes(changed):
+    """Bytes the ``changed`` tarballs take in a checkpoint, generously (names and texts included)."""
+    return sum(results.packed.nbytes + results.shares.nbytes + results.backend.nbytes
+               + sum(len(name) + 16 for name in results.frames)
+               + sum(len(text) + 24 for text in (*results.failures.values(), *results.notes.values()))
+               for results in changed)
+
+
+def _require_space(folder, needed):
+    """Raise ENOSPC before writing ``needed`` bytes into ``folder`` if they would not fit.
+
+    HDF5 does not fail cleanly on a full disk (seen here: a crash inside the library), so the checkpoint
+    checks first, with room to spare for HDF5's own metadata.
+    """
+    free = shutil.disk_usage(folder).free
+    wanted = 2 * needed + (1 << 20)
+    if free < wanted:
+        raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about {wanted >> 10} KiB, "
+                                    f"{free >> 10} KiB are free)", folder)
 
 
 def _write_tarball(parent, results):

@@ -130,19 +130,20 @@ def test_output_dir_not_writable(tmp_path, input_dir, mounts):
 
 
 def test_full_disk_stops_clearly_and_keeps_a_readable_checkpoint(tmp_path, mounts):
-    input_dir = many_frames_input(tmp_path / "input", tarballs=8, copies=4)
+    input_dir = many_frames_input(tmp_path / "input", tarballs=30, copies=4)
     small = tmp_path / "small"
-    mount_tmpfs(small, "size=400k")
+    mount_tmpfs(small, "size=1600k")
     mounts.append(small)
     finished = run_mpicolor(2, "run", input_dir, small, "--simulate", "0", "--checkpoint-every", "0.01")
     assert finished.returncode == 3, finished.stderr
     assert "No space left on device" in finished.stderr and "run the same command again" in finished.stderr
-    store.Checkpoint(str(small)).load()
+    settings, tarballs = store.Checkpoint(str(small)).load()
+    assert tarballs, "the run should stop part way, with a checkpoint of what it did"
     # with room again, the same command resumes and completes
     subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
     resumed = run_mpicolor(2, "run", input_dir, small, "--simulate", "0", "--checkpoint-every", "0.01")
     assert resumed.returncode == 0, resumed.stderr
-    assert len([name for name in os.listdir(small) if name.endswith(".sqlite")]) == 8
+    assert len([name for name in os.listdir(small) if name.endswith(".sqlite")]) == 30
 
 
 def test_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
