@@ -1,5 +1,6 @@
 """A rank's share of the work: read the bytes of assigned frames by offset and compute their palettes."""
 
+import contextlib
 import logging
 import os
 import time
@@ -11,10 +12,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpicolor import store
-from mpicolor.palette import BadFrame, palette_from_bytes
-from mpicolor.tarballs import Member, read_member
+from mpicolor.decode import decode_frame
+from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
+from mpicolor.tarballs import BadTarball, Member, index_tarball, read_member
 
 log = logging.getLogger(__name__)
+
+MAX_GPU_FAILURES = 3  # frames in a row the device fails before a GPU rank gives it up for the CPU
 
 
 @dataclass
@@ -57,6 +61,59 @@ class ChunkResult:
     rank: int = 0
 
 
+@dataclass
+class IndexedTarball:
+    """A tarball's index as it travels to rank 0: arrays rather than one object per member.
+
+    Attributes
+    ----------
+    number : int
+        The tarball's number in the run's sorted list.
+    path : str
+    names : list of str, length n_frames
+        Member names of the frames, in tar order.
+    offsets, sizes : ndarray of shape (n_frames,), int64
+        Where each frame's bytes lie.
+    skipped : dict of str to int
+    incomplete : str or None
+        As in :class:`~mpicolor.tarballs.TarballIndex`.
+    error : str or None
+        Why the tarball cannot be read at all (then it has no frames).
+    """
+
+    number: int
+    path: str
+    names: list
+    offsets: np.ndarray
+    sizes: np.ndarray
+    skipped: dict = field(default_factory=dict)
+    incomplete: str | None = None
+    error: str | None = None
+
+
+def index_for_coordinator(number, path):
+    """Index one tarball (on whichever rank rank 0 asks) into an :class:`IndexedTarball`."""
+    try:
+        index = index_tarball(path)
+    except BadTarball as error:
+        return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64), error=error.reason)
+    return IndexedTarball(number, path, [member.name for member in index.members],
+                          np.array([member.offset for member in index.members], np.int64),
+                          np.array([member.size for member in index.members], np.int64),
+                          index.skipped, index.incomplete)
+
+
+@contextlib.contextmanager
+def _frame_notes(notes, position):
+    """Record the warnings raised inside into ``notes[position]``: a library's warning belongs to the frame's
+    record, not to an 11-million-line log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    if caught:
+        notes.setdefault(position, []).extend(str(warning.message) for warning in caught)
+
+
 def stand_in_palette(frame_bytes, clusters):
     """The palette of ``--simulate`` runs: colours from the bytes' CRC-32, equal shares.
 
@@ -71,6 +128,11 @@ def stand_in_palette(frame_bytes, clusters):
 class FrameComputer:
     """Computes palettes of frames for one rank, keeping the tarballs it reads open.
 
+    A GPU rank decodes a chunk's frames one by one on the CPU and computes their palettes in one batch on
+    its device (:class:`mpicolor.gpu.Backend`, opened at the first chunk). Without a usable GPU there (no
+    cuML for ``seed``, say) it computes on the CPU and says why once; a device error on a batch retries its
+    frames one by one, and a frame that fails on the device again is computed on the CPU with a note.
+
     Parameters
     ----------
     config : RunConfig
@@ -79,12 +141,19 @@ class FrameComputer:
         ``"cpu"`` or ``"gpu"``: what this rank computes on, recorded per frame.
     rank : int
         This rank, for the results' accounting.
+    device : int or None
+        CUDA device of a GPU rank (``Placement.device``).
+    gpu : mpicolor.gpu.Backend, optional
+        An open backend to use instead of opening one on ``device`` (tests pass one running on NumPy).
     """
 
-    def __init__(self, config, backend="cpu", rank=0):
+    def __init__(self, config, backend="cpu", rank=0, device=None, gpu=None):
         self.config = config
         self.backend_code = store.BACKEND_CODES[backend]
         self.rank = rank
+        self.device = device
+        self.gpu = gpu
+        self.gpu_failures = 0  # frames in a row the device failed twice
         self.open_files = {}
 
     def steps(self, chunk):
@@ -92,15 +161,17 @@ class FrameComputer:
 
         A generator: it yields after every frame (so that rank 0 can serve messages between frames) and
         returns the :class:`ChunkResult`. A frame that cannot be read or decoded becomes a failure with its
-        reason; it never ends the chunk.
+        reason; it never ends the chunk. On a GPU rank the yields come after every decode and the palettes
+        of the chunk are computed together at the end.
         """
         started = time.perf_counter()
         n_frames = len(chunk.positions)
         clusters = self.config.clusters
         packed = np.zeros((n_frames, clusters), np.uint32)
         shares = np.zeros((n_frames, clusters), np.float32)
-        backend = np.full(n_frames, self.backend_code, np.uint8)
         failures, notes = {}, {}
+        gpu = self._gpu_backend()
+        backend = np.full(n_frames, self.backend_code, np.uint8)
         try:
             fd = self._descriptor(chunk.path)
         except OSError as error:
@@ -110,23 +181,79 @@ class FrameComputer:
             backend[:] = store.FAILED
             return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
                                seconds=time.perf_counter() - started, rank=self.rank)
+        images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
         for i, (position, offset, size) in enumerate(zip(chunk.positions.tolist(), chunk.offsets.tolist(),
                                                          chunk.sizes.tolist())):
-            with warnings.catch_warnings(record=True) as caught:
-                # a library's warning belongs to the frame's record, not to an 11-million-line log
-                warnings.simplefilter("always")
+            with _frame_notes(notes, position):
                 try:
-                    palette = self._palette(fd, Member("", offset, size))
+                    frame_bytes = read_member(fd, Member("", offset, size))
+                    if gpu is not None:
+                        images[i] = decode_frame(frame_bytes, max_pixels=self.config.max_pixels,
+                                                 scale=self._scale())
+                    else:
+                        palette = self._palette(frame_bytes)
+                        packed[i], shares[i] = palette.packed, palette.shares
                 except (BadFrame, OSError) as error:
                     failures[position] = str(error)
                     backend[i] = store.FAILED
-                else:
-                    packed[i], shares[i] = palette.packed, palette.shares
-            if caught and position not in failures:
-                notes[position] = "; ".join(dict.fromkeys(str(warning.message) for warning in caught))
             yield
+        for i, palette, code in self._gpu_palettes(gpu, images, chunk.positions.tolist(), notes):
+            packed[i], shares[i], backend[i] = palette.packed, palette.shares, code
+        notes = {position: "; ".join(dict.fromkeys(messages)) for position, messages in notes.items()
+                 if messages and position not in failures}
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
                            notes, time.perf_counter() - started, self.rank)
+
+    def _gpu_backend(self):
+        """The open GPU backend of a GPU rank, None on the CPU; opening it fails over to the CPU once, loudly."""
+        if self.backend_code != store.GPU or self.config.simulate is not None:
+            return None
+        if self.gpu is None:
+            from mpicolor.gpu import Backend, GpuUnavailable
+            try:
+                self.gpu = Backend(self.device, self.config.method)
+            except GpuUnavailable as error:
+                log.warning("GPU rank computing on the CPU: %s", error)
+                self.backend_code = store.CPU
+                return None
+        return self.gpu
+
+    def _gpu_palettes(self, gpu, images, positions, notes):
+        """Yield ``(index, palette, backend code)`` of decoded frames: one batch on the device, the CPU for what
+        the device fails."""
+        if not images:
+            return
+        clusters, seed = self.config.clusters, self.config.seed
+        try:
+            colours = gpu.colours(list(images.values()), clusters, seed)
+        except gpu.errors as error:
+            log.warning("GPU error on a batch of %d frames (%s: %s); retrying them one by one", len(images),
+                        type(error).__name__, error)
+            colours = [self._gpu_frame(gpu, image, positions[i], notes) for i, image in images.items()]
+        for (i, image), frame_colours in zip(images.items(), colours):
+            with _frame_notes(notes, positions[i]):
+                if frame_colours is None:
+                    yield i, extract_palette(image, clusters, self.config.method, seed), store.CPU
+                else:
+                    yield i, sorted_palette(*frame_colours, clusters), store.GPU
+
+    def _gpu_frame(self, gpu, image, position, notes):
+        # one frame on the device; on a device error, None (the caller computes it on the CPU) and a note
+        if self.gpu is None:
+            return None
+        try:
+            frame_colours = gpu.colours([image], self.config.clusters, self.config.seed)[0]
+        except gpu.errors as error:
+            notes.setdefault(position, []).append(
+                f"GPU error ({type(error).__name__}: {error}); computed on the CPU")
+            self.gpu_failures += 1
+            if self.gpu_failures >= MAX_GPU_FAILURES:
+                log.warning("the GPU failed %d frames in a row; this rank computes on the CPU from now on",
+                            self.gpu_failures)
+                self.gpu, self.backend_code = None, store.CPU
+            return None
+        self.gpu_failures = 0
+        return frame_colours
 
     def compute(self, chunk):
         """Compute a whole chunk and return its :class:`ChunkResult`."""
@@ -137,13 +264,15 @@ class FrameComputer:
             except StopIteration as finished:
                 return finished.value
 
-    def _palette(self, fd, member):
-        frame_bytes = read_member(fd, member)
+    def _palette(self, frame_bytes):
         if self.config.simulate is not None:
             time.sleep(self.config.simulate)
             return stand_in_palette(frame_bytes, self.config.clusters)
         return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
+
+    def _scale(self):
+        return default_scale(self.config.method) if self.config.scale is None else self.config.scale
 
     def _descriptor(self, path):
         if path not in self.open_files:

@@ -39,6 +39,8 @@ class RunConfig:
         Seconds between checkpoints (also written at every tarball's end).
     simulate : float or None
         When set, every frame costs this many seconds of sleep instead of its palette (benchmarks).
+    progress : str
+        ``auto``, ``bar`` or ``log``: how rank 0 shows progress (see :class:`~mpicolor.progress.Progress`).
     """
 
     input_dir: str
@@ -53,6 +55,7 @@ class RunConfig:
     gpus: int | None = None
     checkpoint_every: float = 60.0
     simulate: float | None = None
+    progress: str = "auto"
     version: str = __version__
 
     def __post_init__(self):
@@ -68,6 +71,8 @@ class RunConfig:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} should be > 0 seconds")
         if self.gpus is not None and self.gpus < 0:
             raise ValueError(f"gpus={self.gpus} should be >= 0")
+        if self.progress not in ("auto", "bar", "log"):
+            raise ValueError(f"progress={self.progress!r} should be one of auto, bar, log")
         if self.simulate is not None and self.simulate < 0:
             raise ValueError(f"simulate={self.simulate} should be >= 0 seconds")
         if not self.label or os.sep in self.label or self.label != self.label.strip():

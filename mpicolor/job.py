@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mpicolor import store
-from mpicolor.compute import Chunk, FrameComputer
+from mpicolor.compute import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.progress import Progress, format_duration
-from mpicolor.tarballs import BadTarball, find_tarballs, index_tarball
+from mpicolor.tarballs import find_tarballs
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 
 # enough that rank 0 is not flooded with messages when frames are cheap.
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 4096
+# tarballs being indexed by workers at once
+INDEXING_AHEAD = 2
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
 FAILURES_LOGGED = 5
@@ -68,13 +70,18 @@ class Coordinator:
     config : RunConfig
     size : int
         Number of ranks computing (rank 0 included when it computes).
+    delegate_indexing : bool
+        Let workers index tarballs (:meth:`index_job`, :meth:`indexed`): at thousands of frames per second
+        indexing would take most of rank 0's time. Rank 0 still indexes when it has nothing to hand out.
     clock : callable
         Monotonic seconds, replaceable in tests.
     """
 
-    def __init__(self, config, size, clock=time.monotonic):
+    def __init__(self, config, size, delegate_indexing=False, clock=time.monotonic):
         self.config = config
         self.size = size
+        self.delegate_indexing = delegate_indexing
+        self.indexing = set()        # numbers of tarballs a worker is indexing
         self.clock = clock
         self.settings = dict(config.result_settings(), label=config.label, version=config.version)
         self.checkpoint = store.Checkpoint(config.output_dir)
@@ -125,7 +132,7 @@ class Coordinator:
     def begin(self):
         """Start the clocks once every rank is ready, so that Python and MPI start-up stay out of the numbers."""
         self.started = self.last_checkpoint = self.clock()
-        self.progress = Progress(len(self.paths), clock=self.clock)
+        self.progress = Progress(len(self.paths), clock=self.clock, mode=self.config.progress)
 
     def _check_resumable(self, stored):
         asked = self.settings
@@ -157,21 +164,39 @@ class Coordinator:
     # ---- assignment -----------------------------------------------------------------------------------
     def next_chunk(self):
         """The next chunk to compute, or None when every frame is handed out."""
-        self._index_ahead()
+        if not self.delegate_indexing:
+            while self.todo and self._unassigned() < self._wanted():
+                self._open(*self.todo.popleft())
+        elif self.todo and not self.indexing and self._unassigned() == 0:
+            self._open(*self.todo.popleft())  # nothing to hand out and nobody indexing: do it here
         for tarball in self.active.values():
             if tarball.unassigned() > 0:
                 return self._cut(tarball)
         return None
+
+    def index_job(self):
+        """``(number, path)`` of a tarball for a worker to index when more frames will be wanted soon, else None."""
+        if self.todo and len(self.indexing) < INDEXING_AHEAD and self._unassigned() < self._wanted():
+            number, path = self.todo.popleft()
+            self.indexing.add(number)
+            return number, path
+        return None
+
+    def _unassigned(self):
+        return sum(tarball.unassigned() for tarball in self.active.values())
+
+    def _wanted(self):
+        """Frames to have indexed ahead: a few chunks per rank (indexing everything upfront would stall start)."""
+        return 4 * self.size * max(1, int(CHUNK_SECONDS / max(self.frame_seconds or 1.0, 1e-6)))
 
     def _chunk_length(self):
         if self.frame_seconds is None:
             length = 1
         else:
             length = int(CHUNK_SECONDS / max(self.frame_seconds, 1e-6))
-        if not self.todo:
+        if not self.todo and not self.indexing:
             # the tail: split what is left so that all ranks finish together
-            unassigned = sum(t.unassigned() for t in self.active.values())
-            length = min(length, math.ceil(unassigned / (2 * self.size)))
+            length = min(length, math.ceil(self._unassigned() / (2 * self.size)))
         return max(1, min(length, MAX_CHUNK))
 
     def _cut(self, tarball):
@@ -184,21 +209,18 @@ class Coordinator:
         self.next_chunk_id += 1
         return chunk
 
-    def _index_ahead(self):
-        """Index tarballs until enough frames are ready to hand out (indexing all upfront would stall start)."""
-        wanted = 4 * self.size * max(1, int(CHUNK_SECONDS / max(self.frame_seconds or 1.0, 1e-6)))
-        while self.todo and sum(t.unassigned() for t in self.active.values()) < wanted:
-            number, path = self.todo.popleft()
-            self._open(number, path)
-
     def _open(self, number, path):
+        self.indexed(index_for_coordinator(number, path))
+
+    def indexed(self, index):
+        """Take in an :class:`~mpicolor.compute.IndexedTarball`: its frames become work (or it is unreadable)."""
+        self.indexing.discard(index.number)
+        number, path = index.number, index.path
         name = os.path.basename(path)
-        try:
-            index = index_tarball(path)
-        except BadTarball as error:
-            self._unreadable(number, path, error.reason)
+        if index.error is not None:
+            self._unreadable(number, path, index.error)
             return
-        frames = [member.name for member in index.members]
+        frames = index.names
         stored = self.stored.pop(name, None)
         if stored is not None and stored.frames == frames and stored.packed.shape[1] == self.config.clusters:
             results = stored
@@ -214,9 +236,7 @@ class Coordinator:
         if index.skipped:
             log.info("%s: skipped members that are not frames: %s", name,
                      ", ".join(f"{count} {kind}" for kind, count in sorted(index.skipped.items())))
-        offsets = np.array([member.offset for member in index.members], np.int64)
-        sizes = np.array([member.size for member in index.members], np.int64)
-        tarball = ActiveTarball(number, path, results, offsets, sizes, results.pending())
+        tarball = ActiveTarball(number, path, results, index.offsets, index.sizes, results.pending())
         self.frames_known += len(frames)
         self.frames_done += len(frames) - len(tarball.pending)
         self.active[number] = tarball
@@ -297,12 +317,12 @@ class Coordinator:
     def _frames_estimate(self):
         seen = len(self.outcomes) + len(self.active)
         per_tarball = self.frames_known / seen if seen else 0
-        return self.frames_known + round(per_tarball * len(self.todo))
+        return self.frames_known + round(per_tarball * (len(self.todo) + len(self.indexing)))
 
     @property
     def finished(self):
         """True when every tarball is done, unreadable or incomplete."""
-        return not self.todo and not self.active
+        return not self.todo and not self.active and not self.indexing
 
     # ---- end ------------------------------------------------------------------------------------------
     def interrupt(self, why):

@@ -19,7 +19,7 @@ import traceback
 from mpi4py import MPI
 
 from mpicolor import store
-from mpicolor.compute import FrameComputer
+from mpicolor.compute import FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
 from mpicolor.job import EXIT_OUTPUT, EXIT_USAGE, Coordinator
 from mpicolor.logs import setup_logging
@@ -27,7 +27,7 @@ from mpicolor.placement import place_rank
 
 log = logging.getLogger(__name__)
 
-TAG_WORK, TAG_RESULT, TAG_STOP = 11, 12, 13
+TAG_WORK, TAG_RESULT, TAG_STOP, TAG_INDEX, TAG_INDEXED = 11, 12, 13, 14, 15
 # chunks a worker holds ahead of the one it computes
 DEPTH = 2
 # rank 0 computes frames too up to this many ranks; beyond, serving them is its job
@@ -88,9 +88,13 @@ def serve(comm, coordinator, computer, rank0_computes):
     pause = POLL_MIN
     while True:
         busy = False
-        while comm.iprobe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
-            source = status.Get_source()
-            coordinator.accept(comm.recv(source=source, tag=TAG_RESULT))
+        while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+            source, tag = status.Get_source(), status.Get_tag()
+            message = comm.recv(source=source, tag=tag)
+            if tag == TAG_INDEXED:
+                coordinator.indexed(message)
+            else:
+                coordinator.accept(message)
             held[source] -= 1
             busy = True
         for rank in workers:
@@ -100,21 +104,28 @@ def serve(comm, coordinator, computer, rank0_computes):
                     break
                 sends.append(comm.isend(chunk, dest=rank, tag=TAG_WORK))
                 held[rank] += 1
+        job = coordinator.index_job() if workers else None
+        if job is not None:
+            # the least loaded worker indexes the next tarball while the others compute
+            rank = min(workers, key=held.get)
+            sends.append(comm.isend(job, dest=rank, tag=TAG_INDEX))
+            held[rank] += 1
         sends = [request for request in sends if not request.Test()]
         if interrupted.signal:
             abort(comm, coordinator.interrupt(f"interrupted by {interrupted.signal}"))
         coordinator.tick()
-        if own is None and rank0_computes:
-            chunk = coordinator.next_chunk()
-            if chunk is not None:
-                own = computer.steps(chunk)
-        if own is not None:
-            busy = True
-            try:
-                next(own)
-            except StopIteration as finished:
-                coordinator.accept(finished.value)
-                own = None
+        if rank0_computes and not busy:
+            # a frame of its own only when no message waits: coordinating comes first
+            if own is None:
+                chunk = coordinator.next_chunk()
+                own = computer.steps(chunk) if chunk is not None else None
+            if own is not None:
+                busy = True
+                try:
+                    next(own)
+                except StopIteration as finished:
+                    coordinator.accept(finished.value)
+                    own = None
         if coordinator.finished and own is None and not any(held.values()):
             break
         pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
@@ -125,7 +136,7 @@ def serve(comm, coordinator, computer, rank0_computes):
 
 
 def work(comm, computer):
-    """A worker's loop: compute chunks until rank 0 says stop."""
+    """A worker's loop: compute chunks and index tarballs until rank 0 says stop."""
     # rank 0 decides what a SIGTERM/SIGINT means: it checkpoints and ends the job
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -138,13 +149,17 @@ def work(comm, computer):
             pause = min(2 * pause, POLL_MAX)
             continue
         pause = POLL_MIN
-        message = comm.recv(source=0, tag=status.Get_tag())
-        if status.Get_tag() == TAG_STOP:
+        tag = status.Get_tag()
+        message = comm.recv(source=0, tag=tag)
+        if tag == TAG_STOP:
             break
-        result = computer.compute(message)
+        if tag == TAG_INDEX:
+            reply, reply_tag = index_for_coordinator(*message), TAG_INDEXED
+        else:
+            reply, reply_tag = computer.compute(message), TAG_RESULT
         if sending is not None:
             sending.wait()
-        sending = comm.isend(result, dest=0, tag=TAG_RESULT)
+        sending = comm.isend(reply, dest=0, tag=reply_tag)
     if sending is not None:
         sending.wait()
 
@@ -179,7 +194,7 @@ def _run_job(comm, rank, size, make_config):
     if rank == 0:
         try:
             config = make_config()
-            coordinator = Coordinator(config, size if rank0_computes else size - 1)
+            coordinator = Coordinator(config, size if rank0_computes else size - 1, delegate_indexing=size > 1)
             coordinator.start()
             setup = (config, None)
         except ValueError as error:
@@ -195,7 +210,7 @@ def _run_job(comm, rank, size, make_config):
         return failed
     placement = _placement(comm, rank, config)
     placements = comm.gather(placement, root=0)
-    computer = FrameComputer(config, placement.backend, rank)
+    computer = FrameComputer(config, placement.backend, rank, device=placement.device)
     try:
         if rank == 0:
             log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size,

@@ -25,13 +25,16 @@ class Progress:
     stream : file
         Where the bar goes when it is a terminal (stderr).
     interval : float or None
-        Seconds between log lines when ``stream`` is not a terminal; None: 0.5 s bar updates on a terminal,
-        10 s log lines otherwise.
+        Seconds between updates; None: 0.5 s for the bar, 10 s for log lines.
+    mode : str
+        ``"bar"``, ``"log"``, or ``"auto"``: the bar when ``stream`` is a terminal. Under ``mpiexec`` a rank's
+        stderr is a pipe to the launcher even when the launcher runs on a terminal, so ``auto`` gives log
+        lines there; ``bar`` asks for the bar anyway (the launcher forwards it).
     """
 
-    def __init__(self, n_tarballs, stream=None, interval=None, clock=time.monotonic):
+    def __init__(self, n_tarballs, stream=None, interval=None, clock=time.monotonic, mode="auto"):
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
+        self.live = mode == "bar" or (mode == "auto" and self.stream.isatty())
         self.interval = interval if interval is not None else (0.5 if self.live else 10.0)
         self.clock = clock
         self.started = clock()
