@@ -12,10 +12,12 @@ from threadpoolctl import threadpool_limits
 
 from mpicolor import kernels
 from mpicolor.decode import SCALES, decode_frame
-from mpicolor.palette import METHODS, extract_palette
+from mpicolor.gpu import Backend, GpuUnavailable
+from mpicolor.palette import METHODS, extract_palette, sorted_palette
 
 DEFAULT_FRAMES = os.path.join("..", "shared", "data", "frames", "hd")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BACKENDS = ("cpu", "gpu", "numpy")
 
 
 def add_kernel_arguments(parser):
@@ -35,6 +37,9 @@ def add_kernel_arguments(parser):
     parser.add_argument("--repeat", type=int, default=5, metavar="R",
                         help="timed runs per frame of fast and of the decoders; seed runs once "
                              "(default: 5)")
+    parser.add_argument("--backend", choices=BACKENDS, default="cpu",
+                        help="cpu: the numba kernels and scikit-learn; gpu: the CuPy kernels and cuML on "
+                             "the current device; numpy: the GPU code run by NumPy on the CPU (default: cpu)")
 
 
 def run_kernel_bench(args):
@@ -63,20 +68,56 @@ def run_kernel_bench(args):
         return 2
     variants = [("seed", 1)] if "seed" in methods else []
     variants += [("fast", scale) for scale in args.scale] if "fast" in methods else []
+    try:
+        backends = {} if args.backend == "cpu" else {
+            method: Backend(method=method, xp=np if args.backend == "numpy" else None) for method in methods}
+    except GpuUnavailable as error:
+        print(f"mpicolor bench kernel: --backend {args.backend}: {error}", file=sys.stderr)
+        return 2
     compile_seconds = kernels.warm_up()
     print(f"numba kernels, first call (compile or cache load): {compile_seconds:.2f} s")
-    report = {"numba_first_call_s": compile_seconds, "repeat": args.repeat, "folders": {}}
+    report = {"numba_first_call_s": compile_seconds, "backend": args.backend, "repeat": args.repeat,
+              "folders": {}}
+    palette_of = _palette_function(backends)
+    if backends:
+        tiny = np.arange(192, dtype=np.uint8).reshape(8, 8, 3)
+        report["array_first_call_s"] = _timed(palette_of, tiny, "fast")[1] / 1e3
+        print(f"array kernels ({args.backend}), first call: {report['array_first_call_s']:.2f} s")
     with threadpool_limits(1):
         for folder in args.frames:
-            frames = _bench_folder(folder, variants, args.repeat)
+            frames = _bench_folder(folder, variants, args.repeat, palette_of)
             summary = _summarise(frames, variants)
             _print_folder(folder, frames, summary, variants)
+            if "fast" in backends:
+                summary["batched_fast_ms_per_frame"] = _batched(folder, backends["fast"], args.repeat)
+                print(f"fast@scale1, all {summary['frames']} frames in one call: "
+                      f"{summary['batched_fast_ms_per_frame']:.2f} ms per frame (palette only)")
             report["folders"][folder] = {"frames": frames, "summary": summary}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as stream:
             json.dump(report, stream, indent=1)
         print(f"wrote {args.json}")
     return 0
+
+
+def _palette_function(backends):
+    """``palette_of(image, method)``: the CPU kernels without ``backends``, else the GPU backend by method."""
+    if not backends:
+        return lambda image, method: extract_palette(image, method=method)
+    return lambda image, method: sorted_palette(*backends[method].colours([image], 5, 0)[0], 5)
+
+
+def _batched(folder, backend, repeat):
+    # the GPU path's real use: one call for many frames
+    images = [decode_frame(frame_bytes) for _, frame_bytes in _frames(folder)]
+    runs = [_timed(backend.colours, images, 5, 0)[1] for _ in range(repeat)]
+    return float(np.median(runs)) / len(images)
+
+
+def _frames(folder):
+    for name in sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES)):
+        with open(os.path.join(folder, name), "rb") as stream:
+            yield name, stream.read()
 
 
 def _label(method, scale):
@@ -89,12 +130,9 @@ def _timed(function, *arguments, **keywords):
     return result, (time.perf_counter() - start) * 1e3
 
 
-def _bench_folder(folder, variants, repeat):
-    names = sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES))
+def _bench_folder(folder, variants, repeat, palette_of):
     frames = []
-    for name in names:
-        with open(os.path.join(folder, name), "rb") as stream:
-            frame_bytes = stream.read()
+    for name, frame_bytes in _frames(folder):
         pixels = decode_frame(frame_bytes).reshape(-1, 3)
         record = {"frame": name, "pixels": len(pixels), "variants": {}}
         timings = {"simplejpeg_ms": [], "opencv_ms": []}
@@ -110,7 +148,7 @@ def _bench_folder(folder, variants, repeat):
                 if method == "seed" and run > 0:
                     continue
                 image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale)
-                palette, palette_ms = _timed(extract_palette, image, method=method)
+                palette, palette_ms = _timed(palette_of, image, method)
                 decode_list, palette_list = timings[_label(method, scale)]
                 decode_list.append(decode_ms)
                 palette_list.append(palette_ms)

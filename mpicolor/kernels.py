@@ -128,7 +128,7 @@ def clear_rows(table, occupied):
 
 @njit(cache=True, nogil=True)
 def occupied_bins(table, occupied):
-    """Mean colour and pixel count of every non-empty bin.
+    """Mean colour, pixel count and colour sums of every non-empty bin.
 
     Parameters
     ----------
@@ -143,15 +143,21 @@ def occupied_bins(table, occupied):
         vectorise.
     weights : ndarray of shape (n_occupied,), float64
         Pixel count of each occupied bin.
+    moments : ndarray of shape (3, n_occupied), float64
+        Sums of B, G and R of each occupied bin: whole numbers, so that the centre
+        sums of `lloyd` are exact in any order (the array kernels of
+        `mpicolor.gpu` add them in another order and must get the same centres).
     """
     points = np.empty((3, occupied.shape[0]), np.float64)
     weights = np.empty(occupied.shape[0], np.float64)
+    moments = np.empty((3, occupied.shape[0]), np.float64)
     for row in range(occupied.shape[0]):
         count = table[occupied[row], 0]
         weights[row] = count
         for c in range(3):
+            moments[c, row] = table[occupied[row], c + 1]
             points[c, row] = table[occupied[row], c + 1] / count
-    return points, weights
+    return points, weights, moments
 
 
 @njit(cache=True, nogil=True)
@@ -180,6 +186,8 @@ def exact_colours(image, bits, row_step, column_step, table, occupied, counts):
         B, G and R of each distinct colour, channel-major.
     weights : ndarray of shape (n_colours,), float64
         Sampled pixel count of each colour.
+    moments : ndarray of shape (3, n_colours), float64
+        ``points * weights``, whole numbers (see `occupied_bins`).
     """
     shift = 8 - bits
     mask = (1 << shift) - 1
@@ -214,7 +222,7 @@ def exact_colours(image, bits, row_step, column_step, table, occupied, counts):
                 points[2, row] = base_r + (cell & mask)
                 weights[row] = count
                 row += 1
-    return points, weights
+    return points, weights, points * weights
 
 
 @njit(cache=True, nogil=True)
@@ -339,17 +347,20 @@ def _assign(points, centres, labels, distances):
 
 
 @njit(cache=True, nogil=True)
-def lloyd(points, weights, centres, max_iter, tol):
+def lloyd(points, weights, moments, centres, max_iter, tol):
     """Weighted Lloyd iterations until the centres settle.
 
     Stops as scikit-learn does: when no label changes, or when the summed squared
     centre shift is at most ``tol``. An emptied cluster moves to the point farthest
-    from its centre.
+    from its centre. A centre is the sum of its points' ``moments`` over the sum of
+    their weights, both exact, so it does not depend on the order of the sums.
 
     Parameters
     ----------
     points : ndarray of shape (3, n_points), float64
     weights : ndarray of shape (n_points,), float64
+    moments : ndarray of shape (3, n_points), float64
+        ``weights * points`` as whole numbers (see `occupied_bins`).
     centres : ndarray of shape (clusters, 3), float64
         Starting centres; updated in place.
     max_iter : int
@@ -380,10 +391,9 @@ def lloyd(points, weights, centres, max_iter, tol):
             if j != previous[i]:
                 changed += 1
                 previous[i] = j
-            w = weights[i]
-            mass[j] += w
+            mass[j] += weights[i]
             for c in range(3):
-                sums[j, c] += w * points[c, i]
+                sums[j, c] += moments[c, i]
         if changed == 0:
             break
         shift = 0.0
@@ -405,13 +415,15 @@ def lloyd(points, weights, centres, max_iter, tol):
 
 
 @njit(cache=True, nogil=True)
-def kmeans_runs(points, weights, uniforms, max_iter, tol):
+def kmeans_runs(points, weights, moments, uniforms, max_iter, tol):
     """Weighted k-means from several k-means++ seedings.
 
     Parameters
     ----------
     points : ndarray of shape (3, n_points), float64
     weights : ndarray of shape (n_points,), float64
+    moments : ndarray of shape (3, n_points), float64
+        As `lloyd`.
     uniforms : ndarray of shape (n_init, clusters, n_trials), float64 in [0, 1)
         Random numbers of every seeding (see `kmeans_plusplus`).
     max_iter : int
@@ -431,7 +443,7 @@ def kmeans_runs(points, weights, uniforms, max_iter, tol):
     inertia = np.empty(runs, np.float64)
     for run in range(runs):
         centres[run] = kmeans_plusplus(points, weights, uniforms[run])
-        _, inertia[run] = lloyd(points, weights, centres[run], max_iter, tol)
+        _, inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol)
     return centres, inertia
 
 
@@ -477,11 +489,11 @@ def warm_up():
     table = np.zeros((1 << 12, 4), np.int32)
     occupied = colour_histogram(image, 4, 1, 1, table)
     coarse = np.zeros((1 << 9, 4), np.int32)
-    points, weights = occupied_bins(coarse, coarsen(table, occupied, 4, 3, coarse))
+    points, weights, moments = occupied_bins(coarse, coarsen(table, occupied, 4, 3, coarse))
     exact_colours(image, 4, 1, 1, table, occupied, np.zeros(occupied.size << 12, np.int32))
     clear_rows(table, occupied)
     uniforms = np.zeros((1, 2, local_trials(2)), np.float64)
-    centres, _ = kmeans_runs(points, weights, uniforms, 10, 0.0)
-    lloyd(points, weights, centres[0], 10, mean_variance(points, weights))
+    centres, _ = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
+    lloyd(points, weights, moments, centres[0], 10, mean_variance(points, weights))
     palette_inertia(image.reshape(16, 3), centres[0])
     return time.perf_counter() - start

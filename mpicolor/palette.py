@@ -3,6 +3,7 @@
 import dataclasses
 import threading
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -161,17 +162,22 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
         ``clusters`` rows sorted by share, largest first; equal shares by packed
         colour, smallest first.
     """
-    _check_image(image)
+    check_image(image)
+    check_settings(clusters, method, seed)
+    if method == "seed":
+        bgr, counts = seed_colours(image, int(clusters), int(seed))
+    else:
+        bgr, counts = _fast_palette(image, int(clusters), int(seed))
+    return sorted_palette(bgr, counts, int(clusters))
+
+
+def check_settings(clusters, method, seed):
+    """Refuse settings `extract_palette` cannot use, with a message naming the value and the rule."""
     if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)) or clusters < 1:
         raise ValueError(f"clusters={clusters!r} should be an int >= 1")
     _check_method(method)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r} should be an int in [0, 2**32)")
-    if method == "seed":
-        bgr, counts = _seed_palette(image, int(clusters), int(seed))
-    else:
-        bgr, counts = _fast_palette(image, int(clusters), int(seed))
-    return _sorted_palette(bgr, counts, int(clusters))
 
 
 def _check_method(method):
@@ -179,7 +185,8 @@ def _check_method(method):
         raise ValueError(f"method={method!r} should be one of {', '.join(map(repr, METHODS))}")
 
 
-def _check_image(image):
+def check_image(image):
+    """Refuse anything but a non-empty uint8 array of shape (height, width, 3)."""
     if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
             or image.shape[2] != 3 or image.size == 0):
         described = (f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray)
@@ -188,20 +195,35 @@ def _check_image(image):
                          f"got {described}")
 
 
-def _seed_palette(image, clusters, seed):
-    # Imported here: scikit-learn costs ~1 s to import and only the reference needs it.
-    from sklearn.cluster import KMeans
+def seed_colours(image, clusters, seed, kmeans=None):
+    """BGR centres and label counts of ``KMeans(clusters, n_init=5)`` on every pixel as float32.
 
+    Parameters
+    ----------
+    image : ndarray of shape (height, width, 3), uint8
+    clusters, seed : int
+    kmeans : class, default None
+        scikit-learn's ``KMeans`` when None, or one with its interface (cuML's, on a GPU rank).
+
+    Returns
+    -------
+    bgr : ndarray of shape (k, 3), uint8
+        The centres truncated as the original's ``int()`` did.
+    counts : ndarray of shape (k,), int64
+    """
     pixels = image.reshape(-1, 3).astype(np.float32)
     if len(pixels) < clusters:
         # KMeans refuses fewer samples than clusters; each colour is then its own cluster.
         distinct, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
         return distinct, counts
+    if kmeans is None:
+        # Imported here: scikit-learn costs ~1 s to import and only the reference needs it.
+        from sklearn.cluster import KMeans as kmeans
     with threadpool_limits(1):
-        kmeans = KMeans(n_clusters=clusters, n_init=5, random_state=seed).fit(pixels)
-    counts = np.bincount(kmeans.labels_, minlength=clusters)
-    # int() truncation, as the original wrote its colours.
-    return np.trunc(kmeans.cluster_centers_).astype(np.uint8), counts
+        # n_init given explicitly: its default changed across releases (scikit-learn and cuML)
+        fitted = kmeans(n_clusters=clusters, n_init=5, random_state=seed).fit(pixels)
+    counts = np.bincount(np.asarray(fitted.labels_), minlength=clusters)
+    return np.trunc(np.asarray(fitted.cluster_centers_)).astype(np.uint8), counts
 
 
 class _WorkTables(threading.local):
@@ -224,63 +246,239 @@ class _WorkTables(threading.local):
 _WORK = _WorkTables()
 
 
+class Level(NamedTuple):
+    """Weighted points one stage of the fast k-means runs on, channel-major.
+
+    Attributes
+    ----------
+    points : array of shape (3, n), float64
+        B, G, R of each point (a bin's mean colour, or an exact colour).
+    weights : array of shape (n,), float64
+        Sampled pixels of each point.
+    moments : array of shape (3, n), float64
+        ``weights * points`` as whole numbers: the per-bin colour sums.
+    """
+
+    points: object
+    weights: object
+    moments: object
+
+    @property
+    def size(self):
+        return self.weights.shape[0]
+
+
+@dataclasses.dataclass
+class FastPlan:
+    """What the fast k-means of one frame runs: the stages, the restarts' random numbers, the tolerance.
+
+    Built by `plan_fast` from the frame's colour levels, run by `solve_plans`; the same for the numba
+    kernels here and for the array kernels of `mpicolor.gpu`.
+
+    Attributes
+    ----------
+    levels : list of Level
+        Restarts run on ``levels[0]``; candidates converge on ``levels[:ranked]`` in turn, the
+        lowest inertia on ``levels[ranked - 1]`` wins and converges on ``levels[ranked:]``.
+    uniforms : ndarray of shape (restarts, clusters, trials), float64, or None
+        Random numbers of the k-means++ restarts; None when the frame has at most ``clusters``
+        colours, each then its own cluster (``levels`` holds the exact colours alone).
+    refined, ranked : int
+    tol : float
+        Absolute Lloyd tolerance: ``TOL`` times the mean channel variance of the fine bins.
+    """
+
+    levels: list
+    uniforms: np.ndarray | None
+    refined: int
+    ranked: int
+    tol: float
+
+
+def sample_steps(height, width):
+    """Row and column steps of the pixel sample of the fast method: at most ``SAMPLE_PIXELS``, whole rows first.
+
+    Returns
+    -------
+    row_step, column_step : int
+    """
+    step = -(-height * width // SAMPLE_PIXELS)
+    row_step = min(step, height)
+    return row_step, -(-step // row_step)
+
+
+def plan_fast(fine, coarse, exact, clusters, seed, tol):
+    """Choose the stages of a frame's fast k-means from its fine bins.
+
+    Parameters
+    ----------
+    fine : Level
+        The ``FINE_BITS`` bins, in the order the sample first reaches them.
+    coarse : callable
+        ``coarse(bits)`` returns the `Level` of ``bits`` per channel; called for busy frames only.
+    exact : callable
+        ``exact()`` returns the `Level` of the exact colours; called for flat frames only.
+    clusters, seed : int
+    tol : float
+        Lloyd tolerance (see `FastPlan`).
+
+    Returns
+    -------
+    FastPlan
+    """
+    if fine.size > DIRECT_BINS:
+        # Busy frames: restarts on coarse bins, where fewer points make them cheap;
+        # the best runs settle on finer bins.
+        levels = [level for level in map(coarse, COARSE_BITS) if level.size >= clusters] + [fine]
+        restarts, refined = N_INIT_COARSE, N_REFINED_COARSE
+        # The fine bins only polish the winner: they are many, and rank runs as 5-bit ones do.
+        ranked = max(1, len(levels) - 1)
+    else:
+        # Flat frames: competing optima that only fine bins tell apart (many
+        # restarts), and bins wide against the colour spread (exact colours last).
+        exact_level = exact()
+        if exact_level.size <= clusters:
+            return FastPlan([exact_level], None, 0, 0, tol)
+        levels = [fine, exact_level] if fine.size > clusters else [exact_level]
+        restarts = max(N_INIT_MIN, min(N_INIT, RESTART_POINTS // fine.size))
+        refined = N_REFINED
+        ranked = len(levels)
+    uniforms = np.random.default_rng(seed).random((restarts, clusters, kernels.local_trials(clusters)))
+    return FastPlan(levels, uniforms, refined, ranked, tol)
+
+
+def solve_plans(plans, clusters, engine):
+    """Run the fast k-means of several frames, stage by stage, so that an engine can batch each stage.
+
+    Parameters
+    ----------
+    plans : list of FastPlan
+    clusters : int
+    engine
+        Runs the heavy parts on its arrays: ``probe(tasks, max_iter)`` with tasks ``(level,
+        uniforms, tol)`` returns per task the centres (restarts, clusters, 3) and inertias
+        (restarts,) of k-means++ then ``max_iter`` Lloyd iterations; ``converge(tasks,
+        max_iter)`` with tasks ``(level, centres, tol)`` returns per task ``(centres, labels,
+        inertia)`` after Lloyd to convergence; ``counts(level, labels, clusters)`` the weight
+        per label; ``to_host(array)`` a NumPy array. Centres and inertias are NumPy values.
+
+    Returns
+    -------
+    list of (ndarray of shape (k, 3), uint8, ndarray of shape (k,), float64)
+        Per plan, the rounded BGR centres and the sampled pixels nearest each.
+    """
+    probed = [index for index, plan in enumerate(plans) if plan.uniforms is not None]
+    results = engine.probe([(plans[index].levels[0], plans[index].uniforms, plans[index].tol)
+                            for index in probed], PROBE_ITER)
+    candidates = [_Candidate(plans[index], runs[run].copy())
+                  for index, (runs, inertia) in zip(probed, results)
+                  for run in np.argsort(inertia, kind="stable")[:plans[index].refined]]
+    _converge(candidates, engine, lambda plan, depth: depth < plan.ranked)
+    winners = {}
+    for candidate in candidates:
+        # the first of equal inertias wins, as in a loop over the candidates in probe order
+        key = id(candidate.plan)
+        if key not in winners or candidate.inertia < winners[key].inertia:
+            winners[key] = candidate
+    _converge(list(winners.values()), engine, lambda plan, depth: plan.ranked <= depth < len(plan.levels))
+    solved = []
+    for plan in plans:
+        if plan.uniforms is None:
+            exact = plan.levels[0]
+            solved.append((np.rint(engine.to_host(exact.points).T).astype(np.uint8), engine.to_host(exact.weights)))
+        else:
+            winner = winners[id(plan)]
+            solved.append((np.clip(np.rint(winner.centres), 0, 255).astype(np.uint8),
+                           engine.counts(plan.levels[-1], winner.labels, clusters)))
+    return solved
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """A run of `solve_plans` on its way: the centres after its last level, the labels and inertia there."""
+
+    plan: FastPlan
+    centres: np.ndarray
+    labels: object = None
+    inertia: float = np.inf
+
+
+def _converge(candidates, engine, runs_at):
+    # Lloyd to convergence, level by level, for the candidates whose plan runs at that depth.
+    for depth in range(max((len(c.plan.levels) for c in candidates), default=0)):
+        active = [c for c in candidates if runs_at(c.plan, depth)]
+        if not active:
+            continue
+        results = engine.converge([(c.plan.levels[depth], c.centres, c.plan.tol) for c in active], MAX_ITER)
+        for candidate, (centres, labels, inertia) in zip(active, results):
+            candidate.centres, candidate.labels, candidate.inertia = centres, labels, inertia
+
+
+class _NumbaEngine:
+    """The heavy parts of `solve_plans` as the numba kernels, one task after the other."""
+
+    @staticmethod
+    def probe(tasks, max_iter):
+        return [kernels.kmeans_runs(*level, uniforms, max_iter, tol) for level, uniforms, tol in tasks]
+
+    @staticmethod
+    def converge(tasks, max_iter):
+        results = []
+        for level, centres, tol in tasks:
+            centres = centres.copy()
+            labels, inertia = kernels.lloyd(*level, centres, max_iter, tol)
+            results.append((centres, labels, inertia))
+        return results
+
+    @staticmethod
+    def counts(level, labels, clusters):
+        return np.bincount(labels, weights=level.weights, minlength=clusters)
+
+    @staticmethod
+    def to_host(array):
+        return array
+
+
 def _coarse_bins(fine, occupied, bits):
     coarse = _WORK.table(bits)
     coarse_occupied = kernels.coarsen(fine, occupied, FINE_BITS, bits, coarse)
     try:
-        return kernels.occupied_bins(coarse, coarse_occupied)
+        return Level(*kernels.occupied_bins(coarse, coarse_occupied))
     finally:
         kernels.clear_rows(coarse, coarse_occupied)
 
 
 def _fast_palette(image, clusters, seed):
-    height, width = image.shape[:2]
-    step = -(-height * width // SAMPLE_PIXELS)
-    row_step = min(step, height)
-    column_step = -(-step // row_step)
-    fine = _WORK.table(FINE_BITS)
-    occupied = kernels.colour_histogram(image, FINE_BITS, row_step, column_step, fine)
+    row_step, column_step = sample_steps(*image.shape[:2])
+    table = _WORK.table(FINE_BITS)
+    occupied = kernels.colour_histogram(image, FINE_BITS, row_step, column_step, table)
     try:
-        points, weights = kernels.occupied_bins(fine, occupied)
-        tol = TOL * kernels.mean_variance(points, weights)
-        if weights.size > DIRECT_BINS:
-            # Busy frames: restarts on coarse bins, where fewer points make them cheap;
-            # the best runs settle on finer bins.
-            levels = [_coarse_bins(fine, occupied, bits) for bits in COARSE_BITS]
-            levels = [level for level in levels if level[1].size >= clusters] + [(points, weights)]
-            restarts, refined = N_INIT_COARSE, N_REFINED_COARSE
-            # The fine bins only polish the winner: they are many, and rank runs as 5-bit ones do.
-            ranked = max(1, len(levels) - 1)
-        else:
-            # Flat frames: competing optima that only fine bins tell apart (many
-            # restarts), and bins wide against the colour spread (exact colours last).
-            exact = kernels.exact_colours(image, FINE_BITS, row_step, column_step, fine, occupied,
-                                          _WORK.cells)
-            if exact[1].size <= clusters:
-                return np.rint(exact[0].T).astype(np.uint8), exact[1]
-            levels = [(points, weights), exact] if weights.size > clusters else [exact]
-            restarts = max(N_INIT_MIN, min(N_INIT, RESTART_POINTS // weights.size))
-            refined = N_REFINED
-            ranked = len(levels)
+        fine = Level(*kernels.occupied_bins(table, occupied))
+        plan = plan_fast(
+            fine, lambda bits: _coarse_bins(table, occupied, bits),
+            lambda: Level(*kernels.exact_colours(image, FINE_BITS, row_step, column_step, table, occupied,
+                                                 _WORK.cells)),
+            clusters, seed, TOL * kernels.mean_variance(fine.points, fine.weights))
     finally:
-        kernels.clear_rows(fine, occupied)
-    uniforms = np.random.default_rng(seed).random((restarts, clusters, kernels.local_trials(clusters)))
-    runs, probe_inertia = kernels.kmeans_runs(*levels[0], uniforms, PROBE_ITER, tol)
-    best = (np.inf, None, None)
-    for run in np.argsort(probe_inertia, kind="stable")[:refined]:
-        centres = runs[run].copy()
-        for level_points, level_weights in levels[:ranked]:
-            labels, inertia = kernels.lloyd(level_points, level_weights, centres, MAX_ITER, tol)
-        if inertia < best[0]:
-            best = (inertia, centres, labels)
-    _, centres, labels = best
-    for level_points, level_weights in levels[ranked:]:
-        labels, _ = kernels.lloyd(level_points, level_weights, centres, MAX_ITER, tol)
-    counts = np.bincount(labels, weights=levels[-1][1], minlength=clusters)
-    return np.clip(np.rint(centres), 0, 255).astype(np.uint8), counts
+        kernels.clear_rows(table, occupied)
+    return solve_plans([plan], clusters, _NumbaEngine)[0]
 
 
-def _sorted_palette(bgr, counts, clusters):
+def sorted_palette(bgr, counts, clusters):
+    """The `Palette` of k-means centres: RGB sorted by share, spare rows when fewer than ``clusters``.
+
+    Parameters
+    ----------
+    bgr : ndarray of shape (k, 3), uint8
+        Centres, ``k <= clusters``.
+    counts : array-like of shape (k,)
+        Pixels nearest each centre.
+    clusters : int
+
+    Returns
+    -------
+    Palette
+    """
     shares = np.asarray(counts, np.float64) / np.sum(counts)
     rgb = np.ascontiguousarray(bgr[:, ::-1])
     packed = rgb.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])

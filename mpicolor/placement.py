@@ -80,10 +80,6 @@ def place(rank, local_rank, split, gpus):
     return Placement(rank, local_rank, "gpu", device, fallback)
 
 
-# what a GPU rank with a usable device does until the GPU kernels exist: compute on the CPU, and say so
-NO_GPU_KERNEL = "this version has no GPU kernel yet"
-
-
 def place_rank(rank, local_rank, split, gpus, probe):
     """The placement of one rank after checking its GPU.
 
@@ -96,9 +92,17 @@ def place_rank(rank, local_rank, split, gpus, probe):
     probe : callable
         Returns ``(count, reason)`` of usable devices (see :func:`mpicolor.devices.probe_gpus`); called only
         for GPU ranks, so that CPU ranks never initialise CUDA.
+
+    Returns
+    -------
+    Placement
+        A GPU rank whose device is usable has ``fallback`` None and computes on it; otherwise ``fallback``
+        says why it computes on the CPU.
     """
     if not is_gpu_rank(rank, split):
         return place(rank, local_rank, split, gpus)
     count, reason = probe()
     placement = place(rank, local_rank, split, count if gpus is None else gpus)
-    return replace(placement, fallback=reason or placement.fallback or NO_GPU_KERNEL)
+    if reason is None and placement.device is not None and placement.device >= count:
+        reason = f"device {placement.device} is not visible ({count} visible; --gpus {gpus})"
+    return replace(placement, fallback=reason or placement.fallback)

@@ -73,3 +73,31 @@ def test_default_folder_is_the_shared_hd_frames(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert run(["--methods", "fast", "--scale", "4", "--repeat", "1"]) == 0
     assert f"hd: {len(list(HD_FRAMES.glob('*.jpg')))} frames" in capsys.readouterr().out
+
+
+def test_backend_numpy_prints_the_same_table_and_a_batched_line(small_frames, tmp_path, capsys):
+    # the GPU backend's code run by NumPy: the same table, the same palettes as the CPU kernels
+    report_path = tmp_path / "report.json"
+    assert run(["--frames", str(small_frames), "--methods", "fast", "--scale", "1", "--repeat", "1",
+                "--backend", "numpy", "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "array kernels (numpy), first call" in printed and "fast@scale1" in printed
+    assert "fast@scale1, all 2 frames in one call:" in printed
+    array_report = json.loads(report_path.read_text())
+    assert run(["--frames", str(small_frames), "--methods", "fast", "--scale", "1", "--repeat", "1",
+                "--json", str(report_path)]) == 0
+    cpu_report = json.loads(report_path.read_text())
+    assert array_report["backend"] == "numpy" and cpu_report["backend"] == "cpu"
+    packed = [[frame["variants"]["fast@scale1"]["packed"] for frame in report["folders"][str(small_frames)]["frames"]]
+              for report in (array_report, cpu_report)]
+    assert packed[0] == packed[1]
+
+
+def test_backend_gpu_without_a_gpu_says_why(small_frames, capsys):
+    from mpicolor.devices import probe_gpus
+
+    count, reason = probe_gpus()
+    if count:
+        pytest.skip("a usable GPU is present")
+    assert run(["--frames", str(small_frames), "--backend", "gpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"mpicolor bench kernel: --backend gpu: {reason}"

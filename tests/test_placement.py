@@ -2,7 +2,7 @@
 
 import pytest
 
-from mpicolor.placement import NO_GPU_KERNEL, is_gpu_rank, parse_split, place, place_rank
+from mpicolor.placement import is_gpu_rank, parse_split, place, place_rank
 
 
 def test_parse_split():
@@ -45,6 +45,13 @@ def test_gpu_rank_without_gpu_falls_back_with_the_reason():
     assert len(calls) == 1  # CPU ranks never touch CUDA
 
 
-def test_usable_gpu_without_kernel_says_so():
+def test_usable_gpu_computes_on_it():
     placement = place_rank(1, 1, (14, 4), None, lambda: (2, None))
-    assert placement.device == 1 and placement.fallback == NO_GPU_KERNEL
+    assert placement.device == 1 and placement.fallback is None and placement.backend == "gpu"
+
+
+def test_configured_device_that_is_not_visible_falls_back():
+    # --gpus 2 on a node where the runtime sees one device: local rank 1 would ask for device 1
+    placement = place_rank(1, 1, (14, 4), 2, lambda: (1, None))
+    assert placement.backend == "cpu" and placement.fallback == "device 1 is not visible (1 visible; --gpus 2)"
+    assert place_rank(0, 0, (14, 4), 2, lambda: (1, None)).backend == "gpu"

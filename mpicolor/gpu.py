@@ -1,0 +1,404 @@
+"""GPU ranks: the fast palette as array code for CuPy (NumPy runs the same code in tests), cuML for "seed".
+
+The fast method here is the CPU one of :mod:`mpicolor.palette` with other heavy parts: the choice of
+stages, the random numbers and the ranking of restarts are the same Python (`plan_fast`,
+`solve_plans`); the histogram, k-means++ and Lloyd are array operations of a namespace ``xp``
+(``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames of a call. Sums whose order
+could change a result are either exact (colour sums are whole numbers) or taken in the numba
+kernels' order (a running sum, ``cumsum``), so that NumPy gives the CPU kernel's palettes bit for
+bit (notes/gpu.md).
+
+CuPy is imported only when a GPU is asked for, never at import, so CPU-only installs never touch CUDA.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+from mpicolor.devices import probe_gpus
+from mpicolor.palette import (FINE_BITS, TOL, Level, check_image, check_settings, plan_fast, sample_steps,
+                              seed_colours, solve_plans, sorted_palette)
+
+__all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
+
+# Device memory one rank may hold (CuPy's pool limit); about 22 ranks share a GPU in the original's
+# layout, so the default leaves room for their CUDA contexts on a 32 GB device. MPICOLOR_GPU_MEMORY
+# (bytes) changes it.
+DEFAULT_MEMORY_LIMIT = 1 << 30
+MIN_PADDED = 64  # smallest padded level length: buckets of powers of two above it
+
+
+class GpuUnavailable(RuntimeError):
+    """This process cannot compute on a GPU; the message says why (no CuPy, no device, no cuML)."""
+
+
+def extract_palettes(images, clusters=5, seed=0, xp=None):
+    """Fast palettes of a batch of frames, computed with the array namespace ``xp``.
+
+    The same answer as ``[extract_palette(image, clusters, "fast", seed) for image in images]``:
+    with ``xp=numpy`` identical palettes (tested on real frames), on CuPy identical unless a
+    reduction run in the device's order breaks a near-tie another way (notes/gpu.md).
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (height, width, 3), uint8
+        BGR frames, as `mpicolor.decode.decode_frame` returns; sizes may differ.
+    clusters : int, default 5
+    seed : int, default 0
+    xp : module, default None
+        ``numpy`` or ``cupy``; None takes CuPy on the current device, and raises `GpuUnavailable`
+        when there is none.
+
+    Returns
+    -------
+    list of Palette
+    """
+    images = list(images)
+    for image in images:
+        check_image(image)
+    check_settings(clusters, "fast", seed)
+    if xp is None:
+        xp = cupy_namespace()
+    solved = fast_colours(images, int(clusters), int(seed), xp)
+    return [sorted_palette(bgr, counts, int(clusters)) for bgr, counts in solved]
+
+
+def cupy_namespace():
+    """CuPy, when this process sees a usable CUDA device; else `GpuUnavailable` with the reason."""
+    count, reason = probe_gpus()
+    if count == 0:
+        raise GpuUnavailable(reason)
+    import cupy
+    return cupy
+
+
+def cuda_errors(xp):
+    """Exception classes that mean "the device failed this work", for ``xp`` (none for NumPy).
+
+    Classes, never messages: CuPy raises `CUDARuntimeError` (a RuntimeError) without a driver, and
+    its out-of-memory error is a MemoryError.
+    """
+    if xp is np:
+        return ()
+    import cupy
+    names = [(cupy.cuda.runtime, "CUDARuntimeError"), (cupy.cuda.driver, "CUDADriverError"),
+             (cupy.cuda.memory, "OutOfMemoryError"), (cupy.cuda.compiler, "CompileException")]
+    classes = [getattr(module, name) for module, name in names if hasattr(module, name)]
+    with contextlib.suppress(ImportError):
+        from cupy_backends.cuda.libs.cublas import CUBLASError
+        classes.append(CUBLASError)
+    return tuple(classes)
+
+
+def memory_limit():
+    """Bytes of device memory this rank may use: ``MPICOLOR_GPU_MEMORY`` or `DEFAULT_MEMORY_LIMIT`."""
+    text = os.environ.get("MPICOLOR_GPU_MEMORY", "")
+    if not text:
+        return DEFAULT_MEMORY_LIMIT
+    if not text.isdigit() or int(text) < 1 << 24:
+        raise ValueError(f"MPICOLOR_GPU_MEMORY={text!r} should be a number of bytes >= 16777216")
+    return int(text)
+
+
+class Backend:
+    """A GPU rank's device: its binding, its memory bound, and the palette methods on it.
+
+    Parameters
+    ----------
+    device : int or None
+        CUDA device of this rank (``Placement.device``); None keeps CuPy's current device.
+    method : {"fast", "seed"}
+        ``"seed"`` needs cuML (x86_64 and aarch64 only) and says so by `GpuUnavailable`; with
+        ``xp=numpy`` it is scikit-learn's.
+    xp : module, default None
+        CuPy when None; ``numpy`` runs the same code on the CPU (tests).
+    memory : int, default None
+        Device bytes this rank may hold; None takes `memory_limit`. CuPy's pool is capped at it
+        and batches are cut to use at most half of it.
+
+    Raises
+    ------
+    GpuUnavailable
+        No usable device, or no cuML for ``"seed"``.
+    """
+
+    def __init__(self, device=None, method="fast", xp=None, memory=None):
+        self.xp = cupy_namespace() if xp is None else xp
+        self.device = device
+        self.method = method
+        self.memory = memory_limit() if memory is None else memory
+        self.errors = cuda_errors(self.xp)
+        self.kmeans = None
+        if method == "seed" and self.xp is not np:
+            try:
+                from cuml.cluster import KMeans
+            except ImportError as error:
+                raise GpuUnavailable(f"cuML is not installed ({error}); method 'seed' on a GPU needs it "
+                                     "(x86_64 and aarch64 only; see notes/gpu.md)") from None
+            self.kmeans = KMeans
+        if self.xp is not np:
+            with self.bound():
+                self.xp.get_default_memory_pool().set_limit(size=self.memory)
+
+    def bound(self):
+        """Context in which work runs on this rank's device."""
+        if self.xp is np or self.device is None:
+            return contextlib.nullcontext()
+        return self.xp.cuda.Device(self.device)
+
+    def colours(self, images, clusters, seed):
+        """Centres and counts of every frame, as `mpicolor.palette.sorted_palette` takes them.
+
+        ``"fast"`` computes the whole batch at once; ``"seed"`` runs cuML frame by frame.
+
+        Returns
+        -------
+        list of (ndarray of shape (k, 3), uint8, ndarray of shape (k,))
+        """
+        with self.bound():
+            if self.method == "seed":
+                return [seed_colours(image, clusters, seed, self.kmeans) for image in images]
+            return fast_colours(images, clusters, seed, self.xp, self.memory // 2)
+
+
+def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT // 2):
+    """The fast method's centres and counts for a batch of frames (see `extract_palettes`).
+
+    Every frame's sample is histogrammed on its own; the k-means stages then run for the whole
+    batch at once (`ArrayEngine`).
+    """
+    plans = [_plan(xp, image, clusters, seed) for image in images]
+    return solve_plans(plans, clusters, ArrayEngine(xp, batch_bytes, clusters))
+
+
+def _plan(xp, image, clusters, seed):
+    row_step, column_step = sample_steps(*image.shape[:2])
+    # Only the row sample goes to the device: at most 2**17 pixels, 384 kB.
+    sample = xp.asarray(np.ascontiguousarray(image[::row_step, ::column_step]).reshape(-1, 3))
+    fine, slots = _bins(xp, sample, FINE_BITS)
+    return plan_fast(fine, lambda bits: _bins(xp, sample, bits)[0], lambda: _exact_colours(xp, sample, slots),
+                     clusters, seed, TOL * _mean_variance(xp, fine))
+
+
+def _bins(xp, sample, bits):
+    # The colour histogram of `kernels.colour_histogram` + `occupied_bins`: bins in the order the
+    # sample first reaches them, mean colours from whole-number sums.
+    shift = 8 - bits
+    channels = sample.astype(xp.int32)
+    codes = ((channels[:, 0] >> shift) << (2 * bits)) | ((channels[:, 1] >> shift) << bits) | (channels[:, 2] >> shift)
+    _, first, inverse, counts = xp.unique(codes, return_index=True, return_inverse=True, return_counts=True)
+    order = xp.argsort(first)
+    rank = xp.empty_like(order)
+    rank[order] = xp.arange(order.shape[0])
+    slots = rank[inverse.reshape(-1)]
+    weights = counts[order].astype(xp.float64)
+    moments = xp.stack([xp.bincount(slots, weights=channels[:, c].astype(xp.float64), minlength=order.shape[0])
+                        for c in range(3)])
+    return Level(moments / weights, weights, moments), slots
+
+
+def _exact_colours(xp, sample, slots):
+    # `kernels.exact_colours`: distinct colours ordered by their fine bin's slot, then by the cell in it.
+    shift = 8 - FINE_BITS
+    mask = (1 << shift) - 1
+    channels = sample.astype(xp.int64)
+    cells = ((channels[:, 0] & mask) << (2 * shift)) | ((channels[:, 1] & mask) << shift) | (channels[:, 2] & mask)
+    _, first, counts = xp.unique((slots.astype(xp.int64) << (3 * shift)) | cells, return_index=True,
+                                 return_counts=True)
+    points = sample[first].T.astype(xp.float64)
+    weights = counts.astype(xp.float64)
+    return Level(points, weights, points * weights)
+
+
+def _prefix_sum(values):
+    """Cumulative sum along the last axis; NumPy adds in index order, as the numba kernels' loops do."""
+    return values.cumsum(axis=-1)
+
+
+def _running_sum(values):
+    """Sum along the last axis in index order (NumPy's ``sum`` adds pairwise, which rounds otherwise)."""
+    return _prefix_sum(values)[..., -1]
+
+
+def _mean_variance(xp, level):
+    # `kernels.mean_variance`, operation for operation.
+    total = float(_running_sum(level.weights))
+    variance = 0.0
+    for c in range(3):
+        mean = float(_running_sum(level.weights * level.points[c])) / total
+        variance += float(_running_sum(level.weights * (level.points[c] - mean) ** 2)) / total
+    return variance / 3.0
+
+
+def _to_host(array):
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+class ArrayEngine:
+    """The heavy parts of `mpicolor.palette.solve_plans` as batched array operations.
+
+    Runs of similar length are padded to a common power of two with zero-weight points at the
+    origin and computed together, at most ``batch_bytes`` of working arrays at a time. A padded
+    point weighs nothing in any sum, never counts as a changed label and is never the farthest
+    point; padding only adds ``+0.0`` to the running sums, so it changes no result.
+    """
+
+    def __init__(self, xp, batch_bytes, clusters):
+        self.xp = xp
+        self.batch_bytes = batch_bytes
+        # float64 working arrays per run and padded point: points, moments, weights, and about six
+        # (clusters, n) arrays in the distance and update steps
+        self.bytes_per_point = 8 * (8 + 6 * clusters)
+
+    to_host = staticmethod(_to_host)
+
+    def probe(self, tasks, max_iter):
+        runs = [(task, run) for task, (_, uniforms, _) in enumerate(tasks) for run in range(len(uniforms))]
+        centres = [np.empty(uniforms.shape[:2] + (3,)) for _, uniforms, _ in tasks]
+        inertia = [np.empty(len(uniforms)) for _, uniforms, _ in tasks]
+        for batch, arrays in self._batches([tasks[task][0] for task, _ in runs], runs):
+            uniforms = self.xp.asarray(np.stack([tasks[task][1][run] for task, run in batch]))
+            tol = self.xp.asarray([tasks[task][2] for task, _ in batch], dtype=self.xp.float64)
+            seeded = self._plusplus(arrays, uniforms)
+            settled, _, run_inertia = self._lloyd(arrays, seeded, tol, max_iter)
+            settled, run_inertia = _to_host(settled), _to_host(run_inertia)
+            for row, (task, run) in enumerate(batch):
+                centres[task][run], inertia[task][run] = settled[row], run_inertia[row]
+        return list(zip(centres, inertia))
+
+    def converge(self, tasks, max_iter):
+        results = [None] * len(tasks)
+        for batch, arrays in self._batches([level for level, _, _ in tasks], list(range(len(tasks)))):
+            start = self.xp.asarray(np.stack([tasks[task][1] for task in batch]))
+            tol = self.xp.asarray([tasks[task][2] for task in batch], dtype=self.xp.float64)
+            settled, labels, inertia = self._lloyd(arrays, start, tol, max_iter)
+            settled, inertia = _to_host(settled), _to_host(inertia)
+            for row, task in enumerate(batch):
+                results[task] = (settled[row], labels[row, :tasks[task][0].size], float(inertia[row]))
+        return results
+
+    def counts(self, level, labels, clusters):
+        return _to_host(self.xp.bincount(labels, weights=level.weights, minlength=clusters))
+
+    def _batches(self, levels, items):
+        """Group items by padded level length and cut groups to the memory budget.
+
+        Yields ``(items of the batch, (points, weights, moments, valid, last))`` with arrays of
+        shapes (b, 3, n), (b, n), (b, 3, n), (b, n) bool and (b,) (index of the last real point).
+        """
+        groups = {}
+        for level, item in zip(levels, items):
+            length = max(MIN_PADDED, 1 << (level.size - 1).bit_length())
+            groups.setdefault(length, []).append((level, item))
+        for length, members in sorted(groups.items()):
+            per_batch = max(1, self.batch_bytes // (self.bytes_per_point * length))
+            for start in range(0, len(members), per_batch):
+                batch = members[start:start + per_batch]
+                yield [item for _, item in batch], self._padded([level for level, _ in batch], length)
+
+    def _padded(self, levels, length):
+        xp = self.xp
+        distinct = {}
+        for level in levels:
+            distinct.setdefault(id(level), (len(distinct), level))
+        points = xp.zeros((len(distinct), 3, length))
+        weights = xp.zeros((len(distinct), length))
+        moments = xp.zeros((len(distinct), 3, length))
+        for row, level in distinct.values():
+            points[row, :, :level.size] = level.points
+            weights[row, :level.size] = level.weights
+            moments[row, :, :level.size] = level.moments
+        # one padded copy per level, gathered for every run on it
+        which = xp.asarray([distinct[id(level)][0] for level in levels])
+        sizes = xp.asarray([level.size for level in levels])
+        valid = xp.arange(length)[None, :] < sizes[:, None]
+        return points[which], weights[which], moments[which], valid, sizes - 1
+
+    def _plusplus(self, arrays, uniforms):
+        # `kernels.kmeans_plusplus` for every run of the batch at once.
+        xp = self.xp
+        points, weights, _, _, last = arrays
+        runs, clusters, _ = uniforms.shape
+        rows = xp.arange(runs)
+        centres = xp.empty((runs, clusters, 3))
+        cumulative = _prefix_sum(weights)
+        first = self._pick(cumulative, uniforms[:, 0, 0] * cumulative[:, -1], last)
+        centres[:, 0] = points[rows, :, first]
+        closest = _squared_distances(points, centres[:, 0][:, None, :])[:, 0]
+        for step in range(1, clusters):
+            potential = _prefix_sum(weights * closest)
+            picked = self._pick(potential[:, None, :], uniforms[:, step, :] * potential[:, -1:], last[:, None])
+            trials = points[rows[:, None], :, picked]  # (runs, trials, 3)
+            candidate = xp.minimum(closest[:, None, :], _squared_distances(points, trials))
+            best = xp.argmin(_running_sum(weights[:, None, :] * candidate), axis=1)  # first of equal potentials
+            centres[:, step] = trials[rows, best]
+            closest = candidate[rows, best]
+        return centres
+
+    def _pick(self, cumulative, target, last):
+        # `kernels._pick_by_potential`: the first index whose cumulative potential exceeds target,
+        # else the last real point (a binary search there; counting here is the same on a non-decreasing row).
+        return self.xp.minimum((cumulative <= target[..., None]).sum(axis=-1), last)
+
+    def _lloyd(self, arrays, centres, tol, max_iter):
+        # `kernels.lloyd` for every run of the batch at once; a run stops when it would stop there.
+        xp = self.xp
+        points, weights, moments, valid, _ = arrays
+        clusters = centres.shape[1]
+        previous = xp.full(weights.shape, -1)
+        active = xp.ones(len(centres), dtype=bool)
+        for _ in range(max_iter):
+            distances, labels = self._assign(points, centres)
+            changed = xp.any((labels != previous) & valid, axis=1)
+            previous = labels
+            members = (labels[:, None, :] == xp.arange(clusters)[None, :, None]).astype(xp.float64)
+            # whole numbers: exact in any order, so the centres are the numba kernel's
+            mass = (members * weights[:, None, :]).sum(axis=2)
+            sums = xp.matmul(members, moments.transpose(0, 2, 1))
+            moving = active & changed
+            updated, shift = self._update(arrays, distances, centres, mass, sums, moving)
+            centres = xp.where(moving[:, None, None], updated, centres)
+            active = moving & ~(shift <= tol)
+            if not bool(active.any()):
+                break
+        distances, labels = self._assign(points, centres)
+        return centres, labels, _running_sum(weights * distances)
+
+    def _update(self, arrays, distances, centres, mass, sums, moving):
+        xp = self.xp
+        points, _, _, valid, _ = arrays
+        filled = mass > 0
+        updated = xp.where(filled[:, :, None], sums / xp.where(filled, mass, 1.0)[:, :, None], centres)
+        squares = (updated - centres) ** 2
+        shift = xp.zeros(len(centres))
+        for j in range(centres.shape[1]):
+            for c in range(3):
+                # in the numba kernel's order: by cluster, then channel
+                shift = shift + xp.where(filled[:, j], squares[:, j, c], 0.0)
+        emptied = ~filled & moving[:, None]
+        if bool(emptied.any()):
+            # an emptied cluster moves to the farthest point, which then counts as at distance 0
+            rows = xp.arange(len(centres))
+            remaining = xp.where(valid, distances, -xp.inf)
+            for j in range(centres.shape[1]):
+                far = xp.argmax(remaining, axis=1)
+                updated[:, j] = xp.where(emptied[:, j, None], points[rows, :, far], updated[:, j])
+                remaining[rows, far] = xp.where(emptied[:, j], 0.0, remaining[rows, far])
+            shift = xp.where(emptied.any(axis=1), xp.inf, shift)
+        return updated, shift
+
+    def _assign(self, points, centres):
+        # nearest centre of every point, the lowest index on ties (argmin's first minimum)
+        distances = _squared_distances(points, centres)
+        labels = self.xp.argmin(distances, axis=1)
+        return self.xp.min(distances, axis=1), labels
+
+
+def _squared_distances(points, centres):
+    """Squared distances (runs, k, n) from points (runs, 3, n) to centres (runs, k, 3), summed as numba does."""
+    d0 = points[:, None, 0, :] - centres[:, :, 0, None]
+    d1 = points[:, None, 1, :] - centres[:, :, 1, None]
+    d2 = points[:, None, 2, :] - centres[:, :, 2, None]
+    return d0 * d0 + d1 * d1 + d2 * d2
+
