@@ -58,6 +58,9 @@ def build_parser():
     add_placement_arguments(run)
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="seconds between checkpoints; also at every tarball's end (default 60)")
+    run.add_argument("--crop-borders", default="off", choices=("off", "auto"),
+                     help="auto: leave each frame's dark letterbox/pillarbox bars out of its palette and record the "
+                          "crop (default off, comparable with the original)")
     run.add_argument("--progress", default="auto", choices=("auto", "bar", "log"),
                      help="a live bar, or a log line every 10 s (default auto: the bar on a terminal; under mpiexec "
                           "a rank never sees one, so ask for bar)")
@@ -97,7 +100,7 @@ def _run_config(args):
         clusters=args.clusters, method=args.method, seed=args.seed,
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
-        simulate=args.simulate, progress=args.progress)
+        simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto")
 
 
 def main(argv=None):

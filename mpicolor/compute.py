@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpicolor import store
+from mpicolor.borders import crop, detect_borders
 from mpicolor.decode import decode_frame
 from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
 from mpicolor.tarballs import BadTarball, Member, index_tarball, read_member
@@ -59,6 +60,7 @@ class ChunkResult:
     notes: dict = field(default_factory=dict)
     seconds: float = 0.0
     rank: int = 0
+    crops: np.ndarray | None = None
 
 
 @dataclass
@@ -170,6 +172,7 @@ class FrameComputer:
         packed = np.zeros((n_frames, clusters), np.uint32)
         shares = np.zeros((n_frames, clusters), np.float32)
         failures, notes = {}, {}
+        crops = np.zeros((n_frames, 4), np.uint16) if self.config.crop_borders else None
         gpu = self._gpu_backend()
         backend = np.full(n_frames, self.backend_code, np.uint8)
         try:
@@ -188,8 +191,11 @@ class FrameComputer:
                 try:
                     frame_bytes = read_member(fd, Member("", offset, size))
                     if gpu is not None:
-                        images[i] = decode_frame(frame_bytes, max_pixels=self.config.max_pixels,
-                                                 scale=self._scale())
+                        images[i] = self._decode(frame_bytes, crops, i)
+                    elif crops is not None and self.config.simulate is None:
+                        palette = extract_palette(self._decode(frame_bytes, crops, i), clusters,
+                                                  self.config.method, self.config.seed)
+                        packed[i], shares[i] = palette.packed, palette.shares
                     else:
                         palette = self._palette(frame_bytes)
                         packed[i], shares[i] = palette.packed, palette.shares
@@ -202,7 +208,7 @@ class FrameComputer:
         notes = {position: "; ".join(dict.fromkeys(messages)) for position, messages in notes.items()
                  if messages and position not in failures}
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                           notes, time.perf_counter() - started, self.rank)
+                           notes, time.perf_counter() - started, self.rank, crops)
 
     def _gpu_backend(self):
         """The open GPU backend of a GPU rank, None on the CPU; opening it fails over to the CPU once, loudly."""
@@ -270,6 +276,14 @@ class FrameComputer:
             return stand_in_palette(frame_bytes, self.config.clusters)
         return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
+
+    def _decode(self, frame_bytes, crops, i):
+        """Decode a frame; with ``crop_borders``, without its bars, which go into ``crops[i]``."""
+        image = decode_frame(frame_bytes, max_pixels=self.config.max_pixels, scale=self._scale())
+        if crops is None:
+            return image
+        crops[i] = detect_borders(image)
+        return crop(image, crops[i])
 
     def _scale(self):
         return default_scale(self.config.method) if self.config.scale is None else self.config.scale

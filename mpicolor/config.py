@@ -7,7 +7,7 @@ from mpicolor import __version__
 
 METHODS = ("fast", "seed")
 # Settings that change the numbers in the outputs: a resumed run must use the same ones.
-RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels")
+RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class RunConfig:
         When set, every frame costs this many seconds of sleep instead of its palette (benchmarks).
     progress : str
         ``auto``, ``bar`` or ``log``: how rank 0 shows progress (see :class:`~mpicolor.progress.Progress`).
+    crop_borders : bool
+        Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.borders`); off by
+        default so that results stay comparable with the original's.
     """
 
     input_dir: str
@@ -56,6 +59,7 @@ class RunConfig:
     checkpoint_every: float = 60.0
     simulate: float | None = None
     progress: str = "auto"
+    crop_borders: bool = False
     version: str = __version__
 
     def __post_init__(self):

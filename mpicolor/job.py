@@ -229,7 +229,7 @@ class Coordinator:
             if stored is not None:
                 log.warning("%s changed since the checkpoint (other members); computing it again", name)
             results = store.TarballResults.empty(name, frames, self.config.clusters, index.skipped,
-                                                 index.incomplete)
+                                                 index.incomplete, crops=self.config.crop_borders)
         if index.incomplete:
             log.error("%s: %s; its readable frames are computed, but it is not taken as done", name,
                       index.incomplete)
@@ -256,7 +256,7 @@ class Coordinator:
         """Store a :class:`ChunkResult`; finish its tarball when it was the last one."""
         tarball = self.active[result.tarball]
         tarball.results.record(result.positions, result.packed, result.shares, result.backend, result.failures,
-                               result.notes)
+                               result.notes, result.crops)
         tarball.outstanding -= 1
         self.dirty[tarball.results.name] = tarball.results
         n_frames = len(result.positions)

@@ -39,6 +39,7 @@ BACKEND_NAMES = {CPU: "cpu", GPU: "gpu", FAILED: "failed"}
 BACKEND_CODES = {name: code for code, name in BACKEND_NAMES.items()}
 
 PARTIAL, COMPLETE, INCOMPLETE, UNREADABLE = "partial", "complete", "incomplete", "unreadable"
+CROP_SIDES = ("top", "bottom", "left", "right")
 
 
 class OutputError(RuntimeError):
@@ -75,6 +76,9 @@ class TarballResults:
         tarball is cut short: not taken as done) or ``unreadable``.
     error : str or None
         Why an unreadable tarball could not be read.
+    crops : ndarray of shape (n_frames, 4), uint16, or None
+        With ``--crop-borders auto``: the bars left out of each frame's palette, (top, bottom, left, right)
+        in pixels of the decoded frame.
     """
 
     name: str
@@ -88,14 +92,16 @@ class TarballResults:
     incomplete: str | None = None
     status: str = PARTIAL
     error: str | None = None
+    crops: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, name, frames, clusters, skipped=None, incomplete=None):
-        """Results with no frame computed yet."""
+    def empty(cls, name, frames, clusters, skipped=None, incomplete=None, crops=False):
+        """Results with no frame computed yet (``crops``: keep each frame's crop too)."""
         n_frames = len(frames)
         return cls(name, list(frames), np.zeros((n_frames, clusters), np.uint32),
                    np.zeros((n_frames, clusters), np.float32), np.zeros(n_frames, np.uint8),
-                   skipped=dict(skipped or {}), incomplete=incomplete)
+                   skipped=dict(skipped or {}), incomplete=incomplete,
+                   crops=np.zeros((n_frames, 4), np.uint16) if crops else None)
 
     @classmethod
     def unreadable(cls, name, error, clusters):
@@ -108,7 +114,7 @@ class TarballResults:
         """Positions of the frames still to compute, ascending, as an int64 array."""
         return np.flatnonzero(self.backend == PENDING)
 
-    def record(self, positions, packed, shares, backend, failures, notes=None):
+    def record(self, positions, packed, shares, backend, failures, notes=None, crops=None):
         """Store a batch of computed frames.
 
         Parameters
@@ -123,12 +129,16 @@ class TarballResults:
             Reasons of the failed frames, by position.
         notes : dict of int to str, optional
             Warnings of frames that succeeded, by position.
+        crops : ndarray of shape (n, 4), uint16, optional
+            The frames' crops, when the run crops borders.
         """
         self.packed[positions] = packed
         self.shares[positions] = shares
         self.backend[positions] = backend
         self.failures.update(failures)
         self.notes.update(notes or {})
+        if crops is not None:
+            self.crops[positions] = crops
 
     def settle(self):
         """Set ``status`` from what is computed; return True when no frame is pending."""
@@ -189,11 +199,13 @@ def write_sqlite(output_dir, label, results, settings):
         os.remove(temporary)
     colors = [f"color{i} integer" for i in range(clusters)]
     shares = [f"share{i} real" for i in range(clusters)]
+    crops = [f"crop_{side} integer" for side in CROP_SIDES] if results.crops is not None else []
     done = np.flatnonzero((results.backend == CPU) | (results.backend == GPU))
     names = [results.frames[position] for position in done.tolist()]
     # columns as lists, zipped into rows: far cheaper than building each row in Python
+    crop_columns = results.crops[done].T.astype(np.int64).tolist() if crops else []
     rows = list(zip(names, *results.packed[done].T.astype(np.int64).tolist(),
-                    *results.shares[done].T.astype(np.float64).tolist(), done.tolist()))
+                    *results.shares[done].T.astype(np.float64).tolist(), done.tolist(), *crop_columns))
     failures, notes = ([(results.frames[position], text, position) for position, text in sorted(texts.items())]
                        for texts in (results.failures, results.notes))
     info = dict(settings, tarball=results.name, frames=len(rows), failures=len(failures),
@@ -204,11 +216,12 @@ def write_sqlite(output_dir, label, results, settings):
         # a rollback journal, not WAL: WAL needs shared memory that network file systems lack
         connection.execute("PRAGMA journal_mode=DELETE")
         with connection:
-            connection.execute(f"CREATE TABLE images (imgname text, {', '.join(colors + shares)}, member integer)")
+            connection.execute(f"CREATE TABLE images (imgname text, {', '.join(colors + shares)}, member integer"
+                               + "".join(f", {column}" for column in crops) + ")")
             connection.execute("CREATE TABLE failures (imgname text, reason text, member integer)")
             connection.execute("CREATE TABLE notes (imgname text, note text, member integer)")
             connection.execute("CREATE TABLE info (key text PRIMARY KEY, value text)")
-            marks = ", ".join("?" * (2 + 2 * clusters))
+            marks = ", ".join("?" * (2 + 2 * clusters + len(crops)))
             connection.executemany(f"INSERT INTO images VALUES ({marks})", rows)
             connection.executemany("INSERT INTO failures VALUES (?, ?, ?)", failures)
             connection.executemany("INSERT INTO notes VALUES (?, ?, ?)", notes)
@@ -387,6 +400,8 @@ def _write_tarball(parent, results):
             group["packed"][...] = results.packed
             group["shares"][...] = results.shares
             group["backend"][...] = results.backend
+            if results.crops is not None:
+                group["crops"][...] = results.crops
         else:
             del parent[results.name]
     if results.name not in parent:
@@ -396,6 +411,8 @@ def _write_tarball(parent, results):
         group.create_dataset("packed", data=results.packed)
         group.create_dataset("shares", data=results.shares)
         group.create_dataset("backend", data=results.backend)
+        if results.crops is not None:
+            group.create_dataset("crops", data=results.crops)
     _write_texts(group, "failed_members", "failure_reasons", results.failures)
     _write_texts(group, "noted_members", "notes", results.notes)
     group.attrs["status"] = results.status
@@ -430,7 +447,8 @@ def _read_checkpoint(path):
                 name, group["frames"].asstr()[...].tolist(), group["packed"][...], group["shares"][...],
                 group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),
                 _read_texts(group, "noted_members", "notes"), json.loads(group.attrs["skipped"]),
-                group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None)
+                group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None,
+                group["crops"][...] if "crops" in group else None)
     return settings, tarballs
 
 
