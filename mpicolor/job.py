@@ -28,8 +28,12 @@ EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 
 # enough that rank 0 is not flooded with messages when frames are cheap.
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 4096
+# a tarball's end checkpoints at once, unless the last checkpoint is younger than this: then the next tick
+# does, for every tarball ended meanwhile (an fsynced checkpoint per tarball would cap rank 0 at a few
+# dozen tarballs per second)
+TARBALL_CHECKPOINT_GAP = 1.0
 # tarballs being indexed by workers at once
-INDEXING_AHEAD = 2
+INDEXING_AHEAD = 4
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
 FAILURES_LOGGED = 5
@@ -90,6 +94,7 @@ class Coordinator:
         self.active = {}             # number -> ActiveTarball
         self.stored = {}             # name -> TarballResults from the checkpoint, reused when the frames match
         self.dirty = {}              # name -> TarballResults changed since the last checkpoint
+        self.unwritten = []          # complete tarballs whose sqlite file waits for the next checkpoint
         self.outcomes = {}           # number -> (name, status, frames, failures, reason)
         self.paths = []
         self.rank_stats = {}
@@ -167,8 +172,8 @@ class Coordinator:
         if not self.delegate_indexing:
             while self.todo and self._unassigned() < self._wanted():
                 self._open(*self.todo.popleft())
-        elif self.todo and not self.indexing and self._unassigned() == 0:
-            self._open(*self.todo.popleft())  # nothing to hand out and nobody indexing: do it here
+        elif self.todo and self._unassigned() == 0:
+            self._open(*self.todo.popleft())  # nothing to hand out: index here rather than wait for a worker
         for tarball in self.active.values():
             if tarball.unassigned() > 0:
                 return self._cut(tarball)
@@ -285,12 +290,11 @@ class Coordinator:
             log.warning("%s: %d more failed frames, listed in its failures table", results.name,
                         tarball.failures_logged - FAILURES_LOGGED)
         self.dirty[results.name] = results
-        # the checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint
-        self.save_checkpoint()
         if results.status == store.COMPLETE:
-            store.write_sqlite(self.config.output_dir, self.config.label, results, self.settings)
+            self.unwritten.append(results)
         del self.active[tarball.number]
         self._finished_outcome(tarball.number, results)
+        self.tick()
 
     def _finished_outcome(self, number, results):
         failed = len(results.failures)
@@ -301,18 +305,25 @@ class Coordinator:
 
     # ---- time -----------------------------------------------------------------------------------------
     def tick(self, force=False):
-        """Checkpoint when the interval has passed, and show progress."""
+        """Checkpoint when the interval has passed or a tarball ended, and show progress."""
         now = self.clock()
-        if self.dirty and (force or now - self.last_checkpoint >= self.config.checkpoint_every):
+        since = now - self.last_checkpoint
+        if self.dirty and (force or since >= self.config.checkpoint_every
+                           or (self.unwritten and since >= TARBALL_CHECKPOINT_GAP)):
             self.save_checkpoint()
         if self.progress is not None:
             self.progress.update(len(self.outcomes), self.frames_done, self._frames_estimate(), force=force)
 
     def save_checkpoint(self):
-        """Write the changed tarballs to a new checkpoint generation."""
+        """Write the changed tarballs to a new checkpoint generation, then the sqlite files of those that ended.
+
+        The checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint.
+        """
         self.checkpoint.save(self.settings, list(self.dirty.values()))
         self.dirty.clear()
         self.last_checkpoint = self.clock()
+        store.write_sqlite_files(self.config.output_dir, self.config.label, self.unwritten, self.settings)
+        self.unwritten.clear()
 
     def _frames_estimate(self):
         seen = len(self.outcomes) + len(self.active)

@@ -78,6 +78,38 @@ def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
         return json.load(stream)
 
 
+def separate_runs(input_dir, out_dir):
+    """Two 1-rank runs at once, each on half of the tarballs: what 2 cores give with no coordination at all.
+
+    Returns a summary in the shape of run-summary.json (wall: the slower run's; frames and ranks: both).
+    """
+    tarballs = sorted(os.listdir(input_dir))
+    halves = []
+    for half, names in enumerate((tarballs[::2], tarballs[1::2])):
+        folder = os.path.join(out_dir, f"input{half}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        for name in names:
+            os.symlink(os.path.abspath(os.path.join(input_dir, name)), os.path.join(folder, name))
+        halves.append(folder)
+    program = [mpiexec(), "-n", "1", sys.executable, "-m", "mpicolor", "run"]
+    jobs = []
+    for half, folder in enumerate(halves):
+        output = os.path.join(out_dir, f"output{half}")
+        shutil.rmtree(output, ignore_errors=True)
+        jobs.append((subprocess.Popen([*program, folder, output], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True), output))
+    summaries = []
+    for job, output in jobs:
+        _, log = job.communicate()
+        if job.returncode != 0:
+            raise RuntimeError(f"a separate run failed with status {job.returncode}:\n{log}")
+        with open(os.path.join(output, store.RUN_SUMMARY)) as stream:
+            summaries.append(json.load(stream))
+    return {"wall": max(s["wall"] for s in summaries), "frames": sum(s["frames"] for s in summaries),
+            "ranks": {str(i): s["ranks"]["0"] for i, s in enumerate(summaries)}}
+
+
 def balance(summary):
     """Wall time against the ideally balanced time, ``frames / sum of the ranks' own rates``."""
     rates = [rank["frames"] / rank["busy"] for rank in summary["ranks"].values() if rank["busy"] > 0]
@@ -106,6 +138,8 @@ def run_run_bench(args):
         for ranks in (1, 2):
             cases.setdefault(f"{ranks} rank{'s' * (ranks > 1)}", []).append(
                 timed_run(input_dir, os.path.join(args.out, f"n{ranks}"), ranks))
+        cases.setdefault("2 separate 1-rank runs on half the data each (no MPI)", []).append(
+            separate_runs(input_dir, os.path.join(args.out, "separate")))
         hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"])
         try:
             cases.setdefault("2 ranks, rank 1 shares its core with a CPU hog", []).append(
@@ -121,11 +155,11 @@ def run_run_bench(args):
         rows.append({"case": case, "wall_s": wall, "frames_per_s": frames / wall, "balance": ratio,
                      "static_split": static, "rank_rates": rates})
     one = rows[0]["frames_per_s"]
-    print(f"\n{'case':50s} {'wall s':>7s} {'frames/s':>9s} {'vs 1 rank':>9s} {'wall/ideal':>10s} "
+    print(f"\n{'case':56s} {'wall s':>7s} {'frames/s':>9s} {'vs 1 rank':>9s} {'wall/ideal':>10s} "
           f"{'static/ideal':>12s}  per-rank frames/s while busy")
     for row in rows:
         row["speedup"] = row["frames_per_s"] / one
-        print(f"{row['case']:50s} {row['wall_s']:7.2f} {row['frames_per_s']:9.1f} {row['speedup']:8.2f}x "
+        print(f"{row['case']:56s} {row['wall_s']:7.2f} {row['frames_per_s']:9.1f} {row['speedup']:8.2f}x "
               f"{row['balance']:10.3f} {row['static_split']:12.3f}  "
               f"{', '.join(f'{rate:.1f}' for rate in row['rank_rates'])}")
     print("\nwall/ideal: the run's wall time over frames / (sum of the ranks' own rates); static/ideal: the same "
@@ -208,7 +242,7 @@ def add_derived_columns(rows, weak):
         row["efficiency"] = row["speedup"] / scale
     first_cost = rows[0]["cost_s"]
     for row in rows:
-        if row["cost_s"] and first_cost is not None:
+        if row["cost_s"] is not None and first_cost is not None and row["cost_s"] > first_cost:
             zero = next(r for r in rows if r["cost_s"] == first_cost and r["ranks"] == row["ranks"])
             ideal = row["frames"] * (row["cost_s"] - first_cost) / row["ranks"]
             row["overhead_vs_ideal"] = (row["wall_s"] - zero["wall_s"]) / ideal

@@ -13,7 +13,9 @@ frames="${FRAMES:-../shared/data/frames/hd}"
 footage="${FOOTAGE:-../shared/data/frames/footage}"
 mkdir -p "$out"
 
-mpicolor bench run --frames "$frames" --out "$out/run" --json "$out/run.json" | tee "$out/run.txt"
+if [ "${SKIP_RUN:-}" != 1 ]; then
+    mpicolor bench run --frames "$frames" --out "$out/run" --json "$out/run.json" | tee "$out/run.txt"
+fi
 
 # small real frames, many of them: reading their bytes is cheap, so rank 0's work is what limits
 python - "$footage" "$out/sim-input" <<'PY'

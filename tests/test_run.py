@@ -160,11 +160,11 @@ def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, wh
 def test_a_second_live_run_on_the_same_output_dir_is_refused(tmp_path):
     input_dir = many_frames_input(tmp_path / "input")
     output_dir = tmp_path / "out"
-    first = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, "--simulate", "0.02"),
+    first = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, "--simulate", "0.1"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not os.path.exists(output_dir / store.CHECKPOINT) and time.monotonic() < deadline:
+        while not os.path.exists(output_dir / store.LOCK) and time.monotonic() < deadline:
             time.sleep(0.02)
         second = run_mpicolor(1, "run", input_dir, output_dir, "--simulate", "0.02")
         assert second.returncode == 3
