@@ -185,6 +185,7 @@ class FrameComputer:
             return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
                                seconds=time.perf_counter() - started, rank=self.rank)
         images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
+        busy = 0.0
         for i, (position, offset, size) in enumerate(zip(chunk.positions.tolist(), chunk.offsets.tolist(),
                                                          chunk.sizes.tolist())):
             with _frame_notes(notes, position):
@@ -202,13 +203,16 @@ class FrameComputer:
                 except (BadFrame, OSError) as error:
                     failures[position] = str(error)
                     backend[i] = store.FAILED
+            # the time between yields is rank 0's own: only the time spent here counts as busy
+            busy += time.perf_counter() - started
             yield
+            started = time.perf_counter()
         for i, palette, code in self._gpu_palettes(gpu, images, chunk.positions.tolist(), notes):
             packed[i], shares[i], backend[i] = palette.packed, palette.shares, code
         notes = {position: "; ".join(dict.fromkeys(messages)) for position, messages in notes.items()
                  if messages and position not in failures}
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                           notes, time.perf_counter() - started, self.rank, crops)
+                           notes, busy + time.perf_counter() - started, self.rank, crops)
 
     def _gpu_backend(self):
         """The open GPU backend of a GPU rank, None on the CPU; opening it fails over to the CPU once, loudly."""
@@ -272,7 +276,8 @@ class FrameComputer:
 
     def _palette(self, frame_bytes):
         if self.config.simulate is not None:
-            time.sleep(self.config.simulate)
+            if self.config.simulate > 0:  # sleep(0) still yields the core: 50 us a frame
+                time.sleep(self.config.simulate)
             return stand_in_palette(frame_bytes, self.config.clusters)
         return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)

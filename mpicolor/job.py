@@ -32,7 +32,7 @@ MAX_CHUNK = 4096
 # does, for every tarball ended meanwhile (an fsynced checkpoint per tarball would cap rank 0 at a few
 # dozen tarballs per second)
 TARBALL_CHECKPOINT_GAP = 1.0
-# tarballs being indexed by workers at once
+# tarballs being indexed by workers at once, at least (more with more ranks)
 INDEXING_AHEAD = 4
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
@@ -103,6 +103,7 @@ class Coordinator:
         self.frames_known = 0
         self.frame_seconds = None    # running mean cost of a frame, for chunk sizes
         self.started = clock()
+        self.cpu_started = time.process_time()
         self.last_checkpoint = self.started
         self.progress = None
 
@@ -137,6 +138,7 @@ class Coordinator:
     def begin(self):
         """Start the clocks once every rank is ready, so that Python and MPI start-up stay out of the numbers."""
         self.started = self.last_checkpoint = self.clock()
+        self.cpu_started = time.process_time()
         self.progress = Progress(len(self.paths), clock=self.clock, mode=self.config.progress)
 
     def _check_resumable(self, stored):
@@ -181,7 +183,7 @@ class Coordinator:
 
     def index_job(self):
         """``(number, path)`` of a tarball for a worker to index when more frames will be wanted soon, else None."""
-        if self.todo and len(self.indexing) < INDEXING_AHEAD and self._unassigned() < self._wanted():
+        if self.todo and len(self.indexing) < max(INDEXING_AHEAD, self.size) and self._unassigned() < self._wanted():
             number, path = self.todo.popleft()
             self.indexing.add(number)
             return number, path
@@ -362,8 +364,13 @@ class Coordinator:
     def summary_document(self, wall):
         """The run's numbers for scripts and benchmarks (``run-summary.json``): wall seconds from rank 0's
         start-up to the end (MPI and Python start-up aside), and per rank frames, busy seconds, backends."""
+        frames = sum(stats.frames for stats in self.rank_stats.values())
+        # what coordinating costs rank 0 in processor time; known when it computed no frame itself (runs of
+        # more than 16 ranks): on a shared node its wall time also counts the time others held the core
+        coordinating = None if 0 in self.rank_stats else time.process_time() - self.cpu_started
         return {
-            "wall": wall, "frames": sum(stats.frames for stats in self.rank_stats.values()),
+            "wall": wall, "frames": frames, "coordinator_cpu_s": coordinating,
+            "coordinator_frames_per_cpu_s": frames / coordinating if coordinating else None,
             "ranks": {str(rank): {"frames": stats.frames, "busy": stats.busy, "backends": stats.backends}
                       for rank, stats in sorted(self.rank_stats.items())},
             "tarballs": [dict(zip(("name", "status", "frames", "failures", "reason"), self.outcomes[number]))

@@ -131,12 +131,21 @@ def serve(comm, coordinator, computer, rank0_computes):
         pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
         if not busy:
             time.sleep(pause)
-    MPI.Request.Waitall(sends)
+    wait_quietly(sends)
 
 
 def tell_workers(comm, message, tag):
     """Send one message to every other rank (which waits for it with :func:`wait_for_root`)."""
-    MPI.Request.Waitall([comm.isend(message, dest=rank, tag=tag) for rank in range(1, comm.Get_size())])
+    wait_quietly([comm.isend(message, dest=rank, tag=tag) for rank in range(1, comm.Get_size())])
+
+
+def wait_quietly(requests):
+    """Wait for sends to complete, sleeping between tests: MPICH's Wait spins, and 31 ranks spinning while
+    rank 0 writes a checkpoint would take the cores it needs."""
+    pause = POLL_MIN
+    while not MPI.Request.Testall(requests):
+        time.sleep(pause)
+        pause = min(2 * pause, POLL_MAX)
 
 
 def wait_for_root(comm, tag):
@@ -176,10 +185,10 @@ def work(comm, computer):
         else:
             reply, reply_tag = computer.compute(message), TAG_RESULT
         if sending is not None:
-            sending.wait()
+            wait_quietly([sending])
         sending = comm.isend(reply, dest=0, tag=reply_tag)
     if sending is not None:
-        sending.wait()
+        wait_quietly([sending])
     return message
 
 

@@ -202,7 +202,8 @@ def scaling_row(ranks, cost, summary):
     idle = [summary["wall"] - rank["busy"] for rank in summary["ranks"].values()]
     return {"ranks": ranks, "cost_s": cost, "frames": summary["frames"], "wall_s": summary["wall"],
             "frames_per_s": summary["frames"] / summary["wall"], "rank_frames_per_s_median": median(per_rank),
-            "idle_s_mean": sum(idle) / len(idle), "computing_ranks": len(summary["ranks"])}
+            "idle_s_mean": sum(idle) / len(idle), "computing_ranks": len(summary["ranks"]),
+            "rank0_frames_per_cpu_s": summary.get("coordinator_frames_per_cpu_s")}
 
 
 def run_scaling_bench(args):
@@ -251,13 +252,14 @@ def add_derived_columns(rows, weak):
 def print_scaling_table(rows, weak):
     print(f"\n{'weak' if weak else 'strong'} scaling")
     print(f"{'ranks':>5s} {'ms/frame':>8s} {'frames':>7s} {'wall s':>8s} {'frames/s':>9s} {'speedup':>7s} "
-          f"{'effic.':>6s} {'rank f/s':>8s} {'idle s':>7s} {'(wall-wall0)/ideal':>18s}")
+          f"{'effic.':>6s} {'rank f/s':>8s} {'idle s':>7s} {'(wall-wall0)/ideal':>18s} {'rank 0 f/cpu-s':>14s}")
     for row in rows:
         cost = "real" if row["cost_s"] is None else f"{row['cost_s'] * 1000:g}"
         overhead = f"{row['overhead_vs_ideal']:.3f}" if "overhead_vs_ideal" in row else "-"
+        capacity = f"{row['rank0_frames_per_cpu_s']:.0f}" if row["rank0_frames_per_cpu_s"] else "-"
         print(f"{row['ranks']:5d} {cost:>8s} {row['frames']:7d} {row['wall_s']:8.2f} {row['frames_per_s']:9.1f} "
               f"{row['speedup']:7.2f} {row['efficiency']:6.2f} {row['rank_frames_per_s_median']:8.1f} "
-              f"{row['idle_s_mean']:7.2f} {overhead:>18s}")
+              f"{row['idle_s_mean']:7.2f} {overhead:>18s} {capacity:>14s}")
 
 
 def write_scaling_files(rows, out, weak):
