@@ -21,16 +21,16 @@ fi
 python - "$footage" "$out/sim-input" <<'PY'
 import sys
 from mpicolor.scaling import pack_frames
-print(pack_frames(sys.argv[1], sys.argv[2], copies=41, tarballs=32), "frames packed for the simulated runs")
+print(pack_frames(sys.argv[1], sys.argv[2], copies=41, tarballs=8), "frames packed for the simulated runs")
 PY
 mpicolor bench scaling "$out/sim-input" --ranks 1,2,4,8,16,32,64 --simulate 0.02 --out "$out/strong" \
     | tee "$out/strong.txt"
 mpicolor bench scaling "$out/sim-input" --ranks 32 --simulate 0,0.02,0.1 --out "$out/targets" \
     | tee "$out/targets.txt"
-# rank 0's throughput: 16 copies of the input (51,168 frames) at zero cost
+# rank 0's throughput: 16 copies of the input (51,168 frames in 128 tarballs) at zero cost
 mpicolor bench scaling "$out/sim-input" --ranks 2,8,32 --simulate 0 --copies 16 --out "$out/throughput" \
     | tee "$out/throughput.txt"
-# weak scaling: 1/16 of the input per rank (2 tarballs, 200 frames)
-mkdir -p "$out/weak-input" && ln -sf "$(cd "$out/sim-input" && pwd)"/set0[01].tar "$out/weak-input/"
+# weak scaling: 400 frames per rank (one tarball of the input)
+mkdir -p "$out/weak-input" && ln -sf "$(cd "$out/sim-input" && pwd)"/set00.tar "$out/weak-input/"
 mpicolor bench scaling "$out/weak-input" --ranks 1,2,4,8,16,32,64 --simulate 0.02 --weak --out "$out/weak" \
     | tee "$out/weak.txt"
