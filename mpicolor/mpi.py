@@ -22,6 +22,7 @@ from mpicolor import store
 from mpicolor.compute import FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
 from mpicolor.job import EXIT_OUTPUT, EXIT_USAGE, Coordinator
+from mpicolor.kernels import warm_up
 from mpicolor.logs import setup_logging
 from mpicolor.placement import place_rank
 
@@ -240,6 +241,11 @@ def _run_job(comm, rank, size, make_config):
     placement = _placement(comm, rank, config)
     placements = comm.gather(placement, root=0)
     computer = FrameComputer(config, placement.backend, rank, device=placement.device)
+    if config.simulate is None:
+        # compile or load the kernels before the clock starts, so that frame rates are frame rates
+        seconds = warm_up()
+        if rank == 0:
+            log.info("numba kernels ready in %.1f s (a first run compiles them once into the cache)", seconds)
     try:
         if rank == 0:
             log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size,
