@@ -272,7 +272,8 @@ def _run_job(comm, rank, size, make_config):
 def _placement(comm, rank, config):
     placement = place_rank(rank, local_rank(comm), config.split, config.gpus, probe_gpus)
     if placement.fallback is not None:
-        log.warning("GPU rank computing on the CPU: %s", placement.fallback)
+        log.warning("GPU rank computing on the CPU: %s (--split 1:0 makes every rank a CPU rank)",
+                    placement.fallback)
     return placement
 
 
