@@ -193,12 +193,8 @@ class FrameComputer:
                     frame_bytes = read_member(fd, Member("", offset, size))
                     if gpu is not None:
                         images[i] = self._decode(frame_bytes, crops, i)
-                    elif crops is not None and self.config.simulate is None:
-                        palette = extract_palette(self._decode(frame_bytes, crops, i), clusters,
-                                                  self.config.method, self.config.seed)
-                        packed[i], shares[i] = palette.packed, palette.shares
                     else:
-                        palette = self._palette(frame_bytes)
+                        palette = self._palette(frame_bytes, crops, i)
                         packed[i], shares[i] = palette.packed, palette.shares
                 except (BadFrame, OSError) as error:
                     failures[position] = str(error)
@@ -274,11 +270,15 @@ class FrameComputer:
             except StopIteration as finished:
                 return finished.value
 
-    def _palette(self, frame_bytes):
+    def _palette(self, frame_bytes, crops, i):
+        """A frame's palette on the CPU (its crop, if any, into ``crops[i]``)."""
         if self.config.simulate is not None:
             if self.config.simulate > 0:  # sleep(0) still yields the core: 50 us a frame
                 time.sleep(self.config.simulate)
             return stand_in_palette(frame_bytes, self.config.clusters)
+        if crops is not None:
+            return extract_palette(self._decode(frame_bytes, crops, i), self.config.clusters, self.config.method,
+                                   self.config.seed)
         return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
 

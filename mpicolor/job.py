@@ -183,7 +183,8 @@ class Coordinator:
 
     def index_job(self):
         """``(number, path)`` of a tarball for a worker to index when more frames will be wanted soon, else None."""
-        if self.todo and len(self.indexing) < max(INDEXING_AHEAD, self.size) and self._unassigned() < self._wanted():
+        if (self.delegate_indexing and self.todo and len(self.indexing) < max(INDEXING_AHEAD, self.size)
+                and self._unassigned() < self._wanted()):
             number, path = self.todo.popleft()
             self.indexing.add(number)
             return number, path

@@ -105,7 +105,7 @@ def serve(comm, coordinator, computer, rank0_computes):
                     break
                 sends.append(comm.isend(chunk, dest=rank, tag=TAG_WORK))
                 held[rank] += 1
-        job = coordinator.index_job() if workers else None
+        job = coordinator.index_job()
         if job is not None:
             # the least loaded worker indexes the next tarball while the others compute
             rank = min(workers, key=held.get)
