@@ -53,6 +53,7 @@ def pack_frames(frames_dir, out_dir, copies, tarballs):
 
 
 def mpiexec():
+    """The ``mpiexec`` beside this Python (the MPICH wheel's), else the one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return beside if os.path.exists(beside) else shutil.which("mpiexec") or "mpiexec"
 

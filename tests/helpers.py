@@ -2,11 +2,12 @@
 
 import io
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import tarfile
+
+from mpicolor.scaling import mpiexec
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(TESTS, "data", "frames")
@@ -41,10 +42,8 @@ def pack_scenes(folder):
     return sorted(f"{scene}.tar" for scene in scenes)
 
 
-def mpiexec_path():
-    """The ``mpiexec`` beside this Python (the MPICH wheel's), else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return beside if os.path.exists(beside) else shutil.which("mpiexec")
+# the benchmarks' launcher lookup, under the name the tests use
+mpiexec_path = mpiexec
 
 
 def mpicolor_command(ranks, *args):
