@@ -351,7 +351,7 @@ class Checkpoint:
         self.previous = os.path.join(output_dir, CHECKPOINT_PREV)
 
     def load(self):
-        """Read the newest readable generation.
+        """Read every tarball of the newest readable generation (see :class:`CheckpointReader`).
 
         Returns
         -------
@@ -359,17 +359,10 @@ class Checkpoint:
             The settings stored with the results; None when there is no checkpoint.
         tarballs : dict of str to TarballResults
         """
-        for path in (self.live, self.previous):
-            if not os.path.exists(path):
-                continue
-            try:
-                return _read_checkpoint(path)
-            except (OSError, KeyError, ValueError) as error:
-                log.warning("checkpoint %s is unreadable (%s); trying the previous generation", path, error)
-        if os.path.exists(self.live) or os.path.exists(self.previous):
-            raise OutputError(f"no generation of the checkpoint in {self.output_dir} is readable; move "
-                              f"{CHECKPOINT} and {CHECKPOINT_PREV} away to start over")
-        return None, {}
+        if not any(os.path.exists(path) for path in (self.live, self.previous)):
+            return None, {}
+        with CheckpointReader(self.output_dir) as reader:
+            return reader.settings, {name: reader.read(name) for name in reader.names()}
 
     def save(self, settings, changed):
         """Write a new generation with the ``changed`` tarballs' results, keeping the others'.
@@ -477,20 +470,74 @@ def _read_texts(group, positions_name, texts_name):
     return dict(zip(group[positions_name][...].tolist(), group[texts_name].asstr()[...].tolist()))
 
 
-def _read_checkpoint(path):
-    with h5py.File(path, "r", locking=False) as h5:
-        if h5.attrs.get("format") != FORMAT:
-            raise ValueError(f"format {h5.attrs.get('format')!r} is not {FORMAT!r}")
-        settings = {key: _plain(value) for key, value in h5.attrs.items() if key != "format"}
-        tarballs = {}
-        for name, group in h5["tarballs"].items():
-            tarballs[name] = TarballResults(
-                name, group["frames"].asstr()[...].tolist(), group["packed"][...], group["shares"][...],
-                group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),
-                _read_texts(group, "noted_members", "notes"), json.loads(group.attrs["skipped"]),
-                group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None,
-                group["crops"][...] if "crops" in group else None)
-    return settings, tarballs
+class CheckpointReader:
+    """The newest readable generation of OUTPUT_DIR's checkpoint, open for reading one tarball at a time.
+
+    Reading tarball by tarball keeps memory to one tarball's results, whatever the collection holds.
+
+    Parameters
+    ----------
+    output_dir : str
+
+    Attributes
+    ----------
+    settings : dict
+        The settings stored with the results.
+
+    Raises
+    ------
+    FileNotFoundError
+        When OUTPUT_DIR holds no checkpoint.
+    OutputError
+        When no generation of the checkpoint is readable.
+    """
+
+    def __init__(self, output_dir):
+        checkpoint = Checkpoint(output_dir)
+        self.h5 = None
+        for path in (checkpoint.live, checkpoint.previous):
+            if not os.path.exists(path):
+                continue
+            try:
+                self.h5 = h5py.File(path, "r", locking=False)
+                if self.h5.attrs.get("format") != FORMAT:
+                    raise ValueError(f"format {self.h5.attrs.get('format')!r} is not {FORMAT!r}")
+                self.settings = {key: _plain(value) for key, value in self.h5.attrs.items() if key != "format"}
+                self.tarballs = self.h5["tarballs"]
+                break
+            except (OSError, KeyError, ValueError) as error:
+                self.close()
+                log.warning("checkpoint %s is unreadable (%s); trying the previous generation", path, error)
+        if self.h5 is None:
+            if os.path.exists(checkpoint.live) or os.path.exists(checkpoint.previous):
+                raise OutputError(f"no generation of the checkpoint in {output_dir} is readable; move "
+                                  f"{CHECKPOINT} and {CHECKPOINT_PREV} away to start over")
+            raise FileNotFoundError(errno.ENOENT, f"no {CHECKPOINT} in {output_dir}", output_dir)
+
+    def names(self):
+        """The tarballs in the checkpoint, sorted by name."""
+        return sorted(self.tarballs)
+
+    def read(self, name):
+        """One tarball's :class:`TarballResults`."""
+        group = self.tarballs[name]
+        return TarballResults(
+            name, group["frames"].asstr()[...].tolist(), group["packed"][...], group["shares"][...],
+            group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),
+            _read_texts(group, "noted_members", "notes"), json.loads(group.attrs["skipped"]),
+            group.attrs["incomplete"] or None, group.attrs["status"], group.attrs["error"] or None,
+            group["crops"][...] if "crops" in group else None)
+
+    def close(self):
+        if self.h5 is not None:
+            self.h5.close()
+            self.h5 = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def _plain(value):
