@@ -87,6 +87,10 @@ def build_parser():
     scaling = benches.add_parser("scaling", help="strong or weak scaling over rank counts, real or simulated")
     from mpicolor.scaling import add_scaling_arguments
     add_scaling_arguments(scaling)
+    state = benches.add_parser("state", help="the run's state as the collection grows: 25 and 250 tarballs of "
+                                             "44,470 tiny frames, simulated")
+    from mpicolor.bench_state import add_state_arguments
+    add_state_arguments(state)
     return parser
 
 
@@ -134,4 +138,8 @@ def main(argv=None):
         from mpicolor.scaling import run_scaling_bench
 
         return run_scaling_bench(args)
+    if args.command == "bench" and args.bench == "state":
+        from mpicolor.bench_state import run_state_bench
+
+        return run_state_bench(args)
     parser.error(f"unknown command {args.command!r}")

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from mpicolor import store
 from mpicolor.borders import crop, detect_borders
 from mpicolor.decode import decode_frame
 from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
+from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU
 from mpicolor.tarballs import BadTarball, Member, index_tarball, read_member
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class IndexedTarball:
         As in :class:`~mpicolor.tarballs.TarballIndex`.
     error : str or None
         Why the tarball cannot be read at all (then it has no frames).
+    fingerprint : mpicolor.tarballs.Fingerprint or None
+        What tells whether stored results belong to this tarball (None when it cannot be read).
     """
 
     number: int
@@ -91,6 +93,7 @@ class IndexedTarball:
     skipped: dict = field(default_factory=dict)
     incomplete: str | None = None
     error: str | None = None
+    fingerprint: object = None
 
 
 def index_for_coordinator(number, path):
@@ -102,7 +105,7 @@ def index_for_coordinator(number, path):
     return IndexedTarball(number, path, [member.name for member in index.members],
                           np.array([member.offset for member in index.members], np.int64),
                           np.array([member.size for member in index.members], np.int64),
-                          index.skipped, index.incomplete)
+                          index.skipped, index.incomplete, fingerprint=index.fingerprint)
 
 
 @contextlib.contextmanager
@@ -151,7 +154,7 @@ class FrameComputer:
 
     def __init__(self, config, backend="cpu", rank=0, device=None, gpu=None):
         self.config = config
-        self.backend_code = store.BACKEND_CODES[backend]
+        self.backend_code = BACKEND_CODES[backend]
         self.rank = rank
         self.device = device
         self.gpu = gpu
@@ -181,7 +184,7 @@ class FrameComputer:
             # the tarball vanished or lost its permissions after indexing: its frames fail, the rank goes on
             reason = f"cannot open {chunk.path}: {error.strerror}"
             failures = {position: reason for position in chunk.positions.tolist()}
-            backend[:] = store.FAILED
+            backend[:] = FAILED
             return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
                                seconds=time.perf_counter() - started, rank=self.rank)
         images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
@@ -198,7 +201,7 @@ class FrameComputer:
                         packed[i], shares[i] = palette.packed, palette.shares
                 except (BadFrame, OSError) as error:
                     failures[position] = str(error)
-                    backend[i] = store.FAILED
+                    backend[i] = FAILED
             # the time between yields is rank 0's own: only the time spent here counts as busy
             busy += time.perf_counter() - started
             yield
@@ -212,7 +215,7 @@ class FrameComputer:
 
     def _gpu_backend(self):
         """The open GPU backend of a GPU rank, None on the CPU; opening it fails over to the CPU once, loudly."""
-        if self.backend_code != store.GPU or self.config.simulate is not None:
+        if self.backend_code != GPU or self.config.simulate is not None:
             return None
         if self.gpu is None:
             from mpicolor.gpu import Backend, GpuUnavailable
@@ -220,7 +223,7 @@ class FrameComputer:
                 self.gpu = Backend(self.device, self.config.method)
             except GpuUnavailable as error:
                 log.warning("GPU rank computing on the CPU: %s", error)
-                self.backend_code = store.CPU
+                self.backend_code = CPU
                 return None
         return self.gpu
 
@@ -239,9 +242,9 @@ class FrameComputer:
         for (i, image), frame_colours in zip(images.items(), colours):
             with _frame_notes(notes, positions[i]):
                 if frame_colours is None:
-                    yield i, extract_palette(image, clusters, self.config.method, seed), store.CPU
+                    yield i, extract_palette(image, clusters, self.config.method, seed), CPU
                 else:
-                    yield i, sorted_palette(*frame_colours, clusters), store.GPU
+                    yield i, sorted_palette(*frame_colours, clusters), GPU
 
     def _gpu_frame(self, gpu, image, position, notes):
         # one frame on the device; on a device error, None (the caller computes it on the CPU) and a note
@@ -256,7 +259,7 @@ class FrameComputer:
             if self.gpu_failures >= MAX_GPU_FAILURES:
                 log.warning("the GPU failed %d frames in a row; this rank computes on the CPU from now on",
                             self.gpu_failures)
-                self.gpu, self.backend_code = None, store.CPU
+                self.gpu, self.backend_code = None, CPU
             return None
         self.gpu_failures = 0
         return frame_colours

@@ -8,13 +8,14 @@ throughput from ``run-summary.json``.
 import json
 import logging
 
-from mpicolor import results, store
+from mpicolor import results
+from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
 from mpicolor.logs import setup_logging
 from mpicolor.progress import format_duration
 
 log = logging.getLogger(__name__)
 
-STATUSES = (store.COMPLETE, store.PARTIAL, store.INCOMPLETE, store.UNREADABLE)
+STATUSES = (COMPLETE, PARTIAL, INCOMPLETE, UNREADABLE)
 # failures listed per tarball in the text report; --json lists all
 SHOWN_FAILURES = 10
 

@@ -8,15 +8,21 @@ process, so that the whole pipeline is testable without ``mpiexec``.
 import logging
 import math
 import os
+import resource
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mpicolor import store
 from mpicolor.compute import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.progress import Progress, format_duration
+from mpicolor.state import resume
+from mpicolor.state.atomic import remove_stale_temporaries, write_json
+from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
+from mpicolor.state.output_dir import RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
+from mpicolor.state.results import BACKEND_NAMES, COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE, TarballResults
+from mpicolor.state.sqlite import sqlite_name, write_sqlite_files
 from mpicolor.tarballs import find_tarballs
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,40 @@ INDEXING_AHEAD = 4
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
 FAILURES_LOGGED = 5
+# checkpoint saves whose durations the run summary keeps, at the start and at the end of a run
+SAVES_KEPT = 50
+
+
+@dataclass
+class TarballOutcome:
+    """How a tarball ended in this run, for the summary.
+
+    ``frames`` and ``failures`` are None for a tarball already done before this run (its sqlite file exists
+    and is not read again).
+    """
+
+    name: str
+    status: str
+    frames: int | None
+    failures: int | None
+    reason: str | None
+
+
+@dataclass
+class SaveTimes:
+    """Durations of checkpoint saves: how many, in all, and those at the start and at the end of the run."""
+
+    count: int = 0
+    seconds: float = 0.0
+    first: list = field(default_factory=list)
+    last: deque = field(default_factory=lambda: deque(maxlen=SAVES_KEPT))
+
+    def add(self, seconds):
+        self.count += 1
+        self.seconds += seconds
+        if len(self.first) < SAVES_KEPT:
+            self.first.append(seconds)
+        self.last.append(seconds)
 
 
 @dataclass
@@ -54,7 +94,7 @@ class ActiveTarball:
 
     number: int
     path: str
-    results: store.TarballResults
+    results: TarballResults
     offsets: np.ndarray
     sizes: np.ndarray
     pending: np.ndarray
@@ -88,39 +128,48 @@ class Coordinator:
         self.indexing = set()        # numbers of tarballs a worker is indexing
         self.clock = clock
         self.settings = dict(config.result_settings(), label=config.label, version=config.version)
-        self.checkpoint = store.Checkpoint(config.output_dir)
-        self.lock = store.OutputLock(config.output_dir)
+        self.checkpoint = Checkpoint(config.output_dir)
+        self.lock = OutputLock(config.output_dir)
         self.todo = deque()          # (number, path) of tarballs not yet indexed
         self.active = {}             # number -> ActiveTarball
-        self.stored = {}             # name -> TarballResults from the checkpoint, reused when the frames match
-        self.dirty = {}              # name -> TarballResults changed since the last checkpoint
-        self.unwritten = []          # complete tarballs whose sqlite file waits for the next checkpoint
-        self.outcomes = {}           # number -> (name, status, frames, failures, reason)
+        self.dirty = {}              # name -> TarballResults changed since they were last saved
+        self.unwritten = []          # complete tarballs whose sqlite file waits for their checkpoint file
+        self.outcomes = {}           # number -> TarballOutcome
         self.paths = []
         self.rank_stats = {}
+        self.save_times = SaveTimes()
         self.next_chunk_id = 0
         self.frames_done = 0
         self.frames_known = 0
         self.frame_seconds = None    # running mean cost of a frame, for chunk sizes
         self.started = clock()
         self.cpu_started = time.process_time()
-        self.last_checkpoint = self.started
+        self.last_checkpoint = self.last_ended_save = self.started
         self.progress = None
 
     # ---- start ----------------------------------------------------------------------------------------
     def start(self):
-        """Find the tarballs, lock OUTPUT_DIR, read the checkpoint; raise ValueError for a bad INPUT_DIR,
+        """Find the tarballs, lock OUTPUT_DIR, open the checkpoint; raise ValueError for a bad INPUT_DIR,
         OutputError or OSError for an OUTPUT_DIR that cannot be used."""
         try:
             paths, rejected = find_tarballs(self.config.input_dir)
         except (FileNotFoundError, NotADirectoryError) as error:
             raise ValueError(f"INPUT_DIR: {error}") from None
-        store.prepare_output_dir(self.config.output_dir)
+        prepare_output_dir(self.config.output_dir)
         self.lock.acquire()
-        store.remove_stale_temporaries(self.config.output_dir)
-        settings, self.stored = self.checkpoint.load()
-        if settings is not None:
-            self._check_resumable(settings)
+        remove_stale_temporaries(self.config.output_dir)
+        stored = self.checkpoint.open()
+        if stored is not None:
+            conflict = resume.settings_conflict(stored, self.settings)
+            if conflict:
+                raise OutputError(
+                    f"{self.config.output_dir} holds {conflict}. Resume with the same settings, or start over in a "
+                    f"new OUTPUT_DIR (or remove {CHECKPOINT}, {CHECKPOINT_FOLDER}/ and the hist_*.sqlite files "
+                    "from this one)")
+            moved_from = self.checkpoint.input_dir
+            if moved_from and moved_from != self.config.input_dir:
+                log.info("INPUT_DIR was %s and is now %s: stored results are reused for the tarballs whose "
+                         "fingerprints match", moved_from, self.config.input_dir)
         self.paths = paths + [path for path, _ in rejected]
         if not self.paths:
             log.warning("INPUT_DIR %s holds no tarballs (*.tar): nothing to do", self.config.input_dir)
@@ -137,36 +186,28 @@ class Coordinator:
 
     def begin(self):
         """Start the clocks once every rank is ready, so that Python and MPI start-up stay out of the numbers."""
-        self.started = self.last_checkpoint = self.clock()
+        self.started = self.last_checkpoint = self.last_ended_save = self.clock()
         self.cpu_started = time.process_time()
         self.progress = Progress(len(self.paths), clock=self.clock, mode=self.config.progress)
 
-    def _check_resumable(self, stored):
-        asked = self.settings
-        differ = [key for key in asked if key != "version" and stored.get(key) != asked[key]]
-        if differ:
-            was = ", ".join(f"{key}={stored.get(key)!r}" for key in differ)
-            now = ", ".join(f"{key}={asked[key]!r}" for key in differ)
-            raise store.OutputError(
-                f"{self.config.output_dir} holds results made with {was}; this run asks for {now}. Resume with "
-                f"the same settings, or start over in a new OUTPUT_DIR (or remove {store.CHECKPOINT}, "
-                f"{store.CHECKPOINT_PREV} and the hist_*.sqlite files from this one)")
-
     def _already_done(self, number, path):
+        """An existing sqlite file means done, as in the original: such a tarball is neither indexed nor read."""
         name = os.path.basename(path)
-        sqlite_path = os.path.join(self.config.output_dir, store.sqlite_name(name, self.config.label))
-        stored = self.stored.get(name)
-        if stored is not None and stored.status == store.COMPLETE:
-            if not os.path.exists(sqlite_path):
-                # the job ended between the checkpoint and the sqlite file: write it from the checkpoint
-                store.write_sqlite(self.config.output_dir, self.config.label, stored, self.settings)
-            self._finished_outcome(number, stored)
-            return True
-        if os.path.exists(sqlite_path):
-            log.info("%s already done (%s exists), skipping", name, os.path.basename(sqlite_path))
-            self.outcomes[number] = (name, store.COMPLETE, 0, 0, "done before this checkpoint; not re-read")
-            return True
-        return False
+        sqlite_file = sqlite_name(name, self.config.label)
+        if not os.path.exists(os.path.join(self.config.output_dir, sqlite_file)):
+            return False
+        self.outcomes[number] = TarballOutcome(name, COMPLETE, None, None, f"already done: {sqlite_file} exists")
+        return True
+
+    def _stored(self, name):
+        """The checkpoint's results of tarball ``name``, or None (none stored, or its file is damaged)."""
+        if name not in self.checkpoint.files:
+            return None
+        try:
+            return self.checkpoint.read(name)
+        except DamagedCheckpoint as error:
+            log.warning("the checkpoint of %s cannot be used (%s); computing it again", name, error)
+            return None
 
     # ---- assignment -----------------------------------------------------------------------------------
     def next_chunk(self):
@@ -221,23 +262,20 @@ class Coordinator:
         self.indexed(index_for_coordinator(number, path))
 
     def indexed(self, index):
-        """Take in an :class:`~mpicolor.compute.IndexedTarball`: its frames become work (or it is unreadable)."""
+        """Take in an :class:`~mpicolor.compute.IndexedTarball`: its frames become work (or it is unreadable).
+
+        Stored results are reused when they belong to this very tarball (:func:`mpicolor.state.resume.reusable`).
+        """
         self.indexing.discard(index.number)
         number, path = index.number, index.path
         name = os.path.basename(path)
         if index.error is not None:
             self._unreadable(number, path, index.error)
             return
-        frames = index.names
-        stored = self.stored.pop(name, None)
-        if stored is not None and stored.frames == frames and stored.packed.shape[1] == self.config.clusters:
-            results = stored
-            results.skipped, results.incomplete = index.skipped, index.incomplete
-        else:
-            if stored is not None:
-                log.warning("%s changed since the checkpoint (other members); computing it again", name)
-            results = store.TarballResults.empty(name, frames, self.config.clusters, index.skipped,
-                                                 index.incomplete, crops=self.config.crop_borders)
+        results = resume.reusable(self._stored(name), index, self.config.clusters)
+        if results is None:
+            results = TarballResults.empty(name, index.names, self.config.clusters, index.skipped, index.incomplete,
+                                           crops=self.config.crop_borders, fingerprint=index.fingerprint)
         if index.incomplete:
             log.error("%s: %s; its readable frames are computed, but it is not taken as done", name,
                       index.incomplete)
@@ -245,8 +283,8 @@ class Coordinator:
             log.info("%s: skipped members that are not frames: %s", name,
                      ", ".join(f"{count} {kind}" for kind, count in sorted(index.skipped.items())))
         tarball = ActiveTarball(number, path, results, index.offsets, index.sizes, results.pending())
-        self.frames_known += len(frames)
-        self.frames_done += len(frames) - len(tarball.pending)
+        self.frames_known += len(index.names)
+        self.frames_done += len(index.names) - len(tarball.pending)
         self.active[number] = tarball
         if len(tarball.pending) == 0:
             self._finish(tarball)
@@ -254,10 +292,8 @@ class Coordinator:
     def _unreadable(self, number, path, reason):
         name = os.path.basename(path)
         log.error("%s cannot be read: %s", path, reason)
-        results = store.TarballResults.unreadable(name, reason, self.config.clusters)
-        self.stored.pop(name, None)
-        self.dirty[name] = results
-        self.outcomes[number] = (name, store.UNREADABLE, 0, 0, reason)
+        self.dirty[name] = TarballResults.unreadable(name, reason, self.config.clusters)
+        self.outcomes[number] = TarballOutcome(name, UNREADABLE, 0, 0, reason)
 
     # ---- results --------------------------------------------------------------------------------------
     def accept(self, result):
@@ -278,7 +314,7 @@ class Coordinator:
         stats.frames += n_frames
         stats.busy += result.seconds
         for code, count in zip(*np.unique(result.backend, return_counts=True)):
-            name = store.BACKEND_NAMES[int(code)]
+            name = BACKEND_NAMES[int(code)]
             stats.backends[name] = stats.backends.get(name, 0) + int(count)
         if n_frames:
             cost = result.seconds / n_frames
@@ -293,40 +329,53 @@ class Coordinator:
             log.warning("%s: %d more failed frames, listed in its failures table", results.name,
                         tarball.failures_logged - FAILURES_LOGGED)
         self.dirty[results.name] = results
-        if results.status == store.COMPLETE:
+        if results.status == COMPLETE:
             self.unwritten.append(results)
         del self.active[tarball.number]
-        self._finished_outcome(tarball.number, results)
-        self.tick()
-
-    def _finished_outcome(self, number, results):
         failed = len(results.failures)
-        self.outcomes[number] = (results.name, results.status, len(results.frames) - failed, failed,
-                                 results.incomplete)
-        if results.status == store.COMPLETE and not results.frames:
+        self.outcomes[tarball.number] = TarballOutcome(results.name, results.status, len(results.frames) - failed,
+                                                       failed, results.incomplete)
+        if results.status == COMPLETE and not results.frames:
             log.warning("%s holds no frames", results.name)
+        self.tick()
 
     # ---- time -----------------------------------------------------------------------------------------
     def tick(self, force=False):
-        """Checkpoint when the interval has passed or a tarball ended, and show progress."""
+        """Checkpoint when the interval has passed or a tarball ended, and show progress.
+
+        A tarball's end saves only the tarballs that ended (at most once a second); the tarballs in progress
+        are saved at the checkpoint interval, so that what a crash costs stays bounded by it while a save
+        writes what changed, not what is in flight.
+        """
         now = self.clock()
-        since = now - self.last_checkpoint
-        if self.dirty and (force or since >= self.config.checkpoint_every
-                           or (self.unwritten and since >= TARBALL_CHECKPOINT_GAP)):
+        if self.dirty and (force or now - self.last_checkpoint >= self.config.checkpoint_every):
             self.save_checkpoint()
+        elif now - self.last_ended_save >= TARBALL_CHECKPOINT_GAP and self._ended():
+            self.save_checkpoint(only_ended=True)
         if self.progress is not None:
             self.progress.update(len(self.outcomes), self.frames_done, self._frames_estimate(), force=force)
 
-    def save_checkpoint(self):
-        """Write the changed tarballs to a new checkpoint generation, then the sqlite files of those that ended.
+    def _ended(self):
+        """The changed tarballs that will not change again in this run."""
+        return [results for results in self.dirty.values() if results.status != PARTIAL]
+
+    def save_checkpoint(self, only_ended=False):
+        """Write the changed tarballs (``only_ended``: those that ended) to the checkpoint, then the sqlite files
+        of those that are complete.
 
         The checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint.
         """
-        self.checkpoint.save(self.settings, list(self.dirty.values()))
-        self.dirty.clear()
-        self.last_checkpoint = self.clock()
-        store.write_sqlite_files(self.config.output_dir, self.config.label, self.unwritten, self.settings)
+        started = time.perf_counter()
+        changed = self._ended() if only_ended else list(self.dirty.values())
+        self.checkpoint.save(self.settings, changed, self.config.input_dir)
+        for results in changed:
+            del self.dirty[results.name]
+        write_sqlite_files(self.config.output_dir, self.config.label, self.unwritten, self.settings)
         self.unwritten.clear()
+        self.save_times.add(time.perf_counter() - started)
+        self.last_ended_save = self.clock()
+        if not only_ended:
+            self.last_checkpoint = self.last_ended_save
 
     def _frames_estimate(self):
         seen = len(self.outcomes) + len(self.active)
@@ -357,39 +406,46 @@ class Coordinator:
         wall = self.clock() - self.started
         for line in self.summary(wall, placements):
             log.info("%s", line)
-        store.write_json(os.path.join(self.config.output_dir, store.RUN_SUMMARY), self.summary_document(wall))
+        write_json(os.path.join(self.config.output_dir, RUN_SUMMARY), self.summary_document(wall))
         self.lock.release()
-        bad = [outcome for outcome in self.outcomes.values() if outcome[1] in (store.UNREADABLE, store.INCOMPLETE)]
+        bad = [outcome for outcome in self.outcomes.values() if outcome.status in (UNREADABLE, INCOMPLETE)]
         return EXIT_TARBALL_FAILED if bad else EXIT_OK
 
     def summary_document(self, wall):
         """The run's numbers for scripts and benchmarks (``run-summary.json``): wall seconds from rank 0's
-        start-up to the end (MPI and Python start-up aside), and per rank frames, busy seconds, backends."""
+        start-up to the end (MPI and Python start-up aside); per rank frames, busy seconds, backends; rank 0's
+        peak memory and bytes written, and the durations of checkpoint saves."""
         frames = sum(stats.frames for stats in self.rank_stats.values())
         # what coordinating costs rank 0 in processor time; known when it computed no frame itself (runs of
         # more than 16 ranks): on a shared node its wall time also counts the time others held the core
         coordinating = None if 0 in self.rank_stats else time.process_time() - self.cpu_started
+        saves = self.save_times
         return {
             "wall": wall, "frames": frames, "coordinator_cpu_s": coordinating,
             "coordinator_frames_per_cpu_s": frames / coordinating if coordinating else None,
             "ranks": {str(rank): {"frames": stats.frames, "busy": stats.busy, "backends": stats.backends}
                       for rank, stats in sorted(self.rank_stats.items())},
-            "tarballs": [dict(zip(("name", "status", "frames", "failures", "reason"), self.outcomes[number]))
-                         for number in sorted(self.outcomes)],
+            "tarballs": [vars(self.outcomes[number]) for number in sorted(self.outcomes)],
             "settings": self.settings,
+            "rank0": {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      **_bytes_written()},
+            "checkpoint_saves": {"count": saves.count, "seconds": saves.seconds, "first": saves.first,
+                                 "last": list(saves.last)},
         }
 
     def summary(self, wall, placements=()):
         """Lines of the end-of-run summary."""
         computed = sum(stats.frames for stats in self.rank_stats.values())
-        failed = sum(outcome[3] for outcome in self.outcomes.values())
+        failed = sum(outcome.failures or 0 for outcome in self.outcomes.values())
         lines = [f"done: {len(self.outcomes)} tarballs, {computed} frames computed in this run "
-                 f"({failed} failed frames in all), wall {format_duration(wall)}, "
+                 f"({failed} failed frames in the tarballs read), wall {format_duration(wall)}, "
                  f"{computed / wall if wall > 0 else 0:.1f} frames/s"]
         for number in sorted(self.outcomes):
-            name, status, frames, failures, reason = self.outcomes[number]
-            text = f"  {name}: {status}, {frames} frames, {failures} failed"
-            lines.append(text + (f" ({reason})" if reason else ""))
+            outcome = self.outcomes[number]
+            text = f"  {outcome.name}: {outcome.status}"
+            if outcome.frames is not None:
+                text += f", {outcome.frames} frames, {outcome.failures} failed"
+            lines.append(text + (f" ({outcome.reason})" if outcome.reason else ""))
         for rank in sorted(self.rank_stats):
             stats = self.rank_stats[rank]
             rate = stats.frames / stats.busy if stats.busy > 0 else 0.0
@@ -400,6 +456,17 @@ class Coordinator:
         if fallbacks:
             lines.append(f"  {len(fallbacks)} GPU ranks computed on the CPU: {fallbacks[0].fallback}")
         return lines
+
+
+def _bytes_written():
+    """What this process wrote: ``write_bytes`` to storage and ``wchar`` through write calls (Linux's
+    /proc/self/io; empty where it does not exist)."""
+    try:
+        with open("/proc/self/io") as stream:
+            counters = dict(line.split(": ") for line in stream.read().splitlines())
+    except OSError:
+        return {}
+    return {"write_bytes": int(counters["write_bytes"]), "wchar": int(counters["wchar"])}
 
 
 def run_serial(config, computer=None):

@@ -18,13 +18,13 @@ import traceback
 
 from mpi4py import MPI
 
-from mpicolor import store
 from mpicolor.compute import FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
 from mpicolor.job import EXIT_OUTPUT, EXIT_USAGE, Coordinator
 from mpicolor.kernels import warm_up
 from mpicolor.logs import setup_logging
 from mpicolor.placement import place_rank
+from mpicolor.state.output_dir import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _run_job(comm, rank, size, make_config):
         except ValueError as error:
             log.error("%s", error)
             setup = (None, EXIT_USAGE)
-        except (store.OutputError, OSError) as error:
+        except (OutputError, OSError) as error:
             log.error("%s", error)
             setup = (None, EXIT_OUTPUT)
         tell_workers(comm, setup, TAG_SETUP)

@@ -22,7 +22,7 @@ import time
 
 import cv2
 
-from mpicolor import store
+from mpicolor.state.atomic import publish, temporary_path
 from mpicolor.launch import launcher_rank
 from mpicolor.logs import setup_logging
 from mpicolor.progress import format_duration
@@ -230,7 +230,7 @@ class _TarballWriter:
     def add(self, name, data):
         if self.tar is None:
             final = tarball_name(self.stem, self.part)
-            self.temporary = store.temporary_path(os.path.join(self.out, final))
+            self.temporary = temporary_path(os.path.join(self.out, final))
             self.tar = tarfile.open(self.temporary, "w", format=tarfile.GNU_FORMAT)
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = len(data), self.mtime, 0o644
@@ -242,7 +242,7 @@ class _TarballWriter:
     def _publish(self):
         self.tar.close()
         final = os.path.join(self.out, tarball_name(self.stem, self.part))
-        store.publish(self.temporary, final)
+        publish(self.temporary, final)
         log.debug("wrote %s (%d frames)", final, self.members)
         self.tar, self.temporary = None, None
         self.part += 1

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mpicolor import results, store
+from mpicolor import results
+from mpicolor.state.atomic import write_atomically
 from mpicolor.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,9 @@ def main(args):
                     width)
     barcode = make_barcode(frames, width, args.height, args.mode)
     if suffix == ".png":
-        store.write_atomically(args.out, png_bytes(barcode))
+        write_atomically(args.out, png_bytes(barcode))
     else:
-        store.write_atomically(args.out, svg_text(barcode, frames).encode())
+        write_atomically(args.out, svg_text(barcode, frames).encode())
     log.info("wrote %s: %d frames of %d tarballs (read from the %s) in %d columns, mode %s", args.out,
              len(frames.names), len(tarballs), view.source, width, args.mode)
     return 0

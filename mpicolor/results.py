@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicolor import store
+from mpicolor.state import results as model
+from mpicolor.state.atomic import write_atomically
+from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader, DamagedCheckpoint
+from mpicolor.state.output_dir import RUN_SUMMARY, OutputError
+from mpicolor.state.sqlite import sqlite_name
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +32,14 @@ COMPUTED_UNKNOWN = 255
 
 
 @dataclass
-class TarballView(store.TarballResults):
-    """One tarball's results (the checkpoint's :class:`~mpicolor.store.TarballResults`), whichever file they
+class TarballView(model.TarballResults):
+    """One tarball's results (the checkpoint's :class:`~mpicolor.state.results.TarballResults`), whichever file they
     were read from.
 
     Attributes
     ----------
     backend : ndarray of shape (n_frames,), uint8
-        ``store.PENDING``, ``CPU``, ``GPU``, ``FAILED``, or ``COMPUTED_UNKNOWN`` for frames read from sqlite.
+        ``PENDING``, ``CPU``, ``GPU``, ``FAILED``, or ``COMPUTED_UNKNOWN`` for frames read from sqlite.
     sqlite : str or None
         The tarball's sqlite file name in OUTPUT_DIR, when it exists.
     """
@@ -44,19 +48,19 @@ class TarballView(store.TarballResults):
 
     def is_computed(self):
         """ndarray of shape (n_frames,), bool: frames with a palette."""
-        return np.isin(self.backend, (store.CPU, store.GPU, COMPUTED_UNKNOWN))
+        return np.isin(self.backend, (model.CPU, model.GPU, COMPUTED_UNKNOWN))
 
     def is_failed(self):
         """ndarray of shape (n_frames,), bool: frames that could not be processed."""
-        return self.backend == store.FAILED
+        return self.backend == model.FAILED
 
     def is_pending(self):
         """ndarray of shape (n_frames,), bool: frames not computed yet (partial tarballs)."""
-        return self.backend == store.PENDING
+        return self.backend == model.PENDING
 
     def backends(self):
         """Computed frames per backend name (``unknown`` for frames read from sqlite)."""
-        names = {**store.BACKEND_NAMES, COMPUTED_UNKNOWN: "unknown"}
+        names = {**model.BACKEND_NAMES, COMPUTED_UNKNOWN: "unknown"}
         codes, counts = np.unique(self.backend[self.is_computed()], return_counts=True)
         return {names[int(code)]: int(count) for code, count in zip(codes, counts)}
 
@@ -119,19 +123,27 @@ def load(output_dir):
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"OUTPUT_DIR {output_dir} does not exist or is not a folder")
     sqlite_files = _sqlite_files(output_dir)
+    settings, stored = None, {}
     try:
-        settings, stored = store.Checkpoint(output_dir).load()
-    except store.OutputError as error:
+        with CheckpointReader(output_dir) as reader:
+            settings = reader.settings
+            for name in reader.names():
+                try:
+                    stored[name] = reader.read(name)
+                except DamagedCheckpoint as error:
+                    log.warning("%s; tarball %s is left out", error, name)
+    except FileNotFoundError:
+        pass
+    except OutputError as error:
         log.warning("%s; reading the sqlite files instead", error)
-        settings, stored = None, {}
     summary = _run_summary(output_dir)
     if settings is not None:
         label = settings.get("label")
-        tarballs = [_from_checkpoint(results, store.sqlite_name(name, label) if label else None, sqlite_files)
+        tarballs = [_from_checkpoint(results, sqlite_name(name, label) if label else None, sqlite_files)
                     for name, results in sorted(stored.items())]
         return OutputView(output_dir, SOURCE_CHECKPOINT, settings, tarballs, summary)
     if not sqlite_files:
-        raise FileNotFoundError(f"OUTPUT_DIR {output_dir} holds neither {store.CHECKPOINT} nor any "
+        raise FileNotFoundError(f"OUTPUT_DIR {output_dir} holds neither {CHECKPOINT} nor any "
                                 "hist_*.sqlite file: is it the OUTPUT_DIR of an `mpicolor run`?")
     settings = {}
     tarballs = []
@@ -152,7 +164,7 @@ def _sqlite_files(output_dir):
 
 
 def _run_summary(output_dir):
-    path = os.path.join(output_dir, store.RUN_SUMMARY)
+    path = os.path.join(output_dir, RUN_SUMMARY)
     if not os.path.exists(path):
         return None
     try:
@@ -188,7 +200,7 @@ def _from_sqlite(path):
     frames = [""] * n_frames
     packed = np.zeros((n_frames, clusters), np.uint32)
     shares = np.zeros((n_frames, clusters), np.float32)
-    backend = np.full(n_frames, store.PENDING, np.uint8)
+    backend = np.full(n_frames, model.PENDING, np.uint8)
     for imgname, member, *values in images:
         frames[member] = imgname
         packed[member] = values[:clusters]
@@ -196,13 +208,13 @@ def _from_sqlite(path):
         backend[member] = COMPUTED_UNKNOWN
     for imgname, reason, member in failures:
         frames[member] = imgname
-        backend[member] = store.FAILED
+        backend[member] = model.FAILED
     tarball = TarballView(
         name=info.get("tarball") or os.path.basename(path), frames=frames, packed=packed, shares=shares,
         backend=backend, failures={member: reason for _, reason, member in failures},
         notes={member: note for note, member in notes}, skipped=json.loads(info.get("skipped") or "{}"),
         incomplete=info.get("incomplete") or None,
-        status=store.INCOMPLETE if info.get("incomplete") else store.COMPLETE, sqlite=os.path.basename(path))
+        status=model.INCOMPLETE if info.get("incomplete") else model.COMPLETE, sqlite=os.path.basename(path))
     return info, tarball
 
 
@@ -220,5 +232,5 @@ def emit(text, out):
     if out is None:
         sys.stdout.write(text)
     else:
-        store.write_atomically(out, text.encode())
+        write_atomically(out, text.encode())
         log.info("wrote %s", out)

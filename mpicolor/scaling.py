@@ -14,7 +14,7 @@ import sys
 import tarfile
 import time
 
-from mpicolor import store
+from mpicolor.state.output_dir import RUN_SUMMARY
 
 DEFAULT_FRAMES = os.path.join("..", "shared", "data", "frames", "hd")
 
@@ -75,7 +75,7 @@ def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with status {finished.returncode}:\n{finished.stderr}")
-    with open(os.path.join(output_dir, store.RUN_SUMMARY)) as stream:
+    with open(os.path.join(output_dir, RUN_SUMMARY)) as stream:
         return json.load(stream)
 
 
@@ -105,7 +105,7 @@ def separate_runs(input_dir, out_dir):
         _, log = job.communicate()
         if job.returncode != 0:
             raise RuntimeError(f"a separate run failed with status {job.returncode}:\n{log}")
-        with open(os.path.join(output, store.RUN_SUMMARY)) as stream:
+        with open(os.path.join(output, RUN_SUMMARY)) as stream:
             summaries.append(json.load(stream))
     return {"wall": max(s["wall"] for s in summaries), "frames": sum(s["frames"] for s in summaries),
             "ranks": {str(i): s["ranks"]["0"] for i, s in enumerate(summaries)}}

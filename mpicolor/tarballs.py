@@ -48,12 +48,15 @@ Speed
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import re
 import stat
 import tarfile
 import zlib
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,40 @@ class Member:
     size: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+    """What tells whether a tarball is still the one that results were computed from.
+
+    Attributes
+    ----------
+    size : int
+        The file's size in bytes.
+    mtime_ns : int
+        Its modification time in nanoseconds.
+    members : str
+        SHA-256 (hex) of its member table: the frames' names, data offsets and sizes in tar order.
+    """
+
+    size: int
+    mtime_ns: int
+    members: str
+
+
+def member_digest(names, offsets, sizes):
+    """SHA-256 (hex) of a member table: names, data offsets and sizes in tar order.
+
+    Parameters
+    ----------
+    names : list of str, length n
+    offsets, sizes : sequence of int, length n
+    """
+    # stored names never hold NUL (see "Names"), so NUL separates them unambiguously
+    digest = hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape"))
+    digest.update(np.asarray(offsets, dtype="<i8").tobytes())
+    digest.update(np.asarray(sizes, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
 @dataclasses.dataclass
 class TarballIndex:
     """The frames of one tarball.
@@ -179,6 +216,8 @@ class TarballIndex:
         How many members were skipped, by kind; only kinds that occurred.
     incomplete : str or None
         None for a whole archive, else why the index stops early.
+    fingerprint : Fingerprint or None
+        The file's size and modification time when it was opened, and the digest of the member table.
     """
 
     path: str
@@ -186,6 +225,7 @@ class TarballIndex:
     members: list[Member]
     skipped: dict[str, int]
     incomplete: str | None
+    fingerprint: Fingerprint | None = None
 
 
 def _compressed_reason(fmt: str, tool: str) -> str:
@@ -296,8 +336,8 @@ def _end_of_archive_problem(fd: int, offset: int, file_size: int, last_name: str
     return f"corrupt: the {_BLOCK}-byte block at byte {offset} {after} is not a valid tar header"
 
 
-def _open_regular(path: str) -> tuple[int, int]:
-    """Open `path` read-only and return ``(fd, size)``; raise BadTarball unless it is a regular file."""
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open `path` read-only and return ``(fd, stat)``; raise BadTarball unless it is a regular file."""
     try:
         # O_NONBLOCK: opening a FIFO named *.tar must fail the check below, not hang
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -308,7 +348,7 @@ def _open_regular(path: str) -> tuple[int, int]:
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(file_stat.st_mode) else "not a regular file"
         raise BadTarball(path, f"is {kind}, expected a tar file")
-    return fd, file_stat.st_size
+    return fd, file_stat
 
 
 class _Unhandled(Exception):
@@ -567,7 +607,8 @@ def index_tarball(path: str) -> TarballIndex:
 
 def _index_tarball(path: str, scan_headers: bool) -> TarballIndex:
     """`index_tarball`, by the header scan when it can (`scan_headers`), else by `tarfile` alone."""
-    fd, file_size = _open_regular(path)
+    fd, file_stat = _open_regular(path)
+    file_size = file_stat.st_size
     try:
         magic = os.pread(fd, 8, 0)
         if not magic:
@@ -586,7 +627,11 @@ def _index_tarball(path: str, scan_headers: bool) -> TarballIndex:
             members, skipped, incomplete = _index_with_tarfile(path, fd, file_size)
     finally:
         os.close(fd)
-    index = TarballIndex(os.path.abspath(path), os.path.basename(path), members, skipped, incomplete)
+    fingerprint = Fingerprint(file_size, file_stat.st_mtime_ns,
+                              member_digest([member.name for member in members],
+                                            [member.offset for member in members],
+                                            [member.size for member in members]))
+    index = TarballIndex(os.path.abspath(path), os.path.basename(path), members, skipped, incomplete, fingerprint)
     log.debug("%s: %d frames, skipped %s", index.path, len(members), skipped or "nothing")
     if incomplete is not None:
         log.warning("%s: index stops early, %d frames kept: %s", index.path, len(members), incomplete)

@@ -8,6 +8,7 @@ import sys
 import tarfile
 
 from mpicolor.scaling import mpiexec
+from mpicolor.state.checkpoint import CheckpointReader
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(TESTS, "data", "frames")
@@ -65,6 +66,13 @@ def read_sqlite(path):
         return {table: connection.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() for table in tables}
     finally:
         connection.close()
+
+
+def read_checkpoint(output_dir):
+    """``(settings, {name: TarballResults})`` of every tarball in OUTPUT_DIR's checkpoint; raises if any part of
+    it cannot be read (no silent fallback)."""
+    with CheckpointReader(str(output_dir)) as reader:
+        return reader.settings, {name: reader.read(name) for name in reader.names()}
 
 
 def outputs(output_dir):

@@ -10,8 +10,10 @@ import time
 import pytest
 
 import hostile
-from helpers import mpicolor_command, outputs, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor import store
+from helpers import mpicolor_command, outputs, pack_scenes, read_checkpoint, read_sqlite, run_mpicolor
+from mpicolor.state.checkpoint import CHECKPOINT
+from mpicolor.state.output_dir import RUN_SUMMARY
+from mpicolor.state.results import PENDING
 from test_run import checkpoint_datasets, job_processes, many_frames_input
 
 BAD_FRAMES = {"empty.jpg", "random.jpg", "truncated.jpg", "corrupt.jpg", "huge.jpg"}
@@ -137,7 +139,7 @@ def test_full_disk_stops_clearly_and_keeps_a_readable_checkpoint(tmp_path, mount
     finished = run_mpicolor(2, "run", input_dir, small, "--simulate", "0", "--checkpoint-every", "0.01")
     assert finished.returncode == 3, finished.stderr
     assert "No space left on device" in finished.stderr and "run the same command again" in finished.stderr
-    settings, tarballs = store.Checkpoint(str(small)).load()
+    settings, tarballs = read_checkpoint(small)
     assert tarballs, "the run should stop part way, with a checkpoint of what it did"
     # with room again, the same command resumes and completes
     subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
@@ -179,7 +181,7 @@ def test_sigterm_and_sigint_checkpoint_and_say_how_to_resume(tmp_path, signal_nu
     job = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, *settings), stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 60
-    while not os.path.exists(output_dir / store.CHECKPOINT) and time.monotonic() < deadline:
+    while not os.path.exists(output_dir / CHECKPOINT) and time.monotonic() < deadline:
         time.sleep(0.02)  # the first tarball is done
     job.send_signal(signal_number)
     signalled = time.monotonic()
@@ -192,10 +194,10 @@ def test_sigterm_and_sigint_checkpoint_and_say_how_to_resume(tmp_path, signal_nu
     assert time.monotonic() - signalled < 5
     assert job.returncode == 4, log
     assert f"interrupted by {signal_number.name}" in log and "run the same command again to resume" in log
-    settings_stored, tarballs = store.Checkpoint(str(output_dir)).load()
-    done_before = sum(int((t.backend != store.PENDING).sum()) for t in tarballs.values())
+    settings_stored, tarballs = read_checkpoint(output_dir)
+    done_before = sum(int((t.backend != PENDING).sum()) for t in tarballs.values())
     assert done_before > 0
     resumed = run_mpicolor(2, "run", input_dir, output_dir, *settings)
     assert resumed.returncode == 0, resumed.stderr
-    with open(output_dir / store.RUN_SUMMARY) as summary:
+    with open(output_dir / RUN_SUMMARY) as summary:
         assert json.load(summary)["frames"] == 6 * 24 - done_before  # nothing computed twice

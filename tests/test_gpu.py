@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor import compute, gpu, kernels, store
+from mpicolor import compute, gpu, kernels
+from mpicolor.state.results import CPU, GPU
 from mpicolor.compute import Chunk, FrameComputer
 from mpicolor.config import RunConfig
 from mpicolor.decode import decode_frame
@@ -165,7 +166,7 @@ def test_gpu_rank_computes_a_chunk_in_one_batch_with_the_cpu_answer(tmp_path, ch
     assert device.calls == [len(chunk.positions)]
     np.testing.assert_array_equal(result.packed, expected.packed)
     np.testing.assert_array_equal(result.shares, expected.shares)
-    assert (result.backend == store.GPU).all() and (expected.backend == store.CPU).all()
+    assert (result.backend == GPU).all() and (expected.backend == CPU).all()
     assert result.failures == {} and result.notes == expected.notes
 
 
@@ -174,7 +175,7 @@ def test_seed_on_a_numpy_backend_is_scikit_learns(tmp_path, chunk):
     expected = FrameComputer(config(tmp_path, method="seed")).compute(first)
     result = FrameComputer(config(tmp_path, method="seed"), "gpu", gpu=FakeDevice("seed")).compute(first)
     np.testing.assert_array_equal(result.packed, expected.packed)
-    assert (result.backend == store.GPU).all()
+    assert (result.backend == GPU).all()
 
 
 def test_device_error_on_a_batch_retries_its_frames_one_by_one(tmp_path, chunk, caplog):
@@ -184,7 +185,7 @@ def test_device_error_on_a_batch_retries_its_frames_one_by_one(tmp_path, chunk, 
         result = FrameComputer(config(tmp_path), "gpu", gpu=device).compute(chunk)
     assert device.calls == [4, 1, 1, 1, 1]
     np.testing.assert_array_equal(result.packed, expected.packed)
-    assert (result.backend == store.GPU).all() and result.notes == {}
+    assert (result.backend == GPU).all() and result.notes == {}
     assert "GPU error on a batch of 4 frames (DeviceError: an illegal memory access was encountered)" in caplog.text
 
 
@@ -194,7 +195,7 @@ def test_frame_the_device_fails_twice_is_computed_on_the_cpu_with_a_note(tmp_pat
     result = computer.compute(chunk)  # call 1: the batch; call 2: the first frame alone
     np.testing.assert_array_equal(result.packed, expected.packed)
     np.testing.assert_array_equal(result.shares, expected.shares)
-    assert result.backend.tolist() == [store.CPU] + [store.GPU] * (len(chunk.positions) - 1)
+    assert result.backend.tolist() == [CPU] + [GPU] * (len(chunk.positions) - 1)
     assert result.notes == {0: "GPU error (DeviceError: an illegal memory access was encountered); "
                                "computed on the CPU"}
     assert computer.gpu is not None  # one failure does not cost the device
@@ -207,7 +208,7 @@ def test_a_device_that_keeps_failing_is_given_up_once(tmp_path, chunk, caplog):
         first, second = computer.compute(chunk), computer.compute(chunk)
     for result in (first, second):
         np.testing.assert_array_equal(result.packed, expected.packed)
-        assert (result.backend == store.CPU).all()
+        assert (result.backend == CPU).all()
     assert sorted(first.notes) == list(range(compute.MAX_GPU_FAILURES)) and second.notes == {}
     assert caplog.text.count("this rank computes on the CPU from now on") == 1
 
@@ -221,7 +222,7 @@ def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, c
         results = [computer.compute(chunk) for _ in range(2)]
     for result in results:
         np.testing.assert_array_equal(result.packed, expected.packed)
-        assert (result.backend == store.CPU).all()
+        assert (result.backend == CPU).all()
     assert caplog.text.count("GPU rank computing on the CPU") == 1
 
 

@@ -10,7 +10,9 @@ import shutil
 import pytest
 
 from helpers import outputs, pack_scenes, run_mpicolor
-from mpicolor import export, inspect, render, store
+from mpicolor import export, inspect, render
+from mpicolor.state.checkpoint import Checkpoint
+from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from test_pack import command
 from test_render import SETTINGS, synthetic_outputs, tarball_results
 
@@ -85,11 +87,11 @@ def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp
 
 def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     output_dir = synthetic_outputs(tmp_path / "out")
-    unreadable = store.TarballResults.unreadable("c.tar", "not a tar archive", 3)
-    cut = tarball_results("d.tar", ["d/1.jpg"], [[0x123456, 0, 0]], [[1, 0, 0]], [store.CPU],
-                          status=store.INCOMPLETE)
+    unreadable = TarballResults.unreadable("c.tar", "not a tar archive", 3)
+    cut = tarball_results("d.tar", ["d/1.jpg"], [[0x123456, 0, 0]], [[1, 0, 0]], [CPU],
+                          status=INCOMPLETE)
     cut.incomplete = "the archive ends inside d/2.jpg"
-    store.Checkpoint(str(output_dir)).save(SETTINGS, [unreadable, cut])
+    Checkpoint(str(output_dir)).save(SETTINGS, [unreadable, cut])
     report = json.loads(printed(capsys, inspect, output_dir, "--json"))
     statuses = {t["name"]: (t["status"], t["computed"], t["failed"], t["pending"]) for t in report["tarballs"]}
     assert statuses == {"a.tar": ("partial", 1, 0, 1), "b.tar": ("complete", 2, 1, 0),

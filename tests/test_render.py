@@ -3,13 +3,17 @@ pipeline pack -> run under mpiexec -> render on a video made here and on the sha
 
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 
 from helpers import SHARED_DATA, outputs, run_mpicolor
-from mpicolor import inspect, pack, render, results, store
+from mpicolor import inspect, pack, render, results
+from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
+from mpicolor.state.results import CPU, FAILED, GPU, PENDING, TarballResults
+from mpicolor.state.sqlite import write_sqlite
 from test_pack import command, make_video
 
 CLIP = os.path.join(SHARED_DATA, "video", "car-detection.mp4")
@@ -18,8 +22,8 @@ SETTINGS = {"clusters": 3, "method": "fast", "seed": 0, "scale": 1, "max_pixels"
 
 
 def tarball_results(name, frames, packed, shares, backend, failures=None, status=None):
-    """A :class:`store.TarballResults` with these rows; status from the backends unless given."""
-    tarball = store.TarballResults.empty(name, frames, len(packed[0]))
+    """A :class:`TarballResults` with these rows; status from the backends unless given."""
+    tarball = TarballResults.empty(name, frames, len(packed[0]))
     tarball.record(np.arange(len(frames)), np.array(packed, np.uint32), np.array(shares, np.float32),
                    np.array(backend, np.uint8), failures or {})
     tarball.settle()
@@ -28,7 +32,7 @@ def tarball_results(name, frames, packed, shares, backend, failures=None, status
 
 
 def synthetic_outputs(output_dir):
-    """An OUTPUT_DIR written by the store itself, without a run:
+    """An OUTPUT_DIR written by the state modules themselves, without a run:
 
     ``b.tar`` complete: ``b/2.jpg`` (tar position 0) red over green, ``b/1.jpg`` blue, ``b/3.jpg`` failed;
     ``a.tar`` partial: ``a/1.jpg`` white/black half and half, ``a/2.jpg`` pending.
@@ -37,12 +41,12 @@ def synthetic_outputs(output_dir):
     os.makedirs(output_dir, exist_ok=True)
     complete = tarball_results("b.tar", ["b/2.jpg", "b/1.jpg", "b/3.jpg"],
                                [[0xFF0000, 0x00FF00, 0], [0x0000FF, 0, 0], [0, 0, 0]],
-                               [[0.75, 0.25, 0], [1, 0, 0], [0, 0, 0]], [store.CPU, store.GPU, store.FAILED],
+                               [[0.75, 0.25, 0], [1, 0, 0], [0, 0, 0]], [CPU, GPU, FAILED],
                                {2: "not a JPEG"})
     partial = tarball_results("a.tar", ["a/1.jpg", "a/2.jpg"], [[0xFFFFFF, 0x000000, 0], [0, 0, 0]],
-                              [[0.5, 0.5, 0], [0, 0, 0]], [store.CPU, store.PENDING])
-    store.Checkpoint(str(output_dir)).save(SETTINGS, [complete, partial])
-    store.write_sqlite(str(output_dir), "db", complete, SETTINGS)
+                              [[0.5, 0.5, 0], [0, 0, 0]], [CPU, PENDING])
+    Checkpoint(str(output_dir)).save(SETTINGS, [complete, partial])
+    write_sqlite(str(output_dir), "db", complete, SETTINGS)
     return output_dir
 
 
@@ -104,7 +108,8 @@ def test_width_resamples_and_average_mode_averages_each_columns_frames():
 def test_the_sqlite_files_give_the_same_picture_as_the_checkpoint(tmp_path):
     output_dir = synthetic_outputs(tmp_path / "out")
     assert command(render, output_dir, "--out", tmp_path / "a.png", "--tarball", "b.tar") == 0
-    os.remove(output_dir / store.CHECKPOINT)
+    os.remove(output_dir / CHECKPOINT)
+    shutil.rmtree(output_dir / CHECKPOINT_FOLDER)
     assert results.load(str(output_dir)).source == results.SOURCE_SQLITE
     assert command(render, output_dir, "--out", tmp_path / "b.png", "--tarball", "b.tar") == 0
     np.testing.assert_array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))

@@ -12,15 +12,17 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import bundled_frames, mpicolor_command, outputs, pack_tarball, run_mpicolor
-from mpicolor import store
+from helpers import bundled_frames, mpicolor_command, outputs, pack_tarball, read_checkpoint, run_mpicolor
+from mpicolor.state.atomic import TEMP_SUFFIX
+from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
+from mpicolor.state.output_dir import LOCK, RUN_SUMMARY
 from mpicolor.palette import palette_from_bytes
 
 
 def checkpoint_datasets(output_dir):
     """Every dataset and the status of every tarball in the live checkpoint."""
     found = {}
-    with h5py.File(os.path.join(output_dir, store.CHECKPOINT), "r") as h5:
+    with h5py.File(os.path.join(output_dir, CHECKPOINT), "r") as h5:
         for name, group in h5["tarballs"].items():
             found[name] = {key: group[key][...].tolist() for key in group} | {"status": group.attrs["status"]}
     return found
@@ -113,7 +115,7 @@ def job_processes(root):
 def kill_at(command, delay, whole_job, output_dir):
     """Start a run, and SIGKILL it (all of it, or rank 1) ``delay`` seconds after rank 0 took the lock."""
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    lock = os.path.join(output_dir, store.LOCK)
+    lock = os.path.join(output_dir, LOCK)
     deadline = time.monotonic() + 60
     while not os.path.exists(lock) and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -145,14 +147,15 @@ def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, wh
     for delay in instants:
         output_dir = tmp_path / f"killed-{delay}"
         kill_at(mpicolor_command(2, "run", input_dir, output_dir, *settings), delay, whole_job, output_dir)
-        if os.path.exists(output_dir / store.CHECKPOINT):
-            store.Checkpoint(str(output_dir)).load()  # never unreadable
+        if os.path.exists(output_dir / CHECKPOINT):
+            read_checkpoint(output_dir)  # every part readable: no fallback hides a damaged file
         rerun = run_mpicolor(2, "run", input_dir, output_dir, *settings)
         assert rerun.returncode == 0, f"rerun after a kill at {delay} s failed:\n{rerun.stderr}"
         assert (outputs(output_dir), checkpoint_datasets(output_dir)) == expected, f"kill at {delay} s"
-        leftovers = [name for name in os.listdir(output_dir) if name.endswith(store.TEMP_SUFFIX)]
+        leftovers = [name for folder in (output_dir, output_dir / CHECKPOINT_FOLDER)
+                     for name in os.listdir(folder) if name.endswith(TEMP_SUFFIX)]
         assert leftovers == []
-        with open(output_dir / store.RUN_SUMMARY) as summary:
+        with open(output_dir / RUN_SUMMARY) as summary:
             resumed += json.load(summary)["frames"] > 0
     assert resumed >= 3, "most kills should land while frames are still to compute"
 
@@ -164,7 +167,7 @@ def test_a_second_live_run_on_the_same_output_dir_is_refused(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not os.path.exists(output_dir / store.LOCK) and time.monotonic() < deadline:
+        while not os.path.exists(output_dir / LOCK) and time.monotonic() < deadline:
             time.sleep(0.02)
         second = run_mpicolor(1, "run", input_dir, output_dir, "--simulate", "0.02")
         assert second.returncode == 3

@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import bz2
+import dataclasses
 import hashlib
 import io
 import lzma
@@ -193,7 +194,22 @@ def test_first_member_cut_gives_no_frames_but_no_error(tmp_path):
 def test_empty_tar_has_no_members_and_is_complete(tmp_path):
     path = str(tmp_path / "empty.tar")
     write_empty_tar(path)
-    assert index_tarball(path) == TarballIndex(str(path), "empty.tar", [], {}, None)
+    index = index_tarball(path)
+    assert dataclasses.replace(index, fingerprint=None) == TarballIndex(str(path), "empty.tar", [], {}, None)
+
+
+def test_the_fingerprint_follows_the_member_table_size_and_modification_time(tmp_path):
+    path = tmp_path / "a.tar"
+    _three_frame_tar(str(path))
+    first = index_tarball(str(path)).fingerprint
+    assert first.size == os.path.getsize(path) and first.mtime_ns == os.stat(path).st_mtime_ns
+    moved = tmp_path / "moved.tar"
+    os.rename(path, moved)
+    assert index_tarball(str(moved)).fingerprint == first  # a move keeps it
+    _three_frame_tar(str(path), third_name="d.jpg")  # one name changed, same size
+    os.utime(path, ns=(first.mtime_ns, first.mtime_ns))
+    renamed = index_tarball(str(path)).fingerprint
+    assert (renamed.size, renamed.mtime_ns) == (first.size, first.mtime_ns) and renamed.members != first.members
 
 
 def _bad_tarball_reason(path):

@@ -1,0 +1,153 @@
+"""The coordinator's decisions in process, without mpiexec: chunk sizes, the tail, indexing ahead, and what a
+resume reuses (through ``run_serial``, the serial twin of the MPI dispatch)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import outputs, pack_tarball
+from mpicolor.compute import ChunkResult, FrameComputer, index_for_coordinator
+from mpicolor.config import RunConfig
+from mpicolor.job import CHUNK_SECONDS, INDEXING_AHEAD, MAX_CHUNK, Coordinator, run_serial
+from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint
+from mpicolor.state.results import CPU, PARTIAL, PENDING
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def tiny_tarballs(folder, count, frames):
+    folder.mkdir()
+    for number in range(count):
+        pack_tarball(str(folder / f"set{number}.tar"), [(f"{n:05d}.jpg", b"%d-%d" % (number, n))
+                                                       for n in range(frames)])
+    return folder
+
+
+def make_config(tmp_path, input_dir, **settings):
+    return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
+                     **settings)
+
+
+def started(config, size, delegate_indexing=False):
+    coordinator = Coordinator(config, size, delegate_indexing=delegate_indexing, clock=Clock())
+    coordinator.start()
+    coordinator.begin()
+    return coordinator
+
+
+def computed(chunk, seconds_per_frame, clusters=5):
+    """The result of ``chunk`` as if each frame had cost ``seconds_per_frame``."""
+    n_frames = len(chunk.positions)
+    return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, np.zeros((n_frames, clusters), np.uint32),
+                       np.zeros((n_frames, clusters), np.float32), np.full(n_frames, CPU, np.uint8),
+                       seconds=seconds_per_frame * n_frames)
+
+
+def test_chunks_take_a_quarter_second_of_work_up_to_the_cap(tmp_path):
+    # workers index: the two tarballs not indexed yet keep the run out of its tail
+    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 9000)), size=2,
+                          delegate_indexing=True)
+    first = coordinator.next_chunk()
+    assert len(first.positions) == 1  # a frame's cost is not known yet
+    coordinator.accept(computed(first, 0.001))
+    assert len(coordinator.next_chunk().positions) == int(CHUNK_SECONDS / 0.001)
+    coordinator.accept(computed(coordinator.next_chunk(), 0.0005))
+    assert len(coordinator.next_chunk().positions) == int(CHUNK_SECONDS / (0.8 * 0.001 + 0.2 * 0.0005))
+    coordinator.frame_seconds = 1e-7  # a million frames a second would make chunks of 2.5 million
+    assert len(coordinator.next_chunk().positions) == MAX_CHUNK
+
+
+def test_the_tail_is_split_so_that_every_rank_finishes_together(tmp_path):
+    size = 4
+    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 1, 3000)), size=size)
+    coordinator.accept(computed(coordinator.next_chunk(), 0.0001))  # 2500 frames a chunk, but one tarball only
+    lengths = []
+    while (chunk := coordinator.next_chunk()) is not None:
+        expected = math.ceil(coordinator._unassigned() / (2 * size) + len(chunk.positions) / (2 * size))
+        lengths.append(len(chunk.positions))
+        assert len(chunk.positions) <= max(1, expected)
+        coordinator.accept(computed(chunk, 0.0001))
+    assert lengths[0] == math.ceil(2999 / (2 * size))
+    assert lengths == sorted(lengths, reverse=True) and lengths[-1] == 1
+    assert coordinator.finished
+
+
+def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
+    size = 2
+    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 8, 50)), size=size,
+                          delegate_indexing=True)
+    jobs = [coordinator.index_job() for _ in range(INDEXING_AHEAD + 2)]
+    assert [job[0] for job in jobs if job] == list(range(INDEXING_AHEAD)) and jobs[-1] is None
+    for number, path in jobs[:2]:
+        coordinator.indexed(index_for_coordinator(number, path))
+    # 100 frames to hand out, more than the 4 chunks per rank wanted: no more indexing for now
+    assert coordinator._unassigned() == 100 and coordinator.index_job() is None
+    coordinator.accept(computed(coordinator.next_chunk(), 0.00001))  # cheap frames: many more wanted
+    assert coordinator.index_job() is not None
+
+
+def test_with_nothing_to_hand_out_rank_0_indexes_itself_rather_than_wait(tmp_path):
+    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 6, 10)), size=2,
+                          delegate_indexing=True)
+    assert coordinator.next_chunk().tarball == 0
+
+
+class CountingComputer(FrameComputer):
+    """A FrameComputer that counts the frames it computes."""
+
+    frames = 0
+
+    def compute(self, chunk):
+        self.frames += len(chunk.positions)
+        return super().compute(chunk)
+
+
+@pytest.mark.parametrize("clusters", [5, 2])
+def test_a_resume_computes_only_the_frames_the_checkpoint_lacks(tmp_path, clusters):
+    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 40), clusters=clusters)
+    assert run_serial(config) == 0
+    finished = outputs(tmp_path / "out")
+    checkpoint = Checkpoint(config.output_dir)
+    checkpoint.open()
+    partial = checkpoint.read("set1.tar")
+    partial.backend[::3] = PENDING
+    partial.status = PARTIAL
+    checkpoint.save(checkpoint.settings, [partial])
+    (tmp_path / "out" / "hist_set1.tar_db.sqlite").unlink()
+    computer = CountingComputer(config)
+    assert run_serial(config, computer) == 0
+    assert computer.frames == 14 and outputs(tmp_path / "out") == finished
+
+
+def test_a_complete_tarball_whose_sqlite_file_was_lost_is_written_from_the_checkpoint(tmp_path):
+    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20))
+    assert run_serial(config) == 0
+    finished = outputs(tmp_path / "out")
+    (tmp_path / "out" / "hist_set0.tar_db.sqlite").unlink()
+    computer = CountingComputer(config)
+    assert run_serial(config, computer) == 0
+    assert computer.frames == 0 and outputs(tmp_path / "out") == finished
+
+
+def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
+    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 12, 300))
+    coordinator = started(config, size=1)
+    held = []
+    while not coordinator.finished:
+        chunk = coordinator.next_chunk()
+        # 25 frames a chunk, 100 wanted ahead: one tarball at a time is indexed and in flight
+        coordinator.accept(computed(chunk, 0.01))
+        coordinator.clock.now += 2  # past the gap after which ended tarballs are saved
+        coordinator.tick()
+        held.append(len(coordinator.active) + len(coordinator.dirty))
+    # at most the tarball that just ended (until its save), the one computing, and the next one indexed ahead
+    assert max(held) <= 3 and len(list((tmp_path / "out" / CHECKPOINT_FOLDER).iterdir())) == 12
