@@ -13,7 +13,9 @@ RUN_EPILOG = """\
 exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
 the others are complete); 2 a bad setting; 3 OUTPUT_DIR cannot be used (locked by another run, not
 writable, results of other settings); 4 interrupted by SIGTERM/SIGINT after a final checkpoint (run the
-same command again to resume); 70 a rank failed (the job was aborted; rerunning resumes from the checkpoint).
+same command again to resume); 5 a rank stopped answering and was given up on after --stall-timeout (the
+others computed its frames: the outputs are complete); 70 a rank failed (the job was aborted; rerunning
+resumes from the checkpoint).
 """
 
 
@@ -64,6 +66,9 @@ def build_parser():
     run.add_argument("--progress", default="auto", choices=("auto", "bar", "log"),
                      help="a live bar, or a log line every 10 s (default auto: the bar on a terminal; under mpiexec "
                           "a rank never sees one, so ask for bar)")
+    run.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
+                     help="give up on a rank that holds work this long without answering (a hung file system or "
+                          "device): others compute its frames, and the job ends with status 5 (default 600)")
     run.add_argument("--simulate", type=float, default=None, metavar="SECONDS",
                      help="benchmarks: each frame costs this much sleep instead of its palette")
 
@@ -104,7 +109,8 @@ def _run_config(args):
         clusters=args.clusters, method=args.method, seed=args.seed,
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
-        simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto")
+        simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto",
+        stall_timeout=args.stall_timeout)
 
 
 def main(argv=None):

@@ -44,6 +44,9 @@ class RunConfig:
     crop_borders : bool
         Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.borders`); off by
         default so that results stay comparable with the original's.
+    stall_timeout : float
+        Seconds a worker may hold work without answering before rank 0 gives up on it and hands its work to
+        the others.
     """
 
     input_dir: str
@@ -60,6 +63,7 @@ class RunConfig:
     simulate: float | None = None
     progress: str = "auto"
     crop_borders: bool = False
+    stall_timeout: float = 600.0
     version: str = __version__
 
     def __post_init__(self):
@@ -73,6 +77,8 @@ class RunConfig:
             raise ValueError(f"max_pixels={self.max_pixels} should be >= 1")
         if self.checkpoint_every <= 0:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} should be > 0 seconds")
+        if self.stall_timeout <= 0:
+            raise ValueError(f"stall_timeout={self.stall_timeout} should be > 0 seconds")
         if self.gpus is not None and self.gpus < 0:
             raise ValueError(f"gpus={self.gpus} should be >= 0")
         if self.progress not in ("auto", "bar", "log"):

@@ -5,6 +5,7 @@ Plain Python with no MPI: :mod:`mpicolor.mpi` moves chunks and results between r
 process, so that the whole pipeline is testable without ``mpiexec``.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from mpicolor.tarballs import find_tarballs
 log = logging.getLogger(__name__)
 
 # exit status of `mpicolor run`
-EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED, EXIT_RANK_LOST = 0, 1, 2, 3, 4, 5
 
 # A chunk should take about this long: short enough that ranks of different speed finish together, long
 # enough that rank 0 is not flooded with messages when frames are cheap.
@@ -106,6 +107,69 @@ class ActiveTarball:
         return len(self.pending) - self.cursor
 
 
+class WorkerLedger:
+    """What each worker holds, and how long it has been silent: rank 0's view for ``--stall-timeout``.
+
+    Work is keyed by ``("chunk", chunk_id)`` or ``("index", tarball number)``: the ids that come back in a
+    :class:`~mpicolor.compute.ChunkResult` or :class:`~mpicolor.compute.IndexedTarball`. A worker's silence is
+    counted from its last answer, or from the moment it was handed work while idle.
+
+    Parameters
+    ----------
+    workers : iterable of int
+        The ranks rank 0 hands work to.
+    clock : callable
+        Monotonic seconds.
+    """
+
+    def __init__(self, workers, clock=time.monotonic):
+        self.clock = clock
+        self.held = {rank: {} for rank in workers}
+        self.since = {rank: clock() for rank in self.held}
+        self.lost = set()
+
+    def ranks(self):
+        """The workers still in the run, ascending."""
+        return sorted(self.held)
+
+    def count(self, rank):
+        return len(self.held[rank])
+
+    def least_loaded(self):
+        return min(self.held, key=self.count)
+
+    def hand(self, rank, key, work):
+        """Record that ``rank`` was sent ``work``."""
+        if not self.held[rank]:
+            self.since[rank] = self.clock()
+        self.held[rank][key] = work
+
+    def returned(self, rank, key):
+        """Record ``rank``'s answer for ``key``; False for an answer of a rank given up on (to be dropped)."""
+        if rank in self.lost:
+            return False
+        self.held[rank].pop(key)
+        self.since[rank] = self.clock()
+        return True
+
+    def idle(self):
+        """True when no worker holds anything."""
+        return not any(self.held.values())
+
+    def stalled(self, timeout):
+        """``(rank, seconds silent, oldest work)`` of every worker that holds work and has been silent longer than
+        ``timeout`` seconds."""
+        now = self.clock()
+        return [(rank, now - self.since[rank], next(iter(held.values())))
+                for rank, held in self.held.items() if held and now - self.since[rank] > timeout]
+
+    def lose(self, rank):
+        """Give up on ``rank``: it gets no more work, its late answers are dropped; returns the work it held."""
+        self.lost.add(rank)
+        del self.since[rank]
+        return list(self.held.pop(rank).values())
+
+
 class Coordinator:
     """Rank 0's view of a run: what to compute next, what is done, when to checkpoint.
 
@@ -131,6 +195,8 @@ class Coordinator:
         self.checkpoint = Checkpoint(config.output_dir)
         self.lock = OutputLock(config.output_dir)
         self.todo = deque()          # (number, path) of tarballs not yet indexed
+        self.reclaimed = deque()     # chunks a lost rank held, to hand out again first
+        self.lost_ranks = {}         # rank -> why it was given up on
         self.active = {}             # number -> ActiveTarball
         self.dirty = {}              # name -> TarballResults changed since they were last saved
         self.unwritten = []          # complete tarballs whose sqlite file waits for their checkpoint file
@@ -212,6 +278,10 @@ class Coordinator:
     # ---- assignment -----------------------------------------------------------------------------------
     def next_chunk(self):
         """The next chunk to compute, or None when every frame is handed out."""
+        if self.reclaimed:
+            chunk = dataclasses.replace(self.reclaimed.popleft(), chunk_id=self.next_chunk_id)
+            self.next_chunk_id += 1
+            return chunk
         if not self.delegate_indexing:
             while self.todo and self._unassigned() < self._wanted():
                 self._open(*self.todo.popleft())
@@ -232,7 +302,29 @@ class Coordinator:
         return None
 
     def _unassigned(self):
-        return sum(tarball.unassigned() for tarball in self.active.values())
+        return (sum(tarball.unassigned() for tarball in self.active.values())
+                + sum(len(chunk.positions) for chunk in self.reclaimed))
+
+    def rank_lost(self, rank, why, work):
+        """Give up on a stuck rank: record why, and hand out again the work it held.
+
+        Parameters
+        ----------
+        rank : int
+        why : str
+            What it was doing and for how long, for the log and the summary.
+        work : list
+            What it held: :class:`~mpicolor.compute.Chunk` objects (computed again by others, first) and
+            ``(number, path)`` tarballs to index (indexed again).
+        """
+        log.error("rank %d %s; it gets no more work, and what it held goes to other ranks", rank, why)
+        self.lost_ranks[rank] = why
+        for item in work:
+            if isinstance(item, Chunk):
+                self.reclaimed.append(item)
+            else:
+                self.indexing.discard(item[0])
+                self.todo.appendleft(item)
 
     def _wanted(self):
         """Frames to have indexed ahead: a few chunks per rank (indexing everything upfront would stall start)."""
@@ -408,6 +500,8 @@ class Coordinator:
             log.info("%s", line)
         write_json(os.path.join(self.config.output_dir, RUN_SUMMARY), self.summary_document(wall))
         self.lock.release()
+        if self.lost_ranks:
+            return EXIT_RANK_LOST
         bad = [outcome for outcome in self.outcomes.values() if outcome.status in (UNREADABLE, INCOMPLETE)]
         return EXIT_TARBALL_FAILED if bad else EXIT_OK
 
@@ -426,6 +520,7 @@ class Coordinator:
             "ranks": {str(rank): {"frames": stats.frames, "busy": stats.busy, "backends": stats.backends}
                       for rank, stats in sorted(self.rank_stats.items())},
             "tarballs": [vars(self.outcomes[number]) for number in sorted(self.outcomes)],
+            "lost_ranks": {str(rank): why for rank, why in sorted(self.lost_ranks.items())},
             "settings": self.settings,
             "rank0": {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       **_bytes_written()},
@@ -452,6 +547,8 @@ class Coordinator:
             backends = ", ".join(f"{name} {count}" for name, count in sorted(stats.backends.items()))
             lines.append(f"  rank {rank}: {stats.frames} frames, {rate:.1f} frames/s while busy, "
                          f"busy {100 * stats.busy / wall if wall > 0 else 0:.0f}% ({backends})")
+        for rank, why in sorted(self.lost_ranks.items()):
+            lines.append(f"  rank {rank} was lost: {why}; others computed its frames")
         fallbacks = [p for p in placements if p.fallback is not None]
         if fallbacks:
             lines.append(f"  {len(fallbacks)} GPU ranks computed on the CPU: {fallbacks[0].fallback}")

@@ -18,9 +18,9 @@ import traceback
 
 from mpi4py import MPI
 
-from mpicolor.compute import FrameComputer, index_for_coordinator
+from mpicolor.compute import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
-from mpicolor.job import EXIT_OUTPUT, EXIT_USAGE, Coordinator
+from mpicolor.job import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE, Coordinator, WorkerLedger
 from mpicolor.kernels import warm_up
 from mpicolor.logs import setup_logging
 from mpicolor.placement import place_rank
@@ -35,6 +35,8 @@ DEPTH = 2
 RANK0_COMPUTES_UP_TO = 16
 # back-off of the polling loops: MPICH's blocking receive spins a core, which would starve the others
 POLL_MIN, POLL_MAX = 0.0002, 0.005
+# seconds between checks for stalled workers
+STALL_CHECK = 0.5
 
 
 def world():
@@ -76,44 +78,34 @@ class Interrupted:
         self.signal = signal.Signals(number).name
 
 
-def serve(comm, coordinator, computer, rank0_computes):
-    """Rank 0's loop, until every frame is computed; on SIGTERM / SIGINT it checkpoints and ends the job."""
+def serve(comm, coordinator, computer, rank0_computes, hosts):
+    """Rank 0's loop, until every frame is computed; on SIGTERM / SIGINT it checkpoints and ends the job.
+
+    A worker that holds work and stays silent longer than ``--stall-timeout`` is given up on: its work goes to
+    the others, its late answers are dropped, and it gets nothing more (``hosts``: every rank's host, for the
+    log). Returns the ranks given up on.
+    """
     interrupted = Interrupted()
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
-    workers = list(range(1, comm.Get_size()))
-    held = {rank: 0 for rank in workers}
-    sends = []
+    ledger = WorkerLedger(range(1, comm.Get_size()))
+    sends = []                   # (rank, request) of sends not yet complete
     own = None
     status = MPI.Status()
     pause = POLL_MIN
+    next_stall_check = time.monotonic() + STALL_CHECK
     while True:
-        busy = False
-        while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-            source, tag = status.Get_source(), status.Get_tag()
-            message = comm.recv(source=source, tag=tag)
-            if tag == TAG_INDEXED:
-                coordinator.indexed(message)
-            else:
-                coordinator.accept(message)
-            held[source] -= 1
-            busy = True
-        for rank in workers:
-            while held[rank] < DEPTH:
-                chunk = coordinator.next_chunk()
-                if chunk is None:
-                    break
-                sends.append(comm.isend(chunk, dest=rank, tag=TAG_WORK))
-                held[rank] += 1
-        job = coordinator.index_job()
-        if job is not None:
-            # the least loaded worker indexes the next tarball while the others compute
-            rank = min(workers, key=held.get)
-            sends.append(comm.isend(job, dest=rank, tag=TAG_INDEX))
-            held[rank] += 1
-        sends = [request for request in sends if not request.Test()]
+        busy = _receive(comm, coordinator, ledger, status)
+        sends += _hand_out(comm, coordinator, ledger)
+        sends = [(rank, request) for rank, request in sends if not request.Test()]
         if interrupted.signal:
             abort(comm, coordinator.interrupt(f"interrupted by {interrupted.signal}"))
+        if time.monotonic() >= next_stall_check:
+            next_stall_check = time.monotonic() + STALL_CHECK
+            for rank in _give_up_on_stalled(coordinator, ledger, hosts):
+                # a send a stuck rank never receives never completes: stop waiting for it
+                sends = [(to, request) for to, request in sends if to != rank]
+            rank0_computes = rank0_computes or not ledger.ranks()  # with no worker left, rank 0 computes
         coordinator.tick()
         if rank0_computes and not busy:
             # a frame of its own only when no message waits: coordinating comes first
@@ -127,17 +119,67 @@ def serve(comm, coordinator, computer, rank0_computes):
                 except StopIteration as finished:
                     coordinator.accept(finished.value)
                     own = None
-        if coordinator.finished and own is None and not any(held.values()):
+        if coordinator.finished and own is None and ledger.idle():
             break
         pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
         if not busy:
             time.sleep(pause)
-    wait_quietly(sends)
+    wait_quietly([request for _, request in sends])
+    return ledger.lost
 
 
-def tell_workers(comm, message, tag):
-    """Send one message to every other rank (which waits for it with :func:`wait_for_root`)."""
-    wait_quietly([comm.isend(message, dest=rank, tag=tag) for rank in range(1, comm.Get_size())])
+def _receive(comm, coordinator, ledger, status):
+    """Take in every waiting message; True when there was one."""
+    busy = False
+    while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+        source, tag = status.Get_source(), status.Get_tag()
+        message = comm.recv(source=source, tag=tag)
+        busy = True
+        key = ("index", message.number) if tag == TAG_INDEXED else ("chunk", message.chunk_id)
+        if not ledger.returned(source, key):
+            continue  # the late answer of a rank given up on: its work was handed to others
+        if tag == TAG_INDEXED:
+            coordinator.indexed(message)
+        else:
+            coordinator.accept(message)
+    return busy
+
+
+def _hand_out(comm, coordinator, ledger):
+    """Keep every worker DEPTH chunks ahead, and give the least loaded a tarball to index when one is due;
+    returns the ``(rank, request)`` of the sends."""
+    sends = []
+    for rank in ledger.ranks():
+        while ledger.count(rank) < DEPTH:
+            chunk = coordinator.next_chunk()
+            if chunk is None:
+                break
+            sends.append((rank, comm.isend(chunk, dest=rank, tag=TAG_WORK)))
+            ledger.hand(rank, ("chunk", chunk.chunk_id), chunk)
+    job = coordinator.index_job() if ledger.ranks() else None
+    if job is not None:
+        # the least loaded worker indexes the next tarball while the others compute
+        rank = ledger.least_loaded()
+        sends.append((rank, comm.isend(job, dest=rank, tag=TAG_INDEX)))
+        ledger.hand(rank, ("index", job[0]), job)
+    return sends
+
+
+def _give_up_on_stalled(coordinator, ledger, hosts):
+    """Give up on every worker silent for longer than ``--stall-timeout``; returns their ranks."""
+    stalled = ledger.stalled(coordinator.config.stall_timeout)
+    for rank, silent, work in stalled:
+        frames = len(work.positions) if isinstance(work, Chunk) else 0
+        what = (f"chunk {work.chunk_id} ({frames} frame{'s' * (frames != 1)} of {os.path.basename(work.path)})"
+                if isinstance(work, Chunk) else f"the indexing of {os.path.basename(work[1])}")
+        coordinator.rank_lost(rank, f"on {hosts[rank]} held {what} for {silent:.0f} s without answering "
+                                    f"(--stall-timeout {coordinator.config.stall_timeout:g})", ledger.lose(rank))
+    return [rank for rank, _, _ in stalled]
+
+
+def tell_workers(comm, message, tag, skip=()):
+    """Send one message to every other rank but ``skip`` (each waits for it with :func:`wait_for_root`)."""
+    wait_quietly([comm.isend(message, dest=rank, tag=tag) for rank in range(1, comm.Get_size()) if rank not in skip])
 
 
 def wait_quietly(requests):
@@ -240,6 +282,7 @@ def _run_job(comm, rank, size, make_config):
         return failed
     placement = _placement(comm, rank, config)
     placements = comm.gather(placement, root=0)
+    hosts = comm.gather(socket.gethostname(), root=0)
     computer = FrameComputer(config, placement.backend, rank, device=placement.device)
     if config.simulate is None:
         # compile or load the kernels before the clock starts, so that frame rates are frame rates
@@ -252,10 +295,14 @@ def _run_job(comm, rank, size, make_config):
                      sum(p.role == "gpu" for p in placements), *config.split, library_version())
             coordinator.begin()
             try:
-                serve(comm, coordinator, computer, rank0_computes)
+                lost = serve(comm, coordinator, computer, rank0_computes, hosts)
                 code = coordinator.finish(placements)
                 # workers are told to stop only now: they would otherwise wait in a spinning collective
-                tell_workers(comm, code, TAG_STOP)
+                tell_workers(comm, code, TAG_STOP, skip=lost)
+                if lost:
+                    log.error("the outputs are complete; ending the job, since rank(s) %s cannot end by "
+                              "themselves (exit status %d)", ", ".join(map(str, sorted(lost))), EXIT_RANK_LOST)
+                    abort(comm, code)
             except OSError as error:
                 # a full disk or a vanished OUTPUT_DIR: the previous checkpoint generation is intact
                 log.error("cannot write to OUTPUT_DIR %s: %s (%s); the last checkpoint is intact: free the "

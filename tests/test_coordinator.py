@@ -9,7 +9,8 @@ import pytest
 from helpers import outputs, pack_tarball
 from mpicolor.compute import ChunkResult, FrameComputer, index_for_coordinator
 from mpicolor.config import RunConfig
-from mpicolor.job import CHUNK_SECONDS, INDEXING_AHEAD, MAX_CHUNK, Coordinator, run_serial
+from mpicolor.job import (CHUNK_SECONDS, EXIT_RANK_LOST, INDEXING_AHEAD, MAX_CHUNK, Coordinator, WorkerLedger,
+                          run_serial)
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.results import CPU, PARTIAL, PENDING
 
@@ -151,3 +152,43 @@ def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
         held.append(len(coordinator.active) + len(coordinator.dirty))
     # at most the tarball that just ended (until its save), the one computing, and the next one indexed ahead
     assert max(held) <= 3 and len(list((tmp_path / "out" / CHECKPOINT_FOLDER).iterdir())) == 12
+
+
+def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
+    clock = Clock()
+    ledger = WorkerLedger([1, 2], clock)
+    ledger.hand(1, ("chunk", 0), "chunk 0")
+    ledger.hand(2, ("chunk", 1), "chunk 1")
+    clock.now = 5
+    ledger.hand(1, ("chunk", 2), "chunk 2")  # already busy: its silence still counts from 0
+    assert ledger.returned(2, ("chunk", 1))
+    clock.now = 10
+    assert [(rank, silent, work) for rank, silent, work in ledger.stalled(6)] == [(1, 10, "chunk 0")]
+    assert ledger.stalled(6) and not ledger.stalled(11)
+    assert ledger.lose(1) == ["chunk 0", "chunk 2"]
+    assert ledger.ranks() == [2] and ledger.idle()
+    assert not ledger.returned(1, ("chunk", 0))  # a late answer is dropped
+
+
+def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_path):
+    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
+                          delegate_indexing=True)
+    index_job = coordinator.index_job()
+    first = coordinator.next_chunk()  # rank 0 indexes the other tarball itself, having nothing to hand out
+    coordinator.rank_lost(1, "on host held chunk 0 for 5 s", [first, index_job])
+    again = coordinator.next_chunk()
+    assert again.positions.tolist() == first.positions.tolist() and again.chunk_id != first.chunk_id
+    computer = FrameComputer(coordinator.config)
+    coordinator.accept(computer.compute(again))
+    indexed_again = []
+    while not coordinator.finished:
+        job = coordinator.index_job()
+        if job is not None:
+            indexed_again.append(job)
+            coordinator.indexed(index_for_coordinator(*job))
+        chunk = coordinator.next_chunk()
+        if chunk is not None:
+            coordinator.accept(computer.compute(chunk))
+    assert indexed_again == [index_job]
+    assert coordinator.finished and coordinator.finish() == EXIT_RANK_LOST
+    assert sorted(outputs(tmp_path / "out")) == ["hist_set0.tar_db.sqlite", "hist_set1.tar_db.sqlite"]
