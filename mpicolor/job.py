@@ -23,7 +23,8 @@ from mpicolor.state.atomic import remove_stale_temporaries, write_json
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import BACKEND_NAMES, COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE, TarballResults
-from mpicolor.state.sqlite import sqlite_name, write_sqlite_files
+from mpicolor.state.sqlite import sqlite_name
+from mpicolor.state.writer import StateWriter
 from mpicolor.tarballs import find_tarballs
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,14 @@ MAX_CHUNK = 4096
 # does, for every tarball ended meanwhile (an fsynced checkpoint per tarball would cap rank 0 at a few
 # dozen tarballs per second)
 TARBALL_CHECKPOINT_GAP = 1.0
+# ended tarballs waiting for the writer beyond which rank 0 waits for it: what bounds rank 0's memory when
+# frames come faster than the disk takes their results
+WRITE_BACKLOG = 4
 # tarballs being indexed by workers at once, at least (more with more ranks)
 INDEXING_AHEAD = 4
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
 FAILURES_LOGGED = 5
-# checkpoint saves whose durations the run summary keeps, at the start and at the end of a run
-SAVES_KEPT = 50
-
-
 @dataclass
 class TarballOutcome:
     """How a tarball ended in this run, for the summary.
@@ -61,23 +61,6 @@ class TarballOutcome:
     frames: int | None
     failures: int | None
     reason: str | None
-
-
-@dataclass
-class SaveTimes:
-    """Durations of checkpoint saves: how many, in all, and those at the start and at the end of the run."""
-
-    count: int = 0
-    seconds: float = 0.0
-    first: list = field(default_factory=list)
-    last: deque = field(default_factory=lambda: deque(maxlen=SAVES_KEPT))
-
-    def add(self, seconds):
-        self.count += 1
-        self.seconds += seconds
-        if len(self.first) < SAVES_KEPT:
-            self.first.append(seconds)
-        self.last.append(seconds)
 
 
 @dataclass
@@ -203,7 +186,7 @@ class Coordinator:
         self.outcomes = {}           # number -> TarballOutcome
         self.paths = []
         self.rank_stats = {}
-        self.save_times = SaveTimes()
+        self.writer = StateWriter(self.checkpoint, config.output_dir, config.label, self.settings, config.input_dir)
         self.next_chunk_id = 0
         self.frames_done = 0
         self.frames_known = 0
@@ -437,13 +420,21 @@ class Coordinator:
 
         A tarball's end saves only the tarballs that ended (at most once a second); the tarballs in progress
         are saved at the checkpoint interval, so that what a crash costs stays bounded by it while a save
-        writes what changed, not what is in flight.
+        writes what changed, not what is in flight. Saves run in the writer's thread, one at a time: while
+        one is written, the next gathers (``force`` waits for it).
         """
+        if force or len(self._ended()) > WRITE_BACKLOG:
+            self.writer.wait()
+        elif self.writer.busy():
+            return self._show_progress()
         now = self.clock()
         if self.dirty and (force or now - self.last_checkpoint >= self.config.checkpoint_every):
             self.save_checkpoint()
         elif now - self.last_ended_save >= TARBALL_CHECKPOINT_GAP and self._ended():
             self.save_checkpoint(only_ended=True)
+        self._show_progress(force)
+
+    def _show_progress(self, force=False):
         if self.progress is not None:
             self.progress.update(len(self.outcomes), self.frames_done, self._frames_estimate(), force=force)
 
@@ -451,23 +442,25 @@ class Coordinator:
         """The changed tarballs that will not change again in this run."""
         return [results for results in self.dirty.values() if results.status != PARTIAL]
 
-    def save_checkpoint(self, only_ended=False):
-        """Write the changed tarballs (``only_ended``: those that ended) to the checkpoint, then the sqlite files
-        of those that are complete.
+    def save_checkpoint(self, only_ended=False, wait=False):
+        """Start writing the changed tarballs (``only_ended``: those that ended) to the checkpoint, then the
+        sqlite files of those that are complete (``wait``: until written).
 
         The checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint.
         """
-        started = time.perf_counter()
+        self.writer.wait()
         changed = self._ended() if only_ended else list(self.dirty.values())
-        self.checkpoint.save(self.settings, changed, self.config.input_dir)
         for results in changed:
             del self.dirty[results.name]
-        write_sqlite_files(self.config.output_dir, self.config.label, self.unwritten, self.settings)
-        self.unwritten.clear()
-        self.save_times.add(time.perf_counter() - started)
+        # a tarball in progress goes on changing while the writer writes it: the writer gets a copy
+        self.writer.submit([results if results.status != PARTIAL else results.copy() for results in changed],
+                           self.unwritten)
+        self.unwritten = []
         self.last_ended_save = self.clock()
         if not only_ended:
             self.last_checkpoint = self.last_ended_save
+        if wait:
+            self.writer.wait()
 
     def _frames_estimate(self):
         seen = len(self.outcomes) + len(self.active)
@@ -482,7 +475,8 @@ class Coordinator:
     # ---- end ------------------------------------------------------------------------------------------
     def interrupt(self, why):
         """Write a last checkpoint and say how to resume (on SIGTERM / SIGINT)."""
-        self.save_checkpoint()
+        self.save_checkpoint(wait=True)
+        self.writer.close()
         log.warning("%s: checkpoint written with %d frames done; run the same command again to resume", why,
                     self.frames_done)
         self.lock.release()
@@ -490,8 +484,10 @@ class Coordinator:
 
     def finish(self, placements=()):
         """Write the last checkpoint, log the summary, release OUTPUT_DIR, and return the exit status."""
+        self.writer.wait()
         if self.dirty:
-            self.save_checkpoint()
+            self.save_checkpoint(wait=True)
+        self.writer.close()
         if self.progress is not None:
             self.tick(force=True)
             self.progress.close()
@@ -513,7 +509,6 @@ class Coordinator:
         # what coordinating costs rank 0 in processor time; known when it computed no frame itself (runs of
         # more than 16 ranks): on a shared node its wall time also counts the time others held the core
         coordinating = None if 0 in self.rank_stats else time.process_time() - self.cpu_started
-        saves = self.save_times
         return {
             "wall": wall, "frames": frames, "coordinator_cpu_s": coordinating,
             "coordinator_frames_per_cpu_s": frames / coordinating if coordinating else None,
@@ -524,8 +519,7 @@ class Coordinator:
             "settings": self.settings,
             "rank0": {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       **_bytes_written()},
-            "checkpoint_saves": {"count": saves.count, "seconds": saves.seconds, "first": saves.first,
-                                 "last": list(saves.last)},
+            "checkpoint_saves": self.writer.times.document(),
         }
 
     def summary(self, wall, placements=()):

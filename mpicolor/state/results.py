@@ -1,6 +1,6 @@
 """One tarball's results as rank 0 gathers them, and the per-frame backend codes and tarball statuses."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,6 +120,12 @@ class TarballResults:
         else:
             self.status = PARTIAL
         return finished
+
+    def copy(self):
+        """A copy that later :meth:`record` calls on this one leave alone."""
+        return replace(self, frames=list(self.frames), packed=self.packed.copy(), shares=self.shares.copy(),
+                       backend=self.backend.copy(), failures=dict(self.failures), notes=dict(self.notes),
+                       skipped=dict(self.skipped), crops=None if self.crops is None else self.crops.copy())
 
     def nbytes(self):
         """Bytes these results take in a file, generously (names and texts included)."""
