@@ -8,7 +8,8 @@ import sys
 import tarfile
 
 from mpicolor.scaling import mpiexec
-from mpicolor.state.checkpoint import CheckpointReader
+from mpicolor.state.checkpoint import Checkpoint, CheckpointReader
+from mpicolor.state.results import PARTIAL, PENDING
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(TESTS, "data", "frames")
@@ -73,6 +74,20 @@ def read_checkpoint(output_dir):
     it cannot be read (no silent fallback)."""
     with CheckpointReader(str(output_dir)) as reader:
         return reader.settings, {name: reader.read(name) for name in reader.names()}
+
+
+def make_partial(output_dir, name, pending):
+    """Turn a finished tarball of OUTPUT_DIR back into the state a crash leaves: ``pending`` frames not computed
+    yet in the checkpoint, and no sqlite file."""
+    checkpoint = Checkpoint(str(output_dir))
+    checkpoint.open()
+    results = checkpoint.read(name)
+    results.backend[pending] = PENDING
+    results.packed[pending] = 0
+    results.shares[pending] = 0
+    results.status = PARTIAL
+    checkpoint.save(checkpoint.settings, [results])
+    os.remove(output_dir / f"hist_{name}_db.sqlite")
 
 
 def outputs(output_dir):

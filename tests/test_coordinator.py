@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from helpers import outputs, pack_tarball
+from helpers import make_partial, outputs, pack_tarball
 from mpicolor.compute import ChunkResult, FrameComputer, index_for_coordinator
 from mpicolor.config import RunConfig
 from mpicolor.job import (CHUNK_SECONDS, EXIT_RANK_LOST, INDEXING_AHEAD, MAX_CHUNK, WRITE_BACKLOG, Coordinator,
                           WorkerLedger, run_serial)
-from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint
-from mpicolor.state.results import CPU, PARTIAL, PENDING
+from mpicolor.state.checkpoint import CHECKPOINT_FOLDER
+from mpicolor.state.results import CPU
 
 
 class Clock:
@@ -112,21 +112,20 @@ class CountingComputer(FrameComputer):
         return super().compute(chunk)
 
 
+def rerun_serial(config):
+    """Run ``config`` again in this process; returns how many frames it computed."""
+    computer = CountingComputer(config)
+    assert run_serial(config, computer) == 0
+    return computer.frames
+
+
 @pytest.mark.parametrize("clusters", [5, 2])
 def test_a_resume_computes_only_the_frames_the_checkpoint_lacks(tmp_path, clusters):
     config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 40), clusters=clusters)
     assert run_serial(config) == 0
     finished = outputs(tmp_path / "out")
-    checkpoint = Checkpoint(config.output_dir)
-    checkpoint.open()
-    partial = checkpoint.read("set1.tar")
-    partial.backend[::3] = PENDING
-    partial.status = PARTIAL
-    checkpoint.save(checkpoint.settings, [partial])
-    (tmp_path / "out" / "hist_set1.tar_db.sqlite").unlink()
-    computer = CountingComputer(config)
-    assert run_serial(config, computer) == 0
-    assert computer.frames == 14 and outputs(tmp_path / "out") == finished
+    make_partial(tmp_path / "out", "set1.tar", list(range(0, 40, 3)))
+    assert rerun_serial(config) == 14 and outputs(tmp_path / "out") == finished
 
 
 def test_a_complete_tarball_whose_sqlite_file_was_lost_is_written_from_the_checkpoint(tmp_path):
@@ -134,9 +133,7 @@ def test_a_complete_tarball_whose_sqlite_file_was_lost_is_written_from_the_check
     assert run_serial(config) == 0
     finished = outputs(tmp_path / "out")
     (tmp_path / "out" / "hist_set0.tar_db.sqlite").unlink()
-    computer = CountingComputer(config)
-    assert run_serial(config, computer) == 0
-    assert computer.frames == 0 and outputs(tmp_path / "out") == finished
+    assert rerun_serial(config) == 0 and outputs(tmp_path / "out") == finished
 
 
 def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):

@@ -5,10 +5,9 @@ import json
 import os
 import shutil
 
-from helpers import TESTS, bundled_frames, outputs, pack_tarball, read_checkpoint, run_mpicolor
+from helpers import TESTS, bundled_frames, make_partial, outputs, pack_tarball, read_checkpoint, run_mpicolor
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.output_dir import RUN_SUMMARY
-from mpicolor.state.results import PARTIAL, PENDING
 from test_run import checkpoint_datasets
 
 SIMULATE = ["--simulate", "0", "--split", "1:0"]
@@ -17,20 +16,6 @@ SIMULATE = ["--simulate", "0", "--split", "1:0"]
 def frames_computed(output_dir):
     with open(output_dir / RUN_SUMMARY) as summary:
         return json.load(summary)["frames"]
-
-
-def make_partial(output_dir, name, pending):
-    """Turn a finished tarball of OUTPUT_DIR back into the state a crash leaves: ``pending`` frames not computed
-    yet in the checkpoint, and no sqlite file."""
-    checkpoint = Checkpoint(str(output_dir))
-    checkpoint.open()
-    results = checkpoint.read(name)
-    results.backend[pending] = PENDING
-    results.packed[pending] = 0
-    results.shares[pending] = 0
-    results.status = PARTIAL
-    checkpoint.save(checkpoint.settings, [results])
-    os.remove(output_dir / f"hist_{name}_db.sqlite")
 
 
 def test_a_tarball_rebuilt_under_the_same_name_is_computed_again(input_dir, tmp_path):
