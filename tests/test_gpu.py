@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 import warnings
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -228,19 +229,25 @@ def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, c
 # --- under mpiexec ----------------------------------------------------------------------------------------
 
 
-def test_info_places_18_ranks_on_2_gpus_by_the_rule():
-    finished = run_mpicolor(18, "info", "--json", "--gpus", "2", timeout=180)
+def test_info_places_36_ranks_on_6_gpus_using_every_device():
+    # one node, two cycles of 14:4: the GPU ranks are 0-3 and 18-21, 8 of them for 6 devices
+    finished = run_mpicolor(36, "info", "--json", "--split", "14:4", "--gpus", "6", timeout=180)
     assert finished.returncode == 0, finished.stderr
     document = json.loads(finished.stdout)  # rank 0 alone prints, one document
     ranks = sorted(document["ranks"], key=lambda report: report["rank"])
-    assert [report["rank"] for report in ranks] == list(range(18))
-    assert [report["role"] for report in ranks] == ["gpu"] * 4 + ["cpu"] * 14
-    assert [report["device"] for report in ranks] == [report["local_rank"] % 2 for report in ranks[:4]] + [None] * 14
-    assert all(report["fallback"] is None for report in ranks[4:])
+    assert [report["rank"] for report in ranks] == list(range(36))
+    assert [report["local_rank"] for report in ranks] == list(range(36))
+    assert [report["role"] for report in ranks] == ["gpu" if rank % 18 < 4 else "cpu" for rank in range(36)]
+    gpu_ranks = [report for report in ranks if report["role"] == "gpu"]
+    cpu_ranks = [report for report in ranks if report["role"] == "cpu"]
+    devices = Counter(report["device"] for report in gpu_ranks)
+    assert sorted(devices) == list(range(6)), f"every device gets GPU ranks: {devices}"
+    assert max(devices.values()) - min(devices.values()) <= 1, f"evenly, within one: {devices}"
+    assert all(report["device"] is None and report["fallback"] is None for report in cpu_ranks)
     count, reason = probe_gpus()
     if count == 0:
-        assert all(report["fallback"] == reason and report["backend"] == "cpu" for report in ranks[:4])
-    assert document["size"] == 18 and document["split"] == "14:4"
+        assert all(report["fallback"] == reason and report["backend"] == "cpu" for report in gpu_ranks)
+    assert document["size"] == 36 and document["split"] == "14:4"
     assert document["mpi"] and document["numba_cache"]
 
 
