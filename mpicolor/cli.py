@@ -92,6 +92,7 @@ def build_parser():
 
 def _run_config(args):
     from mpicolor.config import RunConfig
+    from mpicolor.gpu import memory_limit
     from mpicolor.palette import default_scale
     from mpicolor.placement import parse_split
 
@@ -100,7 +101,8 @@ def _run_config(args):
         clusters=args.clusters, method=args.method, seed=args.seed,
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
-        simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto")
+        simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto",
+        gpu_memory=memory_limit())
 
 
 def main(argv=None):

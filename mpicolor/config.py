@@ -44,6 +44,9 @@ class RunConfig:
     crop_borders : bool
         Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.borders`); off by
         default so that results stay comparable with the original's.
+    gpu_memory : int or None
+        Device bytes a GPU rank may hold (``MPICOLOR_GPU_MEMORY``, read and checked on rank 0 by
+        :func:`mpicolor.gpu.memory_limit`); None takes that function's answer where the device is opened.
     """
 
     input_dir: str
@@ -60,6 +63,7 @@ class RunConfig:
     simulate: float | None = None
     progress: str = "auto"
     crop_borders: bool = False
+    gpu_memory: int | None = None
     version: str = __version__
 
     def __post_init__(self):
