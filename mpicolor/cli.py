@@ -101,6 +101,7 @@ def build_parser():
 
 def _run_config(args):
     from mpicolor.config import RunConfig
+    from mpicolor.gpu import memory_limit
     from mpicolor.palette import default_scale
     from mpicolor.placement import parse_split
 
@@ -110,7 +111,7 @@ def _run_config(args):
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
         simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto",
-        stall_timeout=args.stall_timeout)
+        stall_timeout=args.stall_timeout, gpu_memory=memory_limit())
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """A rank's share of the work: read the bytes of assigned frames by offset and compute their palettes."""
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -12,14 +13,26 @@ from types import SimpleNamespace
 import numpy as np
 
 from mpicolor.borders import crop, detect_borders
-from mpicolor.decode import decode_frame
+from mpicolor.decode import check_head, decode_frame
 from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
-from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU
+from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU, PENDING
 from mpicolor.tarballs import BadTarball, Member, index_tarball, read_member
 
 log = logging.getLogger(__name__)
 
 MAX_GPU_FAILURES = 3  # frames in a row the device fails before a GPU rank gives it up for the CPU
+# A frame's first read: the headers of real frames lie within it, and most frames are whole in it.
+HEAD_BYTES = 64 << 10
+# Errors of a read that pass when tried again: a parallel or network file system's hiccup (EIO, ETIMEDOUT,
+# EAGAIN, EBUSY, ENOLINK and the connection errors of FUSE and SMB mounts), an NFS handle gone stale after a
+# server failover (ESTALE: the retry reopens the file), descriptors or kernel memory running out for a
+# moment (EMFILE, ENFILE, ENOMEM). EINTR never reaches here: Python retries it itself (PEP 475).
+TRANSIENT_ERRORS = frozenset((
+    errno.EIO, errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.ENOLINK, errno.ECONNRESET, errno.ECONNABORTED,
+    errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.ESTALE, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+))
+# seconds between the tries of a read that failed with one of them: five tries, about a second in all
+RETRY_DELAYS = (0.0625, 0.125, 0.25, 0.5)
 
 
 @dataclass
@@ -36,6 +49,9 @@ class Chunk:
         The tarball's path, read by every rank (a shared file system carries the data, not rank 0).
     positions, offsets, sizes : ndarray of shape (n,), int64
         Frame positions in the tarball and where their bytes lie.
+    stamp : tuple or None
+        The tarball's :func:`file_stamp` when it was indexed: frames read from another version of it are
+        not kept.
     """
 
     chunk_id: int
@@ -44,11 +60,17 @@ class Chunk:
     positions: np.ndarray
     offsets: np.ndarray
     sizes: np.ndarray
+    stamp: tuple | None = None
 
 
 @dataclass
 class ChunkResult:
-    """What a rank sends back for a :class:`Chunk`: arrays in the chunk's order plus failures by position."""
+    """What a rank sends back for a :class:`Chunk`: arrays in the chunk's order plus failures by position.
+
+    ``failures`` are the frames' own (not an image, corrupt): final. ``unread`` are frames that could not be
+    read for a reason that is not theirs (the tarball changed or vanished, an I/O error that persisted),
+    by position: they stay pending (backend ``PENDING``) for the next run.
+    """
 
     chunk_id: int
     tarball: int
@@ -61,6 +83,7 @@ class ChunkResult:
     seconds: float = 0.0
     rank: int = 0
     crops: np.ndarray | None = None
+    unread: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +106,8 @@ class IndexedTarball:
         Why the tarball cannot be read at all (then it has no frames).
     fingerprint : mpicolor.tarballs.Fingerprint or None
         What tells whether stored results belong to this tarball (None when it cannot be read).
+    stamp : tuple or None
+        The tarball's :func:`file_stamp`, taken before it was indexed.
     """
 
     number: int
@@ -94,18 +119,33 @@ class IndexedTarball:
     incomplete: str | None = None
     error: str | None = None
     fingerprint: object = None
+    stamp: tuple | None = None
+
+
+def file_stamp(status):
+    """What tells two versions of a file apart, from its ``os.stat_result``: device, inode, size, mtime (ns)."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def index_for_coordinator(number, path):
     """Index one tarball (on whichever rank rank 0 asks) into an :class:`IndexedTarball`."""
     try:
+        # stamped before indexing: a change while indexing then shows as a change when frames are read
+        stamp = file_stamp(os.stat(path))
         index = index_tarball(path)
     except BadTarball as error:
         return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64), error=error.reason)
+    except OSError as error:  # gone before it was stamped, or a read error while indexing
+        return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              error=f"cannot read it: {error.strerror or error}")
     return IndexedTarball(number, path, [member.name for member in index.members],
                           np.array([member.offset for member in index.members], np.int64),
                           np.array([member.size for member in index.members], np.int64),
-                          index.skipped, index.incomplete, fingerprint=index.fingerprint)
+                          index.skipped, index.incomplete, fingerprint=index.fingerprint, stamp=stamp)
+
+
+class Unread(Exception):
+    """A frame's bytes could not be read for a reason that is not the frame's own; the message says why."""
 
 
 @contextlib.contextmanager
@@ -133,10 +173,17 @@ def stand_in_palette(frame_bytes, clusters):
 class FrameComputer:
     """Computes palettes of frames for one rank, keeping the tarballs it reads open.
 
-    A GPU rank decodes a chunk's frames one by one on the CPU and computes their palettes in one batch on
-    its device (:class:`mpicolor.gpu.Backend`, opened at the first chunk). Without a usable GPU there (no
-    cuML for ``seed``, say) it computes on the CPU and says why once; a device error on a batch retries its
-    frames one by one, and a frame that fails on the device again is computed on the CPU with a note.
+    A frame is read in two steps: a bounded head, which must show a JPEG or PNG header whose pixels the
+    member's size can hold (:func:`mpicolor.decode.check_head`), then the rest; so no rank grows with what a
+    tar header declares. A read that fails with one of `TRANSIENT_ERRORS` is tried again (`RETRY_DELAYS`);
+    a read that still fails, or a tarball that is cut short or is no longer the version indexed, leaves the
+    frame unread (pending for the next run) and the rest of the chunk with it.
+
+    A GPU rank decodes a chunk's frames one by one on the CPU and computes their palettes in batches on its
+    device (:class:`mpicolor.gpu.Backend`, opened at the first chunk), each batch within the device memory
+    limit. Without a usable GPU there (no cuML for ``seed``, say) it computes on the CPU and says why once;
+    any error of the device on a batch retries its frames one by one, and a frame that fails on the device
+    again is computed on the CPU with a note.
 
     Parameters
     ----------
@@ -150,14 +197,17 @@ class FrameComputer:
         CUDA device of a GPU rank (``Placement.device``).
     gpu : mpicolor.gpu.Backend, optional
         An open backend to use instead of opening one on ``device`` (tests pass one running on NumPy).
+    read : callable, default os.pread
+        ``read(fd, length, offset) -> bytes``: how frames are read (tests pass one that fails).
     """
 
-    def __init__(self, config, backend="cpu", rank=0, device=None, gpu=None):
+    def __init__(self, config, backend="cpu", rank=0, device=None, gpu=None, read=os.pread):
         self.config = config
         self.backend_code = BACKEND_CODES[backend]
         self.rank = rank
         self.device = device
         self.gpu = gpu
+        self.read = read
         self.gpu_failures = 0  # frames in a row the device failed twice
         self.open_files = {}
 
@@ -165,9 +215,11 @@ class FrameComputer:
         """Compute a chunk one frame at a time.
 
         A generator: it yields after every frame (so that rank 0 can serve messages between frames) and
-        returns the :class:`ChunkResult`. A frame that cannot be read or decoded becomes a failure with its
-        reason; it never ends the chunk. On a GPU rank the yields come after every decode and the palettes
-        of the chunk are computed together at the end.
+        returns the :class:`ChunkResult`. A frame that cannot be decoded becomes a failure with its reason;
+        it never ends the chunk. A frame that cannot be read (:class:`Unread`) leaves it and the rest of the
+        chunk unread, and a tarball that changed since it was indexed leaves the whole chunk unread: what was
+        read may mix two versions. On a GPU rank the yields come after every decode and the palettes are
+        computed in batches.
         """
         started = time.perf_counter()
         n_frames = len(chunk.positions)
@@ -178,40 +230,98 @@ class FrameComputer:
         crops = np.zeros((n_frames, 4), np.uint16) if self.config.crop_borders else None
         gpu = self._gpu_backend()
         backend = np.full(n_frames, self.backend_code, np.uint8)
-        try:
-            fd = self._descriptor(chunk.path)
-        except OSError as error:
-            # the tarball vanished or lost its permissions after indexing: its frames fail, the rank goes on
-            reason = f"cannot open {chunk.path}: {error.strerror}"
-            failures = {position: reason for position in chunk.positions.tolist()}
-            backend[:] = FAILED
-            return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                               seconds=time.perf_counter() - started, rank=self.rank)
+        positions = chunk.positions.tolist()
         images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
+        held = 0  # device bytes the batch will take
         busy = 0.0
-        for i, (position, offset, size) in enumerate(zip(chunk.positions.tolist(), chunk.offsets.tolist(),
-                                                         chunk.sizes.tolist())):
+        cannot_read, unread_from = None, n_frames  # why, and from which frame on, the chunk is not read
+        for i, (position, offset, size) in enumerate(zip(positions, chunk.offsets.tolist(), chunk.sizes.tolist())):
             with _frame_notes(notes, position):
                 try:
-                    frame_bytes = read_member(fd, Member("", offset, size))
+                    frame_bytes = self._frame_bytes(chunk.path, offset, size)
                     if gpu is not None:
-                        images[i] = self._decode(frame_bytes, crops, i)
+                        image = self._decode(frame_bytes, crops, i)
+                        cost = gpu.frame_bytes(image)
+                        if images and held + cost > gpu.batch_budget:
+                            self._gpu_palettes(gpu, images, positions, notes, packed, shares, backend)
+                            images, held = {}, 0
+                        images[i] = image
+                        held += cost
                     else:
                         palette = self._palette(frame_bytes, crops, i)
                         packed[i], shares[i] = palette.packed, palette.shares
-                except (BadFrame, OSError) as error:
+                except BadFrame as error:
                     failures[position] = str(error)
                     backend[i] = FAILED
+                except Unread as error:
+                    cannot_read, unread_from = str(error), i
             # the time between yields is rank 0's own: only the time spent here counts as busy
             busy += time.perf_counter() - started
+            if cannot_read is not None:
+                break
             yield
             started = time.perf_counter()
-        for i, palette, code in self._gpu_palettes(gpu, images, chunk.positions.tolist(), notes):
-            packed[i], shares[i], backend[i] = palette.packed, palette.shares, code
+        changed = self._change_since_indexed(chunk)
+        if changed is not None:
+            cannot_read, unread_from = changed, 0
+            failures.clear()
+        elif images:
+            self._gpu_palettes(gpu, images, positions, notes, packed, shares, backend)
+        unread = dict.fromkeys(positions[unread_from:], cannot_read)
+        backend[unread_from:], packed[unread_from:], shares[unread_from:] = PENDING, 0, 0
+        if crops is not None:
+            crops[unread_from:] = 0
         notes = {position: "; ".join(dict.fromkeys(messages)) for position, messages in notes.items()
-                 if messages and position not in failures}
+                 if messages and position not in failures and position not in unread}
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                           notes, busy + time.perf_counter() - started, self.rank, crops)
+                           notes, busy + time.perf_counter() - started, self.rank, crops, unread)
+
+    def _frame_bytes(self, path, offset, size):
+        """A frame's bytes: a head first, the rest only once :func:`~mpicolor.decode.check_head` passes it.
+
+        Raises
+        ------
+        BadFrame
+            The head shows that the member is not a frame that may be read (the reason says why).
+        Unread
+            The bytes could not be read.
+        """
+        head = self._read(path, offset, min(size, HEAD_BYTES))
+        while not check_head(head, size, self.config.max_pixels) and len(head) < size:
+            head += self._read(path, offset + len(head), min(size, 2 * len(head)) - len(head))
+        if len(head) == size:
+            return head
+        return b"".join((head, self._read(path, offset + len(head), size - len(head))))
+
+    def _read(self, path, offset, length):
+        """``length`` bytes at ``offset`` of the tarball at ``path``; errors that may pass are tried again."""
+        for delay in RETRY_DELAYS + (None,):
+            try:
+                return read_member(self._descriptor(path), Member("", offset, length), self.read)
+            except BadTarball as error:
+                raise Unread(f"{path}: {error.reason}") from None
+            except OSError as error:
+                if delay is None or error.errno not in TRANSIENT_ERRORS:
+                    tries = f", {len(RETRY_DELAYS) + 1} tries in {sum(RETRY_DELAYS):.1f} s" if delay is None else ""
+                    raise Unread(f"cannot read {path} ({error.strerror or error}{tries})") from None
+                log.debug("reading %s: %s; trying again in %.2f s", path, error, delay)
+                self._forget(path)  # a stale NFS handle needs a new descriptor
+                time.sleep(delay)
+
+    def _change_since_indexed(self, chunk):
+        """Why the tarball this rank has open is not the one indexed, or None (also when none is open)."""
+        fd = self.open_files.get(chunk.path)
+        if chunk.stamp is None or fd is None:
+            return None
+        now = file_stamp(os.fstat(fd))
+        if now == chunk.stamp:
+            return None
+        self._forget(chunk.path)
+        if now[:2] != chunk.stamp[:2]:
+            return f"{chunk.path} was replaced by another file since it was indexed"
+        if now[2] != chunk.stamp[2]:
+            return f"{chunk.path} changed size since it was indexed ({chunk.stamp[2]} -> {now[2]} bytes)"
+        return f"{chunk.path} was modified since it was indexed"
 
     def _gpu_backend(self):
         """The open GPU backend of a GPU rank, None on the CPU; opening it fails over to the CPU once, loudly."""
@@ -220,39 +330,39 @@ class FrameComputer:
         if self.gpu is None:
             from mpicolor.gpu import Backend, GpuUnavailable
             try:
-                self.gpu = Backend(self.device, self.config.method)
-            except GpuUnavailable as error:
-                log.warning("GPU rank computing on the CPU: %s", error)
+                self.gpu = Backend(self.device, self.config.method, memory=self.config.gpu_memory)
+            except Exception as error:  # whatever the device's path raises, the CPU computes
+                why = error if isinstance(error, GpuUnavailable) else f"{type(error).__name__}: {error}"
+                log.warning("GPU rank computing on the CPU: %s", why)
                 self.backend_code = CPU
                 return None
         return self.gpu
 
-    def _gpu_palettes(self, gpu, images, positions, notes):
-        """Yield ``(index, palette, backend code)`` of decoded frames: one batch on the device, the CPU for what
-        the device fails."""
-        if not images:
-            return
+    def _gpu_palettes(self, gpu, images, positions, notes, packed, shares, backend):
+        """Compute the palettes of decoded frames (``images``: index in the chunk -> frame) into the chunk's
+        arrays: one batch on the device, the CPU for what the device fails."""
         clusters, seed = self.config.clusters, self.config.seed
         try:
             colours = gpu.colours(list(images.values()), clusters, seed)
-        except gpu.errors as error:
+        except Exception as error:  # a CUDA, cuML or any other error of the device's path
             log.warning("GPU error on a batch of %d frames (%s: %s); retrying them one by one", len(images),
                         type(error).__name__, error)
             colours = [self._gpu_frame(gpu, image, positions[i], notes) for i, image in images.items()]
         for (i, image), frame_colours in zip(images.items(), colours):
             with _frame_notes(notes, positions[i]):
                 if frame_colours is None:
-                    yield i, extract_palette(image, clusters, self.config.method, seed), CPU
+                    palette, backend[i] = extract_palette(image, clusters, self.config.method, seed), CPU
                 else:
-                    yield i, sorted_palette(*frame_colours, clusters), GPU
+                    palette, backend[i] = sorted_palette(*frame_colours, clusters), GPU
+            packed[i], shares[i] = palette.packed, palette.shares
 
     def _gpu_frame(self, gpu, image, position, notes):
-        # one frame on the device; on a device error, None (the caller computes it on the CPU) and a note
+        # one frame on the device; on any error, None (the caller computes it on the CPU) and a note
         if self.gpu is None:
             return None
         try:
             frame_colours = gpu.colours([image], self.config.clusters, self.config.seed)[0]
-        except gpu.errors as error:
+        except Exception as error:
             notes.setdefault(position, []).append(
                 f"GPU error ({type(error).__name__}: {error}); computed on the CPU")
             self.gpu_failures += 1
@@ -302,6 +412,12 @@ class FrameComputer:
                 os.close(self.open_files.pop(next(iter(self.open_files))))
             self.open_files[path] = os.open(path, os.O_RDONLY)
         return self.open_files[path]
+
+    def _forget(self, path):
+        """Close this rank's descriptor of ``path``, if it has one: the next read opens the file again."""
+        fd = self.open_files.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     def close(self):
         for fd in self.open_files.values():

@@ -47,6 +47,9 @@ class RunConfig:
     stall_timeout : float
         Seconds a worker may hold work without answering before rank 0 gives up on it and hands its work to
         the others.
+    gpu_memory : int or None
+        Device bytes a GPU rank may hold (``MPICOLOR_GPU_MEMORY``, read and checked on rank 0 by
+        :func:`mpicolor.gpu.memory_limit`); None takes that function's answer where the device is opened.
     """
 
     input_dir: str
@@ -64,6 +67,7 @@ class RunConfig:
     progress: str = "auto"
     crop_borders: bool = False
     stall_timeout: float = 600.0
+    gpu_memory: int | None = None
     version: str = __version__
 
     def __post_init__(self):

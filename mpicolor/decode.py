@@ -12,11 +12,24 @@ cv2.setNumThreads(1)
 
 SCALES = (1, 2, 4, 8)
 DEFAULT_MAX_PIXELS = 50_000_000
+# What a member may hold per pixel its header declares, before it is refused unread. Real encoders stay under
+# 8 bytes (16-bit RGBA PNG stored without compression; JPEG of noise at quality 100 with 4:4:4: 4.1); a
+# baseline JPEG's Huffman codes and byte stuffing cannot pass about 20. 32 refuses no real frame, and bounds
+# what a rank reads for one frame by --max-pixels rather than by what a tar header declares.
+MAX_BYTES_PER_PIXEL = 32
+# Room for what is not pixels (EXIF, ICC profiles, XMP, PNG text chunks): added to the bound above, and how
+# far into a member its frame header may lie.
+METADATA_BYTES = 64 << 20
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
+# JPEG markers: start of frame (the header with the size), and markers without a length
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
+_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, length
+_FRAME_SIZE = struct.Struct(">HH")  # height, width, after the start-of-frame segment's length and precision
 _OPENCV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                    4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -67,8 +80,92 @@ def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1):
     elif data.startswith(_PNG_SIGNATURE):
         image = _decode_png(data, max_pixels, scale)
     else:
-        raise BadFrame(f"not a JPEG or PNG image ({len(data)} bytes starting {data[:8]!r})")
+        raise _not_an_image(data, len(data))
     return np.ascontiguousarray(image)
+
+
+def check_head(head, size, max_pixels=DEFAULT_MAX_PIXELS):
+    """Check a frame from its first bytes, before the rest is read.
+
+    Parameters
+    ----------
+    head : bytes
+        The first bytes of the frame (all of them when it is short).
+    size : int
+        The frame's whole size in bytes, e.g. a tar member's declared size.
+    max_pixels : int, default 50_000_000
+        Largest width * height accepted, as for `decode_frame`.
+
+    Returns
+    -------
+    bool
+        True when the header is in ``head`` and the frame may be read; False when ``head`` ends before the
+        header (read more of it: the header lies within the first `METADATA_BYTES` or the frame is refused).
+
+    Raises
+    ------
+    BadFrame
+        Empty, not a JPEG or PNG, no header, more pixels than ``max_pixels``, or more bytes than any frame
+        of the declared pixels can hold (`MAX_BYTES_PER_PIXEL` a pixel plus `METADATA_BYTES`).
+    """
+    if size == 0:
+        raise BadFrame("empty frame data (0 bytes)")
+    if head.startswith(_JPEG_START):
+        kind, dimensions = "JPEG", _jpeg_dimensions(head)
+    elif head.startswith(_PNG_SIGNATURE):
+        kind, dimensions = "PNG", _png_dimensions(head, size)
+    elif len(head) >= min(size, len(_PNG_SIGNATURE)):
+        raise _not_an_image(head, size)
+    else:
+        return False
+    if dimensions is None:
+        if len(head) >= METADATA_BYTES:
+            raise BadFrame(f"corrupt {kind}: no frame header in the first {len(head):,} of {size:,} bytes")
+        return False
+    width, height = dimensions
+    _check_size(kind, width, height, max_pixels)
+    most = MAX_BYTES_PER_PIXEL * width * height + METADATA_BYTES
+    if size > most:
+        raise BadFrame(f"{kind} of {width}x{height} pixels in {size:,} bytes: more than a frame of that size can "
+                       f"hold ({most:,} bytes at most); not read")
+    return True
+
+
+def _not_an_image(head, size):
+    return BadFrame(f"not a JPEG or PNG image ({size} bytes starting {head[:8]!r})")
+
+
+def _jpeg_dimensions(head):
+    """(width, height) from the start-of-frame segment, walking the marker segments before it; None when
+    ``head`` ends first."""
+    position = len(_JPEG_START) - 1
+    while position + _SEGMENT.size <= len(head):
+        fill, marker, length = _SEGMENT.unpack_from(head, position)
+        if fill != 0xFF:
+            raise BadFrame(f"corrupt JPEG header: no marker at byte {position}")
+        if marker in _SOF_MARKERS:
+            if position + 5 + _FRAME_SIZE.size > len(head):
+                return None
+            height, width = _FRAME_SIZE.unpack_from(head, position + 5)
+            return width, height
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+        elif marker in _STANDALONE_MARKERS:
+            position += 2
+        elif marker in (0xD8, 0xD9, 0xDA):
+            raise BadFrame(f"corrupt JPEG header: marker FF {marker:02X} at byte {position} before the frame header")
+        else:
+            position += 2 + length
+    return None
+
+
+def _png_dimensions(head, size):
+    """(width, height) from the IHDR chunk; None when ``head`` ends first."""
+    if len(head) < min(size, 33):
+        return None
+    if size < 33 or head[12:16] != b"IHDR":
+        raise BadFrame(f"corrupt PNG: no IHDR header chunk in {size} bytes")
+    return struct.unpack(">II", head[16:24])
 
 
 def _check_size(kind, width, height, max_pixels):
@@ -104,9 +201,7 @@ def _decode_jpeg(data, max_pixels, scale):
 
 
 def _decode_png(data, max_pixels, scale):
-    if len(data) < 33 or data[12:16] != b"IHDR":
-        raise BadFrame(f"corrupt PNG: no IHDR header chunk in {len(data)} bytes")
-    width, height = struct.unpack(">II", data[16:24])
+    width, height = _png_dimensions(data, len(data))
     _check_size("PNG", width, height, max_pixels)
     if not data.endswith(_PNG_END):
         raise BadFrame(f"truncated PNG: {len(data)} bytes without the IEND chunk at the end")

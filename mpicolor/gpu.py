@@ -12,6 +12,7 @@ CuPy is imported only when a GPU is asked for, never at import, so CPU-only inst
 """
 
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -27,6 +28,10 @@ __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 # (bytes) changes it.
 DEFAULT_MEMORY_LIMIT = 1 << 30
 MIN_PADDED = 64  # smallest padded level length: buckets of powers of two above it
+# Device bytes a frame holds per pixel of its row sample while its batch is computed: the sample (3), its bin
+# slots (8), its fine and exact levels (points, moments, weights: 7 float64 each, at most one bin a pixel) and
+# the temporaries of `_bins` (int32 channels and codes, unique's int64 index, inverse and counts: about 48).
+PLAN_BYTES_PER_SAMPLED_PIXEL = 3 + 8 + 2 * 56 + 48
 
 
 class GpuUnavailable(RuntimeError):
@@ -73,26 +78,9 @@ def cupy_namespace():
     return cupy
 
 
-def cuda_errors(xp):
-    """Exception classes that mean "the device failed this work", for ``xp`` (none for NumPy).
-
-    Classes, never messages: CuPy raises `CUDARuntimeError` (a RuntimeError) without a driver, and
-    its out-of-memory error is a MemoryError.
-    """
-    if xp is np:
-        return ()
-    import cupy
-    names = [(cupy.cuda.runtime, "CUDARuntimeError"), (cupy.cuda.driver, "CUDADriverError"),
-             (cupy.cuda.memory, "OutOfMemoryError"), (cupy.cuda.compiler, "CompileException")]
-    classes = [getattr(module, name) for module, name in names if hasattr(module, name)]
-    with contextlib.suppress(ImportError):
-        from cupy_backends.cuda.libs.cublas import CUBLASError
-        classes.append(CUBLASError)
-    return tuple(classes)
-
-
 def memory_limit():
-    """Bytes of device memory this rank may use: ``MPICOLOR_GPU_MEMORY`` or `DEFAULT_MEMORY_LIMIT`."""
+    """Bytes of device memory a GPU rank may use: ``MPICOLOR_GPU_MEMORY`` or `DEFAULT_MEMORY_LIMIT`; ValueError
+    for a value that is not a number of bytes >= 16 MiB."""
     text = os.environ.get("MPICOLOR_GPU_MEMORY", "")
     if not text:
         return DEFAULT_MEMORY_LIMIT
@@ -114,8 +102,9 @@ class Backend:
     xp : module, default None
         CuPy when None; ``numpy`` runs the same code on the CPU (tests).
     memory : int, default None
-        Device bytes this rank may hold; None takes `memory_limit`. CuPy's pool is capped at it
-        and batches are cut to use at most half of it.
+        Device bytes this rank may hold; None takes `memory_limit`. CuPy's pool is capped at it;
+        a batch's frames take at most half of it (`batch_budget`, by `frame_bytes`) and the
+        k-means working arrays the other half.
 
     Raises
     ------
@@ -128,7 +117,7 @@ class Backend:
         self.device = device
         self.method = method
         self.memory = memory_limit() if memory is None else memory
-        self.errors = cuda_errors(self.xp)
+        self.batch_budget = self.memory // 2
         self.kmeans = None
         if method == "seed" and self.xp is not np:
             try:
@@ -147,8 +136,17 @@ class Backend:
             return contextlib.nullcontext()
         return self.xp.cuda.Device(self.device)
 
+    @staticmethod
+    def frame_bytes(image):
+        """Device bytes ``image`` (height, width, 3) takes in a batch of :meth:`colours`, at most."""
+        row_step, column_step = sample_steps(*image.shape[:2])
+        sampled = math.ceil(image.shape[0] / row_step) * math.ceil(image.shape[1] / column_step)
+        return PLAN_BYTES_PER_SAMPLED_PIXEL * sampled
+
     def colours(self, images, clusters, seed):
         """Centres and counts of every frame, as `mpicolor.palette.sorted_palette` takes them.
+
+        The caller keeps a batch within `batch_budget` (the sum of its frames' `frame_bytes`).
 
         ``"fast"`` computes the whole batch at once; ``"seed"`` runs cuML frame by frame.
 
@@ -159,7 +157,7 @@ class Backend:
         with self.bound():
             if self.method == "seed":
                 return [seed_colours(image, clusters, seed, self.kmeans) for image in images]
-            return fast_colours(images, clusters, seed, self.xp, self.memory // 2)
+            return fast_colours(images, clusters, seed, self.xp, self.memory - self.batch_budget)
 
 
 def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT // 2):

@@ -63,11 +63,11 @@ def main(args, split):
         print(f"mpicolor info: {problem}", file=sys.stderr)
         return 5
     from mpicolor.devices import probe_gpus
-    from mpicolor.mpi import gather_to_root, library_version, local_rank, world
+    from mpicolor.mpi import gather_to_root, library_version, node_ranks, world
     from mpicolor.placement import place_rank
 
     comm, rank, size = world()
-    placement = place_rank(rank, local_rank(comm), split, args.gpus, probe_gpus)
+    placement = place_rank(rank, node_ranks(comm), split, args.gpus, probe_gpus)
     reports = gather_to_root(rank_report(placement))
     if rank != 0:
         return 0

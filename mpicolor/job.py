@@ -22,7 +22,8 @@ from mpicolor.state import resume
 from mpicolor.state.atomic import remove_stale_temporaries, write_json
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
-from mpicolor.state.results import BACKEND_NAMES, COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE, TarballResults
+from mpicolor.state.results import (BACKEND_NAMES, COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE,
+                                    TarballResults)
 from mpicolor.state.sqlite import sqlite_name
 from mpicolor.state.writer import StateWriter
 from mpicolor.tarballs import find_tarballs
@@ -85,6 +86,8 @@ class ActiveTarball:
     cursor: int = 0
     outstanding: int = 0
     failures_logged: int = 0
+    stamp: tuple | None = None
+    unread: str | None = None  # why frames of it could not be read: it ends incomplete, they stay pending
 
     def unassigned(self):
         return len(self.pending) - self.cursor
@@ -329,7 +332,7 @@ class Coordinator:
         tarball.cursor += length
         tarball.outstanding += 1
         chunk = Chunk(self.next_chunk_id, tarball.number, tarball.path, positions, tarball.offsets[positions],
-                      tarball.sizes[positions])
+                      tarball.sizes[positions], tarball.stamp)
         self.next_chunk_id += 1
         return chunk
 
@@ -357,7 +360,8 @@ class Coordinator:
         if index.skipped:
             log.info("%s: skipped members that are not frames: %s", name,
                      ", ".join(f"{count} {kind}" for kind, count in sorted(index.skipped.items())))
-        tarball = ActiveTarball(number, path, results, index.offsets, index.sizes, results.pending())
+        tarball = ActiveTarball(number, path, results, index.offsets, index.sizes, results.pending(),
+                                stamp=index.stamp)
         self.frames_known += len(index.names)
         self.frames_done += len(index.names) - len(tarball.pending)
         self.active[number] = tarball
@@ -378,7 +382,9 @@ class Coordinator:
                                result.notes, result.crops)
         tarball.outstanding -= 1
         self.dirty[tarball.results.name] = tarball.results
-        n_frames = len(result.positions)
+        if result.unread:
+            self._stop_reading(tarball, result.unread)
+        n_frames = len(result.positions) - len(result.unread)
         self.frames_done += n_frames
         for position, reason in sorted(result.failures.items()):
             tarball.failures_logged += 1
@@ -388,7 +394,8 @@ class Coordinator:
         stats = self.rank_stats.setdefault(result.rank, RankStats())
         stats.frames += n_frames
         stats.busy += result.seconds
-        for code, count in zip(*np.unique(result.backend, return_counts=True)):
+        computed = result.backend[result.backend != PENDING]
+        for code, count in zip(*np.unique(computed, return_counts=True)):
             name = BACKEND_NAMES[int(code)]
             stats.backends[name] = stats.backends.get(name, 0) + int(count)
         if n_frames:
@@ -397,9 +404,23 @@ class Coordinator:
         if tarball.unassigned() == 0 and tarball.outstanding == 0:
             self._finish(tarball)
 
+    def _stop_reading(self, tarball, unread):
+        """Hand out no more frames of a tarball some frames of which could not be read (``unread``: position ->
+        reason): it ends incomplete when its chunks are back, and its unread frames stay pending for the next
+        run."""
+        if tarball.unread is None:
+            position, reason = min(unread.items())
+            log.error("%s: frame %r (member %d) could not be read (%s); no more of its frames are handed out and "
+                      "it ends incomplete: run the same command again to complete it", tarball.results.name,
+                      tarball.results.frames[position], position, reason)
+            tarball.unread = reason
+        tarball.cursor = len(tarball.pending)
+
     def _finish(self, tarball):
         results = tarball.results
         results.settle()
+        if tarball.unread is not None:
+            results.incomplete, results.status = tarball.unread, INCOMPLETE
         if tarball.failures_logged > FAILURES_LOGGED:
             log.warning("%s: %d more failed frames, listed in its failures table", results.name,
                         tarball.failures_logged - FAILURES_LOGGED)
@@ -408,8 +429,9 @@ class Coordinator:
             self.unwritten.append(results)
         del self.active[tarball.number]
         failed = len(results.failures)
-        self.outcomes[tarball.number] = TarballOutcome(results.name, results.status, len(results.frames) - failed,
-                                                       failed, results.incomplete)
+        done = int(np.count_nonzero(results.backend != PENDING)) - failed
+        self.outcomes[tarball.number] = TarballOutcome(results.name, results.status, done, failed,
+                                                       results.incomplete)
         if results.status == COMPLETE and not results.frames:
             log.warning("%s holds no frames", results.name)
         self.tick()

@@ -45,11 +45,14 @@ def world():
     return comm, comm.Get_rank(), comm.Get_size()
 
 
-def local_rank(comm):
-    """This rank's number among the ranks sharing its node (an MPI_COMM_TYPE_SHARED split)."""
+def node_ranks(comm):
+    """Global ranks of the ranks sharing this rank's node, ascending (an MPI_COMM_TYPE_SHARED split, an allgather).
+
+    Collective: every rank of ``comm`` calls it.
+    """
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
-        return node.Get_rank()
+        return sorted(node.allgather(comm.Get_rank()))
     finally:
         node.Free()
 
@@ -317,7 +320,7 @@ def _run_job(comm, rank, size, make_config):
 
 
 def _placement(comm, rank, config):
-    placement = place_rank(rank, local_rank(comm), config.split, config.gpus, probe_gpus)
+    placement = place_rank(rank, node_ranks(comm), config.split, config.gpus, probe_gpus)
     if placement.fallback is not None:
         log.warning("GPU rank computing on the CPU: %s (--split 1:0 makes every rank a CPU rank)",
                     placement.fallback)

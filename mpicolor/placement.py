@@ -31,11 +31,16 @@ def is_gpu_rank(rank, split):
     return rank % (cpu + gpu) < gpu
 
 
-def gpu_device(local_rank, gpus):
-    """The device of a GPU rank: its node-local rank modulo the node's GPU count, or None without GPUs."""
+def gpu_device(rank, node_ranks, split, gpus):
+    """The device of a GPU rank: its position among its node's GPU ranks modulo the node's GPUs (None without).
+
+    Counting the node's GPU ranks, not all its ranks, gives every device work and each the same number of
+    ranks, give or take one, whatever the split and the GPU count (``local_rank % gpus`` would leave devices
+    4 and 5 of 6 idle under ``14:4``, whose GPU ranks are local ranks 0 to 3 and 18 to 21).
+    """
     if not gpus:
         return None
-    return local_rank % gpus
+    return [other for other in node_ranks if is_gpu_rank(other, split)].index(rank) % gpus
 
 
 @dataclass(frozen=True)
@@ -58,34 +63,36 @@ class Placement:
         return "gpu" if self.role == "gpu" and self.fallback is None else "cpu"
 
 
-def place(rank, local_rank, split, gpus):
+def place(rank, node_ranks, split, gpus):
     """The placement the split rule gives, before checking that a GPU is usable.
 
     Parameters
     ----------
     rank : int
         Global rank, which decides the role.
-    local_rank : int
-        Rank among the ranks of the same node, which decides the device (LSF's jsrun numbers each resource
-        set's GPUs from 0, so the global rank would name devices a rank cannot see).
+    node_ranks : sequence of int
+        Global ranks of the ranks on this rank's node, ascending (``rank`` among them); the device comes from
+        them (:func:`gpu_device`), never from the global rank alone: LSF's jsrun numbers each resource set's
+        GPUs from 0.
     split : (int, int)
         The ``C:G`` rule from :func:`parse_split`.
     gpus : int or None
         GPUs visible on the node.
     """
+    local_rank = list(node_ranks).index(rank)
     if not is_gpu_rank(rank, split):
         return Placement(rank, local_rank, "cpu", None)
-    device = gpu_device(local_rank, gpus)
+    device = gpu_device(rank, node_ranks, split, gpus)
     fallback = None if device is not None else "no GPU visible"
     return Placement(rank, local_rank, "gpu", device, fallback)
 
 
-def place_rank(rank, local_rank, split, gpus, probe):
+def place_rank(rank, node_ranks, split, gpus, probe):
     """The placement of one rank after checking its GPU.
 
     Parameters
     ----------
-    rank, local_rank, split
+    rank, node_ranks, split
         As for :func:`place`.
     gpus : int or None
         GPUs per node as configured; None takes the count ``probe`` finds.
@@ -100,9 +107,9 @@ def place_rank(rank, local_rank, split, gpus, probe):
         says why it computes on the CPU.
     """
     if not is_gpu_rank(rank, split):
-        return place(rank, local_rank, split, gpus)
+        return place(rank, node_ranks, split, gpus)
     count, reason = probe()
-    placement = place(rank, local_rank, split, count if gpus is None else gpus)
+    placement = place(rank, node_ranks, split, count if gpus is None else gpus)
     if reason is None and placement.device is not None and placement.device >= count:
         reason = f"device {placement.device} is not visible ({count} visible; --gpus {gpus})"
     return replace(placement, fallback=reason or placement.fallback)

@@ -646,7 +646,7 @@ def _fd_path(fd: int) -> str:
         return f"file descriptor {fd}"
 
 
-def read_member(fd: int, member: Member) -> bytes:
+def read_member(fd: int, member: Member, read=os.pread) -> bytes:
     """Read one frame's bytes from an open tarball by offset, without moving the file position.
 
     Parameters
@@ -654,7 +654,10 @@ def read_member(fd: int, member: Member) -> bytes:
     fd : int
         A file descriptor of the tarball, open for reading; safe to share between threads.
     member : Member
-        The frame, from `index_tarball` of the same file.
+        The frame, from `index_tarball` of the same file; a part of it is a `Member` too (its name
+        may then be empty).
+    read : callable, default os.pread
+        ``read(fd, length, offset)`` returning bytes, as `os.pread`.
 
     Returns
     -------
@@ -673,11 +676,12 @@ def read_member(fd: int, member: Member) -> bytes:
     got = 0
     # pread may return less than asked (e.g. Linux caps one read near 2 GiB); 0 means EOF
     while got < member.size:
-        chunk = os.pread(fd, member.size - got, member.offset + got)
+        chunk = read(fd, member.size - got, member.offset + got)
         if not chunk:
+            what = f"member {member.name!r}" if member.name else "a frame"
             raise BadTarball(
                 _fd_path(fd),
-                f"member {member.name!r} is cut short: got {got} of {member.size} bytes at byte "
+                f"{what} is cut short: got {got} of {member.size} bytes at byte "
                 f"{member.offset} (the file shrank or changed since it was indexed)",
             )
         chunks.append(chunk)

@@ -40,7 +40,7 @@ LAUNCHER="${LAUNCHER:-jsrun}"
 case "$LAUNCHER" in
     jsrun)
         # one resource set per node with all its cores and GPUs: jsrun numbers each resource set's GPUs from
-        # 0 and mpicolor takes device local_rank % gpus; packed puts ranks 0..RANKS_PER_NODE-1 on the first
+        # 0 and mpicolor numbers devices per node; packed puts ranks 0..RANKS_PER_NODE-1 on the first
         launch=(jsrun --nrs "$NODES" --rs_per_host 1 --tasks_per_rs "$RANKS_PER_NODE"
                 --cpu_per_rs "$CORES_PER_NODE" --gpu_per_rs "$GPUS_PER_NODE" --bind none
                 --launch_distribution packed) ;;

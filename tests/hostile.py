@@ -303,3 +303,16 @@ def write_truncated_tar(path, n_frames: int = 5, seed: int = 50) -> dict:
     with open(path, "r+b") as file:
         file.truncate(size)
     return {"kept": frames[:2], "cut": frames[2][0], "size": size}
+
+
+def write_sparse_tar(path, members) -> None:
+    """Write a plain tar whose members are ``(name, head, size)``: the data of each is ``head`` followed by
+    zeros up to ``size`` bytes, left as holes in the file, so that a member declaring 5 GiB costs no disk."""
+    with open(path, "wb") as file:
+        for name, head, size in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = size, 1_700_000_000
+            file.write(info.tobuf(tarfile.GNU_FORMAT))
+            file.write(head)
+            file.seek(-(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE - len(head), io.SEEK_CUR)
+        file.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker

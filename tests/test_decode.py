@@ -10,7 +10,8 @@ import pytest
 import simplejpeg
 
 from mpicolor import palette
-from mpicolor.decode import BadFrame, decode_frame
+from mpicolor.compute import HEAD_BYTES
+from mpicolor.decode import METADATA_BYTES, MAX_BYTES_PER_PIXEL, BadFrame, check_head, decode_frame
 
 
 def smooth_image(height=48, width=64):
@@ -181,3 +182,74 @@ def test_max_pixels_is_configurable(jpeg_bytes):
 def test_argument_errors(jpeg_bytes, keywords, message):
     with pytest.raises(ValueError, match=message):
         decode_frame(jpeg_bytes, **keywords)
+
+
+# --- check_head: a member refused from its first bytes, before the rest is read ------------------------------
+
+GIANT = 5 << 30  # a tar member declaring 5 GiB
+
+
+def with_app_segments(jpeg, count, length=60_000):
+    """The JPEG with ``count`` APP1 segments of ``length`` bytes before its frame header (as EXIF, ICC and XMP
+    metadata put them)."""
+    segment = b"\xff\xe1" + struct.pack(">H", length + 2) + bytes(length)
+    return jpeg[:2] + segment * count + jpeg[2:]
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "jpeg-444-q100", "progressive", "png", "png-16-bit-rgba"])
+def test_real_frames_pass_check_head_from_their_head(fmt):
+    noise = np.random.default_rng(0).integers(0, 256, (256, 320, 3), np.uint8)  # the least compressible
+    data = {"jpeg": lambda: encode(".jpg", smooth_image()),
+            "jpeg-444-q100": lambda: simplejpeg.encode_jpeg(noise, 100, colorsubsampling="444"),
+            "progressive": lambda: encode(".jpg", noise, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+            "png": lambda: encode(".png", smooth_image()),
+            "png-16-bit-rgba": lambda: encode(".png", np.dstack([noise, noise[..., :1]]).astype(np.uint16) * 257,
+                                              cv2.IMWRITE_PNG_COMPRESSION, 0)}[fmt]()
+    assert check_head(data[:HEAD_BYTES], len(data))
+    decode_frame(data)
+
+
+def test_a_frame_header_behind_large_metadata_needs_a_longer_head(jpeg_bytes):
+    data = with_app_segments(jpeg_bytes, 3)
+    assert not check_head(data[:HEAD_BYTES], len(data))  # not refused: read further
+    assert check_head(data, len(data))
+    assert decode_frame(data).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("head, size, message", [
+    (bytes(65536), GIANT, r"not a JPEG or PNG image \(5368709120 bytes starting b'\\x00\\x00"),
+    (b"", 0, r"empty frame data \(0 bytes\)"),
+    (b"GIF89a" + bytes(100), 106, "not a JPEG or PNG image"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(60), 68, "corrupt PNG: no IHDR header chunk in 68 bytes"),
+    (b"\xff\xd8\xff\xda" + bytes(60), 64, "corrupt JPEG header: marker FF DA at byte 2 before the frame header"),
+    (b"\xff\xd8\xff\xe0\x00\x04ab\x12" + bytes(60), 69, "corrupt JPEG header: no marker at byte 8"),
+])
+def test_check_head_refuses_what_is_no_frame(head, size, message):
+    with pytest.raises(BadFrame, match=message):
+        check_head(head, size)
+
+
+def test_check_head_refuses_a_member_far_larger_than_its_declared_pixels(jpeg_bytes):
+    png = encode(".png", smooth_image())
+    for kind, data in (("JPEG", jpeg_bytes), ("PNG", png)):
+        most = MAX_BYTES_PER_PIXEL * 64 * 48 + METADATA_BYTES
+        assert check_head(data, most)
+        with pytest.raises(BadFrame, match=f"{kind} of 64x48 pixels in 5,368,709,120 bytes: more than a frame of "
+                                           f"that size can hold \\({most:,} bytes at most\\); not read"):
+            check_head(data, GIANT)
+
+
+def test_check_head_refuses_pixels_above_max_pixels_as_decode_frame_does(jpeg_bytes):
+    message = "JPEG of 64x48 = 3,072 pixels is above max_pixels=3,000"
+    with pytest.raises(BadFrame, match=message):
+        check_head(jpeg_bytes, len(jpeg_bytes), max_pixels=3000)
+    with pytest.raises(BadFrame, match=message):
+        decode_frame(jpeg_bytes, max_pixels=3000)
+
+
+def test_check_head_refuses_metadata_without_a_frame_header(jpeg_bytes):
+    data = with_app_segments(jpeg_bytes, METADATA_BYTES // 60_000 + 1)
+    head = data[:METADATA_BYTES]
+    assert not check_head(head[:METADATA_BYTES // 2], len(data))
+    with pytest.raises(BadFrame, match=f"corrupt JPEG: no frame header in the first {METADATA_BYTES:,} of"):
+        check_head(head, len(data))

@@ -138,17 +138,19 @@ def kill_at(command, delay, whole_job, output_dir):
 @pytest.mark.parametrize("whole_job", [True, False], ids=["whole-job", "one-rank"])
 def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, whole_job):
     input_dir = many_frames_input(tmp_path / "input")
-    settings = ["--simulate", "0.01", "--checkpoint-every", "0.05"]
+    # 144 frames at 20 ms on 2 ranks: 1.44 s of frames after the lock, so every kill (<= 0.95 s) lands mid-run
+    settings = ["--simulate", "0.02", "--checkpoint-every", "0.05"]
     reference = tmp_path / "reference"
     assert run_mpicolor(2, "run", input_dir, reference, *settings).returncode == 0
     expected = (outputs(reference), checkpoint_datasets(reference))
     instants = random.Random(20261125 + whole_job).sample([i / 20 for i in range(1, 20)], 5)
-    resumed = 0
     for delay in instants:
         output_dir = tmp_path / f"killed-{delay}"
         kill_at(mpicolor_command(2, "run", input_dir, output_dir, *settings), delay, whole_job, output_dir)
         if os.path.exists(output_dir / CHECKPOINT):
-            read_checkpoint(output_dir)  # every part readable: no fallback hides a damaged file
+            # every file of it readable, through the entry point and one by one: no fallback hides a damaged one
+            checkpoint_datasets(output_dir)
+            read_checkpoint(output_dir)
         rerun = run_mpicolor(2, "run", input_dir, output_dir, *settings)
         assert rerun.returncode == 0, f"rerun after a kill at {delay} s failed:\n{rerun.stderr}"
         assert (outputs(output_dir), checkpoint_datasets(output_dir)) == expected, f"kill at {delay} s"
@@ -156,8 +158,7 @@ def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, wh
                      for name in os.listdir(folder) if name.endswith(TEMP_SUFFIX)]
         assert leftovers == []
         with open(output_dir / RUN_SUMMARY) as summary:
-            resumed += json.load(summary)["frames"] > 0
-    assert resumed >= 3, "most kills should land while frames are still to compute"
+            assert json.load(summary)["frames"] > 0, f"the kill at {delay} s should land while frames are to compute"
 
 
 def test_a_second_live_run_on_the_same_output_dir_is_refused(tmp_path):

@@ -48,8 +48,8 @@ def reusable(stored, index, clusters):
     Returns
     -------
     TarballResults or None
-        ``stored``, brought up to date with the index (skipped members, truncation, fingerprint), when it
-        belongs to this very tarball; None otherwise (a warning says why when the tarball changed).
+        ``stored``, brought up to date with the index (skipped members, truncation, fingerprint, status), when
+        it belongs to this very tarball; None otherwise (a warning says why when the tarball changed).
     """
     if stored is None or stored.status == UNREADABLE or stored.packed.shape[1] != clusters:
         return None
@@ -64,6 +64,7 @@ def reusable(stored, index, clusters):
         log.warning("%s changed since its results were computed (%s); computing it again", stored.name, reason)
         return None
     stored.skipped, stored.incomplete, stored.fingerprint = index.skipped, index.incomplete, index.fingerprint
+    stored.settle()  # a tarball that ended incomplete, its unread frames pending, is partial again
     return stored
 
 
