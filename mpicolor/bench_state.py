@@ -1,7 +1,7 @@
 """``mpicolor bench state``: what the run's state costs as the collection grows (issue 10's measure).
 
-It builds a synthetic collection, N tarballs of M tiny members (hard links to one tarball, so that 11 million
-frames cost 45 MB of disk), runs ``mpiexec -n R mpicolor run IN OUT --simulate 0 --split 1:0`` on 25 and on
+It builds a synthetic collection, N tarballs of M tiny frames (hard links to one tarball, so that 11 million
+frames cost 68 MB of disk), runs ``mpiexec -n R mpicolor run IN OUT --simulate 0 --split 1:0`` on 25 and on
 250 of them side by side, and prints per run the frames/s, the bytes rank 0 wrote against what OUTPUT_DIR
 holds at the end, the checkpoint saves' durations at the start and at the end of the run, and rank 0's peak
 memory; then the ratios of the largest collection to the smallest.
@@ -15,6 +15,9 @@ import sys
 import tarfile
 import time
 
+import cv2
+import numpy as np
+
 from mpicolor.scaling import median, timed_run
 
 DEFAULT_TARBALLS = (25, 250)
@@ -26,7 +29,7 @@ def add_state_arguments(parser):
     parser.add_argument("--tarballs", nargs="+", type=int, default=list(DEFAULT_TARBALLS), metavar="N",
                         help="collection sizes in tarballs, one run each (default: 25 250)")
     parser.add_argument("--members", type=int, default=DEFAULT_MEMBERS, metavar="M",
-                        help=f"tiny members per tarball (default {DEFAULT_MEMBERS})")
+                        help=f"tiny frames per tarball (default {DEFAULT_MEMBERS})")
     parser.add_argument("--ranks", type=int, default=4, help="ranks of each run (default 4)")
     parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                         help="the runs' checkpoint interval (default 60, as `mpicolor run`)")
@@ -34,12 +37,24 @@ def add_state_arguments(parser):
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to FILE")
 
 
+def tiny_frames(count):
+    """``count`` tiny frames, distinct in their bytes: a 1x1 JPEG with the frame's number in a comment segment.
+
+    Valid headers pass the check every frame gets before it is read, and distinct bytes give distinct stand-in
+    palettes under ``--simulate``.
+    """
+    _, jpeg = cv2.imencode(".jpg", np.zeros((1, 1, 3), np.uint8))
+    jpeg = jpeg.tobytes()
+    for number in range(count):
+        comment = b"frame %07d" % number
+        yield jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
 def tiny_tarball(path, members):
-    """One tarball of ``members`` tiny frames with distinct bytes (the stand-in palettes of ``--simulate``
-    come from the bytes), written once and hard-linked for every tarball of a collection."""
+    """One tarball of ``members`` tiny frames (:func:`tiny_frames`), written once and hard-linked for every
+    tarball of a collection."""
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for number in range(members):
-            data = number.to_bytes(8, "little")
+        for number, data in enumerate(tiny_frames(members)):
             info = tarfile.TarInfo(f"frames/{number:07d}.jpg")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
