@@ -96,3 +96,7 @@ class RunConfig:
         """The settings that a checkpoint must share with a run resuming from it, as a dict."""
         values = asdict(self)
         return {name: values[name] for name in RESULT_SETTINGS}
+
+    def stored_settings(self):
+        """What every output file records of this run: the result settings, the label and the version."""
+        return dict(self.result_settings(), label=self.label, version=self.version)

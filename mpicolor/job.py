@@ -6,6 +6,7 @@ process, so that the whole pipeline is testable without ``mpiexec``.
 """
 
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -62,6 +63,13 @@ class TarballOutcome:
     frames: int | None
     failures: int | None
     reason: str | None
+
+
+@dataclass
+class SqliteJob:
+    """A worker's job: write the sqlite file of tarball ``name`` from its checkpoint file."""
+
+    name: str
 
 
 @dataclass
@@ -177,7 +185,7 @@ class Coordinator:
         self.delegate_indexing = delegate_indexing
         self.indexing = set()        # numbers of tarballs a worker is indexing
         self.clock = clock
-        self.settings = dict(config.result_settings(), label=config.label, version=config.version)
+        self.settings = config.stored_settings()
         self.checkpoint = Checkpoint(config.output_dir)
         self.lock = OutputLock(config.output_dir)
         self.todo = deque()          # (number, path) of tarballs not yet indexed
@@ -185,11 +193,13 @@ class Coordinator:
         self.lost_ranks = {}         # rank -> why it was given up on
         self.active = {}             # number -> ActiveTarball
         self.dirty = {}              # name -> TarballResults changed since they were last saved
-        self.unwritten = []          # complete tarballs whose sqlite file waits for their checkpoint file
+        self.sqlite_due = deque()    # complete tarballs, their checkpoint files written, their sqlite files not
+        self.sqlite_out = 0          # sqlite files workers are writing
+        self.workers_write_sqlite = delegate_indexing
         self.outcomes = {}           # number -> TarballOutcome
         self.paths = []
         self.rank_stats = {}
-        self.writer = StateWriter(self.checkpoint, config.output_dir, config.label, self.settings, config.input_dir)
+        self.writer = StateWriter(self.checkpoint, config.output_dir, self.settings, config.input_dir)
         self.next_chunk_id = 0
         self.frames_done = 0
         self.frames_known = 0
@@ -300,14 +310,17 @@ class Coordinator:
         why : str
             What it was doing and for how long, for the log and the summary.
         work : list
-            What it held: :class:`~mpicolor.compute.Chunk` objects (computed again by others, first) and
-            ``(number, path)`` tarballs to index (indexed again).
+            What it held: :class:`~mpicolor.compute.Chunk` objects (computed again by others, first),
+            ``(number, path)`` tarballs to index (indexed again) and :class:`SqliteJob` (written by another).
         """
         log.error("rank %d %s; it gets no more work, and what it held goes to other ranks", rank, why)
         self.lost_ranks[rank] = why
         for item in work:
             if isinstance(item, Chunk):
                 self.reclaimed.append(item)
+            elif isinstance(item, SqliteJob):
+                self.sqlite_out -= 1
+                self.sqlite_due.appendleft(item.name)
             else:
                 self.indexing.discard(item[0])
                 self.todo.appendleft(item)
@@ -425,8 +438,6 @@ class Coordinator:
             log.warning("%s: %d more failed frames, listed in its failures table", results.name,
                         tarball.failures_logged - FAILURES_LOGGED)
         self.dirty[results.name] = results
-        if results.status == COMPLETE:
-            self.unwritten.append(results)
         del self.active[tarball.number]
         failed = len(results.failures)
         done = int(np.count_nonzero(results.backend != PENDING)) - failed
@@ -442,18 +453,23 @@ class Coordinator:
 
         A tarball's end saves only the tarballs that ended (at most once a second); the tarballs in progress
         are saved at the checkpoint interval, so that what a crash costs stays bounded by it while a save
-        writes what changed, not what is in flight. Saves run in the writer's thread, one at a time: while
-        one is written, the next gathers (``force`` waits for it).
+        writes what changed, not what is in flight; once every frame is computed, what is left is saved at
+        once. Saves run in the writer's thread, one at a time: while one is written, the next gathers
+        (``force`` waits for it, and so does a backlog of more than WRITE_BACKLOG ended tarballs).
         """
         if force or len(self._ended()) > WRITE_BACKLOG:
             self.writer.wait()
         elif self.writer.busy():
             return self._show_progress()
+        self.sqlite_due.extend(self.writer.saved_complete)
+        self.writer.saved_complete.clear()
         now = self.clock()
-        if self.dirty and (force or now - self.last_checkpoint >= self.config.checkpoint_every):
+        if self.dirty and (force or self.computed or now - self.last_checkpoint >= self.config.checkpoint_every):
             self.save_checkpoint()
         elif now - self.last_ended_save >= TARBALL_CHECKPOINT_GAP and self._ended():
             self.save_checkpoint(only_ended=True)
+        elif self.sqlite_due and not self.workers_write_sqlite:
+            self.writer.submit([], self._take_sqlite_due())
         self._show_progress(force)
 
     def _show_progress(self, force=False):
@@ -464,25 +480,47 @@ class Coordinator:
         """The changed tarballs that will not change again in this run."""
         return [results for results in self.dirty.values() if results.status != PARTIAL]
 
-    def save_checkpoint(self, only_ended=False, wait=False):
-        """Start writing the changed tarballs (``only_ended``: those that ended) to the checkpoint, then the
-        sqlite files of those that are complete (``wait``: until written).
+    def _take_sqlite_due(self):
+        names = list(self.sqlite_due)
+        self.sqlite_due.clear()
+        return names
 
-        The checkpoint first: a sqlite file on disk then always has its tarball complete in the checkpoint.
+    def save_checkpoint(self, only_ended=False, wait=False):
+        """Start writing the changed tarballs (``only_ended``: those that ended) to the checkpoint (``wait``:
+        until written).
+
+        The sqlite files of the tarballs this completes are written after it: by workers, handed out once the
+        save is done (:meth:`sqlite_job`), or without workers by the same batch. Either way a sqlite file on
+        disk always has its tarball complete in the checkpoint.
         """
         self.writer.wait()
         changed = self._ended() if only_ended else list(self.dirty.values())
         for results in changed:
             del self.dirty[results.name]
+        sqlite_names = [] if self.workers_write_sqlite else (
+            self._take_sqlite_due() + [results.name for results in changed if results.status == COMPLETE])
         # a tarball in progress goes on changing while the writer writes it: the writer gets a copy
         self.writer.submit([results if results.status != PARTIAL else results.copy() for results in changed],
-                           self.unwritten)
-        self.unwritten = []
+                           sqlite_names)
         self.last_ended_save = self.clock()
         if not only_ended:
             self.last_checkpoint = self.last_ended_save
         if wait:
             self.writer.wait()
+
+    def sqlite_job(self):
+        """A :class:`SqliteJob` for a worker: a complete tarball whose sqlite file is to be written; or None."""
+        if not self.sqlite_due:
+            return None
+        self.sqlite_out += 1
+        return SqliteJob(self.sqlite_due.popleft())
+
+    def sqlite_written(self, name, error):
+        """A worker wrote ``name``'s sqlite file, or could not (``error``: why; then OUTPUT_DIR is unusable)."""
+        self.sqlite_out -= 1
+        if error is not None:
+            raise OSError(errno.EIO, f"a worker could not write the sqlite file of {name}: {error}",
+                          self.config.output_dir)
 
     def _frames_estimate(self):
         seen = len(self.outcomes) + len(self.active)
@@ -490,9 +528,15 @@ class Coordinator:
         return self.frames_known + round(per_tarball * (len(self.todo) + len(self.indexing)))
 
     @property
-    def finished(self):
+    def computed(self):
         """True when every tarball is done, unreadable or incomplete."""
         return not self.todo and not self.active and not self.indexing
+
+    @property
+    def finished(self):
+        """True when every tarball is done and every output written."""
+        return (self.computed and not self.dirty and not self.sqlite_due and not self.sqlite_out
+                and not self.writer.busy())
 
     # ---- end ------------------------------------------------------------------------------------------
     def interrupt(self, why):
@@ -505,13 +549,13 @@ class Coordinator:
         return EXIT_INTERRUPTED
 
     def finish(self, placements=()):
-        """Write the last checkpoint, log the summary, release OUTPUT_DIR, and return the exit status."""
-        self.writer.wait()
-        if self.dirty:
-            self.save_checkpoint(wait=True)
+        """Write what is left to write, log the summary, release OUTPUT_DIR, and return the exit status."""
+        self.workers_write_sqlite = False  # whatever sqlite file is still due, rank 0 writes
+        while self.dirty or self.sqlite_due or self.writer.busy():
+            self.tick(force=True)
         self.writer.close()
         if self.progress is not None:
-            self.tick(force=True)
+            self._show_progress(force=True)
             self.progress.close()
         wall = self.clock() - self.started
         for line in self.summary(wall, placements):
@@ -595,7 +639,7 @@ def run_serial(config, computer=None):
     coordinator.begin()
     computer = computer or FrameComputer(config)
     try:
-        while not coordinator.finished:
+        while not coordinator.computed:
             chunk = coordinator.next_chunk()
             if chunk is not None:
                 coordinator.accept(computer.compute(chunk))

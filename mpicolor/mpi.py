@@ -20,15 +20,17 @@ from mpi4py import MPI
 
 from mpicolor.compute import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
-from mpicolor.job import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE, Coordinator, WorkerLedger
+from mpicolor.job import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE, Coordinator, SqliteJob, WorkerLedger
 from mpicolor.kernels import warm_up
 from mpicolor.logs import setup_logging
 from mpicolor.placement import place_rank
+from mpicolor.state.checkpoint import DamagedCheckpoint
 from mpicolor.state.output_dir import OutputError
+from mpicolor.state.sqlite import write_sqlite_from_checkpoint
 
 log = logging.getLogger(__name__)
 
-TAG_WORK, TAG_RESULT, TAG_STOP, TAG_INDEX, TAG_INDEXED, TAG_SETUP = 11, 12, 13, 14, 15, 16
+TAG_WORK, TAG_RESULT, TAG_STOP, TAG_INDEX, TAG_INDEXED, TAG_SETUP, TAG_SQLITE, TAG_SQLITE_WRITTEN = range(11, 19)
 # chunks a worker holds ahead of the one it computes
 DEPTH = 2
 # rank 0 computes frames too up to this many ranks; beyond, serving them is its job
@@ -108,7 +110,8 @@ def serve(comm, coordinator, computer, rank0_computes, hosts):
             for rank in _give_up_on_stalled(coordinator, ledger, hosts):
                 # a send a stuck rank never receives never completes: stop waiting for it
                 sends = [(to, request) for to, request in sends if to != rank]
-            rank0_computes = rank0_computes or not ledger.ranks()  # with no worker left, rank 0 computes
+            if not ledger.ranks():  # with no worker left, rank 0 computes and writes the sqlite files itself
+                rank0_computes, coordinator.workers_write_sqlite = True, False
         coordinator.tick()
         if rank0_computes and not busy:
             # a frame of its own only when no message waits: coordinating comes first
@@ -138,11 +141,18 @@ def _receive(comm, coordinator, ledger, status):
         source, tag = status.Get_source(), status.Get_tag()
         message = comm.recv(source=source, tag=tag)
         busy = True
-        key = ("index", message.number) if tag == TAG_INDEXED else ("chunk", message.chunk_id)
+        if tag == TAG_INDEXED:
+            key = ("index", message.number)
+        elif tag == TAG_SQLITE_WRITTEN:
+            key = ("sqlite", message[0])
+        else:
+            key = ("chunk", message.chunk_id)
         if not ledger.returned(source, key):
             continue  # the late answer of a rank given up on: its work was handed to others
         if tag == TAG_INDEXED:
             coordinator.indexed(message)
+        elif tag == TAG_SQLITE_WRITTEN:
+            coordinator.sqlite_written(*message)
         else:
             coordinator.accept(message)
     return busy
@@ -159,12 +169,19 @@ def _hand_out(comm, coordinator, ledger):
                 break
             sends.append((rank, comm.isend(chunk, dest=rank, tag=TAG_WORK)))
             ledger.hand(rank, ("chunk", chunk.chunk_id), chunk)
-    job = coordinator.index_job() if ledger.ranks() else None
+    if not ledger.ranks():
+        return sends
+    job = coordinator.index_job()
     if job is not None:
         # the least loaded worker indexes the next tarball while the others compute
         rank = ledger.least_loaded()
         sends.append((rank, comm.isend(job, dest=rank, tag=TAG_INDEX)))
         ledger.hand(rank, ("index", job[0]), job)
+    while (job := coordinator.sqlite_job()) is not None:
+        # a sqlite file costs 0.4 s per 44,470 frames: written by workers, it costs rank 0 nothing
+        rank = ledger.least_loaded()
+        sends.append((rank, comm.isend(job, dest=rank, tag=TAG_SQLITE)))
+        ledger.hand(rank, ("sqlite", job.name), job)
     return sends
 
 
@@ -172,12 +189,19 @@ def _give_up_on_stalled(coordinator, ledger, hosts):
     """Give up on every worker silent for longer than ``--stall-timeout``; returns their ranks."""
     stalled = ledger.stalled(coordinator.config.stall_timeout)
     for rank, silent, work in stalled:
-        frames = len(work.positions) if isinstance(work, Chunk) else 0
-        what = (f"chunk {work.chunk_id} ({frames} frame{'s' * (frames != 1)} of {os.path.basename(work.path)})"
-                if isinstance(work, Chunk) else f"the indexing of {os.path.basename(work[1])}")
-        coordinator.rank_lost(rank, f"on {hosts[rank]} held {what} for {silent:.0f} s without answering "
+        coordinator.rank_lost(rank, f"on {hosts[rank]} held {_work_text(work)} for {silent:.0f} s without answering "
                                     f"(--stall-timeout {coordinator.config.stall_timeout:g})", ledger.lose(rank))
     return [rank for rank, _, _ in stalled]
+
+
+def _work_text(work):
+    """A worker's work in words, for the log."""
+    if isinstance(work, Chunk):
+        frames = len(work.positions)
+        return f"chunk {work.chunk_id} ({frames} frame{'s' * (frames != 1)} of {os.path.basename(work.path)})"
+    if isinstance(work, SqliteJob):
+        return f"the sqlite file of {work.name}"
+    return f"the indexing of {os.path.basename(work[1])}"
 
 
 def tell_workers(comm, message, tag, skip=()):
@@ -228,6 +252,8 @@ def work(comm, computer):
             break
         if tag == TAG_INDEX:
             reply, reply_tag = index_for_coordinator(*message), TAG_INDEXED
+        elif tag == TAG_SQLITE:
+            reply, reply_tag = (message.name, _write_sqlite(computer.config, message.name)), TAG_SQLITE_WRITTEN
         else:
             reply, reply_tag = computer.compute(message), TAG_RESULT
         if sending is not None:
@@ -236,6 +262,15 @@ def work(comm, computer):
     if sending is not None:
         wait_quietly([sending])
     return message
+
+
+def _write_sqlite(config, name):
+    """Write tarball ``name``'s sqlite file from its checkpoint file; None, or why it could not be written."""
+    try:
+        write_sqlite_from_checkpoint(config.output_dir, [name], config.stored_settings())
+    except (OSError, DamagedCheckpoint) as error:
+        return str(error)
+    return None
 
 
 def run_job(make_config):

@@ -234,7 +234,7 @@ def test_the_summary_names_the_incomplete_tarball_and_counts_only_frames_done(tm
     coordinator.start()
     coordinator.begin()
     computer = FrameComputer(coordinator.config)
-    while not coordinator.finished:
+    while not coordinator.computed:
         chunk = coordinator.next_chunk()
         if chunk is not None:
             result = computer.compute(chunk)

@@ -79,7 +79,7 @@ def test_the_tail_is_split_so_that_every_rank_finishes_together(tmp_path):
         coordinator.accept(computed(chunk, 0.0001))
     assert lengths[0] == math.ceil(2999 / (2 * size))
     assert lengths == sorted(lengths, reverse=True) and lengths[-1] == 1
-    assert coordinator.finished
+    assert coordinator.computed
 
 
 def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
@@ -140,7 +140,7 @@ def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
     config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 12, 300))
     coordinator = started(config, size=1)
     held = []
-    while not coordinator.finished:
+    while not coordinator.computed:
         chunk = coordinator.next_chunk()
         # 25 frames a chunk, 100 wanted ahead: one tarball at a time is indexed and in flight
         coordinator.accept(computed(chunk, 0.01))
@@ -180,7 +180,7 @@ def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_
     computer = FrameComputer(coordinator.config)
     coordinator.accept(computer.compute(again))
     indexed_again = []
-    while not coordinator.finished:
+    while not coordinator.computed:
         job = coordinator.index_job()
         if job is not None:
             indexed_again.append(job)
@@ -189,5 +189,5 @@ def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_
         if chunk is not None:
             coordinator.accept(computer.compute(chunk))
     assert indexed_again == [index_job]
-    assert coordinator.finished and coordinator.finish() == EXIT_RANK_LOST
+    assert coordinator.computed and coordinator.finish() == EXIT_RANK_LOST
     assert sorted(outputs(tmp_path / "out")) == ["hist_set0.tar_db.sqlite", "hist_set1.tar_db.sqlite"]

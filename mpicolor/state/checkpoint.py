@@ -202,20 +202,7 @@ class Checkpoint:
         DamagedCheckpoint
             When its file cannot be read or holds results of other settings.
         """
-        path = os.path.join(self.folder, self.files[name])
-        try:
-            with h5py.File(path, "r", locking=False) as h5:
-                if h5.attrs.get("format") != FORMAT:
-                    raise ValueError(f"format {h5.attrs.get('format')!r} is not {FORMAT!r}")
-                stored_settings = json.loads(h5.attrs["settings"])
-                results = _read_group(h5, name)
-        except (OSError, KeyError, ValueError) as error:
-            raise DamagedCheckpoint(path, str(error)) from None
-        differ = sorted(key for key in set(stored_settings) | set(self.settings or {})
-                        if key != "version" and stored_settings.get(key) != (self.settings or {}).get(key))
-        if differ:
-            raise DamagedCheckpoint(path, f"made with other settings ({', '.join(differ)})")
-        return results
+        return read_tarball_file(os.path.join(self.folder, self.files[name]), name, self.settings or {})
 
     def save(self, settings, changed, input_dir=None):
         """Write the ``changed`` tarballs' files, then the index if the set of tarballs or the settings changed.
@@ -348,6 +335,38 @@ class CheckpointReader:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def read_tarball_file(path, name, settings):
+    """The results in one tarball file of the checkpoint folder.
+
+    Parameters
+    ----------
+    path : str
+        The file, ``checkpoint/{name}.h5``.
+    name : str
+        The tarball's name.
+    settings : dict
+        The run's settings: the file must have been made with the same (its version aside).
+
+    Raises
+    ------
+    DamagedCheckpoint
+        When the file cannot be read or holds results of other settings.
+    """
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise ValueError(f"format {h5.attrs.get('format')!r} is not {FORMAT!r}")
+            stored_settings = json.loads(h5.attrs["settings"])
+            results = _read_group(h5, name)
+    except (OSError, KeyError, ValueError) as error:
+        raise DamagedCheckpoint(path, str(error)) from None
+    differ = sorted(key for key in set(stored_settings) | set(settings)
+                    if key != "version" and stored_settings.get(key) != settings.get(key))
+    if differ:
+        raise DamagedCheckpoint(path, f"made with other settings ({', '.join(differ)})")
+    return results
 
 
 def _read_index(path):

@@ -8,6 +8,7 @@ import sqlite3
 import numpy as np
 
 from mpicolor.state.atomic import publish_together, require_space, temporary_path
+from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, read_tarball_file, tarball_file_name
 from mpicolor.state.results import CPU, CROP_SIDES, GPU
 
 
@@ -34,6 +35,31 @@ def write_sqlite_files(output_dir, label, tarballs, settings):
     if pairs:
         publish_together(pairs)
     return [final for _, final in pairs]
+
+
+def write_sqlite_from_checkpoint(output_dir, names, settings):
+    """Write the sqlite files of complete tarballs from their checkpoint files, published together.
+
+    Whoever has OUTPUT_DIR mounted can do this, a worker as well as rank 0: the checkpoint file is durable
+    before the name is handed out, so a sqlite file still appears only once its tarball is complete in the
+    checkpoint.
+
+    Parameters
+    ----------
+    output_dir : str
+    names : list of str
+        The tarballs.
+    settings : dict
+        The run's :meth:`~mpicolor.config.RunConfig.stored_settings` (``label`` names the files).
+
+    Raises
+    ------
+    DamagedCheckpoint, OSError
+        When a checkpoint file cannot be read, or a sqlite file cannot be written.
+    """
+    folder = os.path.join(output_dir, CHECKPOINT_FOLDER)
+    tarballs = [read_tarball_file(os.path.join(folder, tarball_file_name(name)), name, settings) for name in names]
+    return write_sqlite_files(output_dir, settings["label"], tarballs, settings)
 
 
 def _sqlite_temporary(output_dir, label, results, settings):

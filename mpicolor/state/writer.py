@@ -1,8 +1,10 @@
 """Rank 0's writes in a thread of their own, so that coordinating never waits for the disk.
 
-A batch is a checkpoint save (the tarballs that changed) followed by the sqlite files of the tarballs it
-completes: in that order, so that a sqlite file on disk always has its tarball complete in the checkpoint.
-One batch is in flight at a time; while it is, the coordinator gathers the next one. The thread calls no MPI.
+A batch is a checkpoint save (the tarballs that changed), then the sqlite files of tarballs already complete
+in the checkpoint, this save included: in that order, so that a sqlite file on disk always has its tarball
+complete in the checkpoint. The complete tarballs whose sqlite files a batch did not write are reported back,
+for workers to write (:func:`~mpicolor.state.sqlite.write_sqlite_from_checkpoint`). One batch is in flight at a
+time; while it is, the coordinator gathers the next one. The thread calls no MPI.
 """
 
 import time
@@ -10,7 +12,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mpicolor.state.sqlite import write_sqlite_files
+from mpicolor.state.results import COMPLETE
+from mpicolor.state.sqlite import write_sqlite_from_checkpoint
 
 # batch durations the run summary keeps, at the start and at the end of a run
 SAVES_KEPT = 50
@@ -44,20 +47,26 @@ class StateWriter:
     ----------
     checkpoint : mpicolor.state.checkpoint.Checkpoint
         The open checkpoint; only this thread saves into it while a batch is in flight.
-    output_dir, label : str
-        Where the sqlite files go and the ``{label}`` of their names.
+    output_dir : str
+        Where the sqlite files go.
     settings : dict
-        The run's settings, stored with every file.
+        The run's settings, stored with every file (``label`` names the sqlite files).
     input_dir : str
         The run's INPUT_DIR, recorded in the checkpoint.
+
+    Attributes
+    ----------
+    saved_complete : list of str
+        Tarballs complete in the checkpoint whose sqlite files the batches written so far did not write.
     """
 
-    def __init__(self, checkpoint, output_dir, label, settings, input_dir):
+    def __init__(self, checkpoint, output_dir, settings, input_dir):
         self.checkpoint = checkpoint
-        self.output_dir, self.label, self.settings, self.input_dir = output_dir, label, settings, input_dir
+        self.output_dir, self.settings, self.input_dir = output_dir, settings, input_dir
         self.times = SaveTimes()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpicolor-writer")
         self.in_flight = None
+        self.saved_complete = []
 
     def busy(self):
         """True while a batch is being written; raises the error of a batch that failed (e.g. a full disk)."""
@@ -68,29 +77,30 @@ class StateWriter:
         self.wait()
         return False
 
-    def submit(self, changed, complete):
+    def submit(self, changed, sqlite_names):
         """Start writing a batch; call only when not :meth:`busy`.
 
         Parameters
         ----------
         changed : list of TarballResults
             To save into the checkpoint; none may change while it is written (give copies of the partial ones).
-        complete : list of TarballResults
-            Among them, those whose sqlite file is to be written after the checkpoint.
+        sqlite_names : list of str
+            Tarballs complete in the checkpoint once ``changed`` is saved, whose sqlite files to write then.
         """
-        self.in_flight = self.pool.submit(self._write, changed, complete)
+        self.in_flight = self.pool.submit(self._write, changed, sqlite_names)
 
-    def _write(self, changed, complete):
+    def _write(self, changed, sqlite_names):
         started = time.perf_counter()
         self.checkpoint.save(self.settings, changed, self.input_dir)
-        write_sqlite_files(self.output_dir, self.label, complete, self.settings)
+        write_sqlite_from_checkpoint(self.output_dir, sqlite_names, self.settings)
         self.times.add(time.perf_counter() - started)
+        return [results.name for results in changed if results.status == COMPLETE and results.name not in sqlite_names]
 
     def wait(self):
         """Wait for the batch in flight, if any; raises its error."""
         in_flight, self.in_flight = self.in_flight, None
         if in_flight is not None:
-            in_flight.result()
+            self.saved_complete += in_flight.result()
 
     def close(self):
         """Wait for the batch in flight and end the thread."""
