@@ -2,8 +2,8 @@
 
 It builds a synthetic collection, N tarballs of M tiny frames (hard links to one tarball, so that 11 million
 frames cost 68 MB of disk), runs ``mpiexec -n R mpicolor run IN OUT --simulate 0 --split 1:0`` on 25 and on
-250 of them side by side, and prints per run the frames/s, the bytes rank 0 wrote against what OUTPUT_DIR
-holds at the end, the checkpoint saves' durations at the start and at the end of the run, and rank 0's peak
+250 of them side by side, and prints per run the frames/s, the bytes the job wrote (every rank: workers write
+the sqlite files) against what OUTPUT_DIR holds at the end, the checkpoint saves' durations at the start and at the end of the run, and rank 0's peak
 memory; then the ratios of the largest collection to the smallest.
 """
 
@@ -79,8 +79,9 @@ def state_row(tarballs, members, summary, output_bytes):
     saves = summary["checkpoint_saves"]
     rank0 = summary["rank0"]
     return {"tarballs": tarballs, "frames": tarballs * members, "wall_s": summary["wall"],
-            "frames_per_s": summary["frames"] / summary["wall"], "written_bytes": rank0["write_bytes"],
-            "output_bytes": output_bytes, "written_vs_output": rank0["write_bytes"] / output_bytes,
+            "frames_per_s": summary["frames"] / summary["wall"], "written_bytes": summary["job_write_bytes"],
+            "rank0_written_bytes": rank0["write_bytes"], "output_bytes": output_bytes,
+            "written_vs_output": summary["job_write_bytes"] / output_bytes,
             "saves": saves["count"], "save_start_median_s": median(saves["first"]),
             "save_start_max_s": max(saves["first"]), "save_end_median_s": median(saves["last"]),
             "save_end_max_s": max(saves["last"]), "rank0_peak_bytes": rank0["peak_rss_bytes"]}

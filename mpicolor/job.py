@@ -501,7 +501,7 @@ class Coordinator:
             self._take_sqlite_due() + [results.name for results in changed if results.status == COMPLETE])
         # a tarball in progress goes on changing while the writer writes it: the writer gets a copy
         self.writer.submit([results if results.status != PARTIAL else results.copy() for results in changed],
-                           sqlite_names)
+                           sqlite_names, index=not only_ended)
         self.last_ended_save = self.clock()
         if not only_ended:
             self.last_checkpoint = self.last_ended_save

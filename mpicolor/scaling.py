@@ -8,6 +8,7 @@ per-rank frames and busy seconds).
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,9 @@ def mpiexec():
 
 
 def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
-    """One ``mpiexec`` run into a fresh OUTPUT_DIR; returns its run-summary.json.
+    """One ``mpiexec`` run into a fresh OUTPUT_DIR; returns its run-summary.json, plus ``job_write_bytes``:
+    what every process of the job wrote to storage (the kernel adds a reaped child's ``write_bytes`` to its
+    parent's ``ru_oublock``, in 512-byte blocks, and mpiexec reaps its ranks).
 
     ``cores`` pins rank i to core ``cores[i]`` with taskset (MPMD syntax), so that a CPU hog can share a
     known core; ``options`` are more ``mpicolor run`` flags.
@@ -72,11 +75,14 @@ def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
         command = [mpiexec()]
         for rank in range(ranks):
             command += (([":"] if rank else []) + ["-n", "1", "taskset", "-c", str(cores[rank]), *program])
+    blocks_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with status {finished.returncode}:\n{finished.stderr}")
     with open(os.path.join(output_dir, RUN_SUMMARY)) as stream:
-        return json.load(stream)
+        summary = json.load(stream)
+    summary["job_write_bytes"] = 512 * (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - blocks_before)
+    return summary
 
 
 def separate_runs(input_dir, out_dir):

@@ -242,3 +242,18 @@ def test_settings_conflict_names_what_was_stored_and_what_is_asked():
     assert resume.settings_conflict(SETTINGS, dict(SETTINGS, version="9")) is None
     assert resume.settings_conflict(SETTINGS, dict(SETTINGS, clusters=5)) == (
         "results made with clusters=2; this run asks for clusters=5")
+
+
+def test_saves_between_intervals_leave_the_index_to_a_later_save(tmp_path):
+    def linked():
+        with h5py.File(tmp_path / CHECKPOINT, "r") as h5:
+            return sorted(h5["tarballs"])
+
+    checkpoint = opened(tmp_path)
+    checkpoint.save(SETTINGS, [results("a.tar")], index=False)
+    assert linked() == ["a.tar"]  # no index yet: written anyway
+    checkpoint.save(SETTINGS, [results("b.tar")], index=False)
+    assert linked() == ["a.tar"]
+    assert sorted(opened(tmp_path).files) == ["a.tar", "b.tar"] and linked() == ["a.tar", "b.tar"]
+    checkpoint.save(SETTINGS, [results("c.tar")])
+    assert linked() == ["a.tar", "b.tar", "c.tar"]

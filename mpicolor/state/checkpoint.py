@@ -21,8 +21,9 @@ at the checkpoint interval those in progress), never what the collection holds; 
 written once.
 
 Crash safety: every file is written atomically (:mod:`mpicolor.state.atomic`), so it is complete or absent.
-The tarball files are the truth: the index is rewritten whenever the set of tarballs grows, and rebuilt from
-the folder when it is missing, stale or unreadable. A tarball file that cannot be read costs that tarball
+The tarball files are the truth: the index is brought up to date at every checkpoint interval and at the end
+of a run (not at every tarball's end: its list grows with the collection), and rebuilt from the folder when it
+is missing, stale or unreadable. A tarball file that cannot be read costs that tarball
 only: the run computes it again and says so. File locking is off: only rank 0 touches these files, and
 HDF5's locks fail on NFS and Lustre.
 
@@ -204,7 +205,7 @@ class Checkpoint:
         """
         return read_tarball_file(os.path.join(self.folder, self.files[name]), name, self.settings or {})
 
-    def save(self, settings, changed, input_dir=None):
+    def save(self, settings, changed, input_dir=None, index=True):
         """Write the ``changed`` tarballs' files, then the index if the set of tarballs or the settings changed.
 
         Parameters
@@ -215,6 +216,10 @@ class Checkpoint:
             Tarballs whose results changed since they were last saved.
         input_dir : str, optional
             The run's INPUT_DIR, recorded in the index (default: keep the one recorded).
+        index : bool, default True
+            Bring the index up to date; False leaves that to a later save (unless there is no index yet), so
+            that frequent saves do not rewrite a list that grows with the collection. The tarball files are
+            the truth: :meth:`open` repairs a stale index.
         """
         changed = list(changed)
         input_dir = input_dir or self.input_dir
@@ -231,7 +236,8 @@ class Checkpoint:
             self.files[results.name] = file_name
         if pairs:
             publish_together(pairs)
-        if set(self.files) != self.linked or settings != self.settings or input_dir != self.input_dir:
+        stale = set(self.files) != self.linked or settings != self.settings or input_dir != self.input_dir
+        if stale and (index or not os.path.exists(self.path)):
             self._write_index(settings, input_dir)
 
     def _write_index(self, settings, input_dir):

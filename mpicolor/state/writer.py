@@ -77,7 +77,7 @@ class StateWriter:
         self.wait()
         return False
 
-    def submit(self, changed, sqlite_names):
+    def submit(self, changed, sqlite_names, index=True):
         """Start writing a batch; call only when not :meth:`busy`.
 
         Parameters
@@ -86,12 +86,14 @@ class StateWriter:
             To save into the checkpoint; none may change while it is written (give copies of the partial ones).
         sqlite_names : list of str
             Tarballs complete in the checkpoint once ``changed`` is saved, whose sqlite files to write then.
+        index : bool
+            Bring the checkpoint's index up to date too (see :meth:`~mpicolor.state.checkpoint.Checkpoint.save`).
         """
-        self.in_flight = self.pool.submit(self._write, changed, sqlite_names)
+        self.in_flight = self.pool.submit(self._write, changed, sqlite_names, index)
 
-    def _write(self, changed, sqlite_names):
+    def _write(self, changed, sqlite_names, index):
         started = time.perf_counter()
-        self.checkpoint.save(self.settings, changed, self.input_dir)
+        self.checkpoint.save(self.settings, changed, self.input_dir, index)
         write_sqlite_from_checkpoint(self.output_dir, sqlite_names, self.settings)
         self.times.add(time.perf_counter() - started)
         return [results.name for results in changed if results.status == COMPLETE and results.name not in sqlite_names]
