@@ -21,7 +21,7 @@ same command again to resume); 70 a rank failed (the job was aborted; rerunning 
 TOOLS = {"pack": "decode videos into tarballs of JPEG frames",
          "inspect": "what an OUTPUT_DIR holds",
          "render": "the colour barcode of a run as PNG or SVG",
-         "export": "all tarballs' colours as one CSV or JSON file"}
+         "export": "all tarballs' colours as one CSV, JSON Lines or Parquet file"}
 
 
 def add_placement_arguments(parser):
@@ -87,6 +87,10 @@ def build_parser():
     scaling = benches.add_parser("scaling", help="strong or weak scaling over rank counts, real or simulated")
     from mpicolor.scaling import add_scaling_arguments
     add_scaling_arguments(scaling)
+    tools = benches.add_parser("tools", help="inspect, render and export on a synthetic 11.1-million-frame collection: "
+                                             "time, rows/s, peak memory")
+    from mpicolor.bench_tools import add_tools_arguments
+    add_tools_arguments(tools)
     return parser
 
 
@@ -134,4 +138,8 @@ def main(argv=None):
         from mpicolor.scaling import run_scaling_bench
 
         return run_scaling_bench(args)
+    if args.command == "bench" and args.bench == "tools":
+        from mpicolor.bench_tools import run_tools_bench
+
+        return run_tools_bench(args)
     parser.error(f"unknown command {args.command!r}")

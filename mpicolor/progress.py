@@ -40,6 +40,7 @@ class Progress:
         self.started = clock()
         self.last_shown = self.started
         self.n_tarballs = n_tarballs
+        self.shown = False
 
     def line(self, tarballs_done, frames_done, frames_total):
         """The status text; ``frames_total`` may be an estimate (tarballs are indexed as they come)."""
@@ -56,6 +57,7 @@ class Progress:
         if not force and now - self.last_shown < self.interval:
             return
         self.last_shown = now
+        self.shown = True
         text = self.line(tarballs_done, frames_done, frames_total)
         if self.live:
             fraction = frames_done / frames_total if frames_total else 1.0
@@ -66,7 +68,7 @@ class Progress:
             log.info("%s", text)
 
     def close(self):
-        """End the live bar's line."""
-        if self.live:
+        """End the live bar's line, if it was shown."""
+        if self.live and self.shown:
             self.stream.write("\n")
             self.stream.flush()

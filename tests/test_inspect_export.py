@@ -33,6 +33,11 @@ def printed(capsys, module, *argv):
     return capsys.readouterr().out
 
 
+def json_lines(text):
+    """The objects of a JSON Lines text, one per line."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def expected_colours(tables):
     """``{(tarball, member): ([hex, ...], [share, ...])}`` from the sqlite files' images tables."""
     found = {}
@@ -74,13 +79,13 @@ def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp
         assert [row[f"color{k}_hex"] for k in range(5)] == hexes
         assert [float(row[f"share{k}"]) for k in range(5)] == pytest.approx(shares, abs=1e-6)
         assert row["color0_hex"] == "#%02x%02x%02x" % tuple(int(row[f"color0_{c}"]) for c in "rgb")
-    document = json.loads(printed(capsys, export, run_output, "--format", "json"))
-    for frame in document["frames"]:
+    frames = json_lines(printed(capsys, export, run_output, "--format", "json"))
+    for frame in frames:
         hexes, shares = expected[frame["tarball"], frame["member"]]
         assert [colour["hex"] for colour in frame["colors"]] == hexes
         assert [colour["share"] for colour in frame["colors"]] == pytest.approx(shares, abs=1e-6)
         assert [render.hex_colour(colour["rgb"]) for colour in frame["colors"]] == hexes
-    assert len(document["frames"]) == len(expected)
+    assert len(frames) == len(expected)
 
 
 def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
@@ -99,8 +104,8 @@ def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     text = printed(capsys, inspect, output_dir)
     assert "failed #2 b/3.jpg: not a JPEG" in text and "(not a tar archive)" in text
     assert "(the archive ends inside d/2.jpg)" in text
-    document = json.loads(printed(capsys, export, output_dir, "--format", "json"))
-    assert [(f["tarball"], f["imgname"], f["status"], f["reason"]) for f in document["frames"]] == [
+    frames = json_lines(printed(capsys, export, output_dir, "--format", "json"))
+    assert [(f["tarball"], f["imgname"], f["status"], f["reason"]) for f in frames] == [
         ("a.tar", "a/1.jpg", "done", None), ("b.tar", "b/2.jpg", "done", None), ("b.tar", "b/1.jpg", "done", None),
         ("b.tar", "b/3.jpg", "failed", "not a JPEG"), ("d.tar", "d/1.jpg", "done", None)]
     rows = list(csv.reader(io.StringIO(printed(capsys, export, output_dir, "--format", "csv"))))

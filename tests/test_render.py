@@ -105,7 +105,8 @@ def test_the_sqlite_files_give_the_same_picture_as_the_checkpoint(tmp_path):
     output_dir = synthetic_outputs(tmp_path / "out")
     assert command(render, output_dir, "--out", tmp_path / "a.png", "--tarball", "b.tar") == 0
     os.remove(output_dir / store.CHECKPOINT)
-    assert results.load(str(output_dir)).source == results.SOURCE_SQLITE
+    with results.OutputReader(str(output_dir)) as reader:
+        assert reader.source == results.SOURCE_SQLITE
     assert command(render, output_dir, "--out", tmp_path / "b.png", "--tarball", "b.tar") == 0
     np.testing.assert_array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))
 
