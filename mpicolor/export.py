@@ -137,18 +137,18 @@ def frame_rows(tarball, block_rows=BLOCK_ROWS):
     """
     failed = tarball.is_failed()
     exported = np.flatnonzero(failed | tarball.is_computed())
-    # without pending frames (most tarballs) the names are slices of the list, not picked one by one
-    every_frame = len(exported) == len(tarball.frames)
     for begin in range(0, len(exported), block_rows):
         members = exported[begin:begin + block_rows]
-        names = (tarball.frames[begin:begin + block_rows] if every_frame
+        # without pending frames (most tarballs) a block is a slice of the tarball, not frames picked one by one
+        picked = members if len(exported) < len(tarball.frames) else slice(begin, begin + len(members))
+        names = (tarball.frames[picked] if isinstance(picked, slice)
                  else [tarball.frames[member] for member in members.tolist()])
-        block_failed = failed[members]
+        block_failed = failed[picked]
         reasons = [None] * len(members)
         for row in np.flatnonzero(block_failed).tolist():
             reasons[row] = tarball.failures.get(int(members[row]), "")
-        yield FrameRows(tarball.name, members, names, block_failed, reasons, tarball.packed[members],
-                        tarball.shares[members])
+        yield FrameRows(tarball.name, members, names, block_failed, reasons, tarball.packed[picked],
+                        tarball.shares[picked])
 
 
 def write_text(reader, tarballs, stream, format_rows):
@@ -205,10 +205,10 @@ def csv_bytes(block, clusters):
         if k >= block.packed.shape[1]:
             fields.append(b"," * 5)
             continue
-        colour = [_hex_text(block.packed[:, k], b","), *_rgb_text(block.packed[:, k], (b",", b",", b",")), b",",
+        colour = [*_hex_text(block.packed[:, k], b","), *_rgb_text(block.packed[:, k], (b",", b",", b",")), b",",
                   _share_text(block.shares[:, k])]
         # a failed frame's colour cells are empty: their commas stay
-        fields += _blank_rows(colour, block.failed, (b",", b",", b",", b",", None, b""))
+        fields += _blank_rows(colour, block.failed, (b",", b"", b"", b"", b",", b",", b",", None, b""))
     return _text_rows(fields + [b"\n"], len(block.member))
 
 
@@ -231,7 +231,7 @@ def json_bytes(block, clusters):
               _failure_texts(block, lambda reasons: _texts(list(map(_json_string, reasons))), empty=b"null"),
               b', "colors": [']
     for k in range(block.packed.shape[1]):
-        colour = [_hex_text(block.packed[:, k], b', {"hex": "' if k else b'{"hex": "'),
+        colour = [*_hex_text(block.packed[:, k], b', {"hex": "' if k else b'{"hex": "'),
                   *_rgb_text(block.packed[:, k], (b'", "rgb": [', b", ", b", ")), b'], "share": ',
                   _share_text(block.shares[:, k]), b"}"]
         fields += _blank_rows(colour, block.failed, [b""] * len(colour))
@@ -350,11 +350,6 @@ def _csv_cell(text):
     return stream.getvalue()[:-2]
 
 
-def _as_text(characters):
-    """An (n, width) uint8 matrix of characters as an array of shape (n,) of bytes."""
-    return np.ascontiguousarray(characters).view(f"S{characters.shape[1]}")[:, 0]
-
-
 def _digits(values):
     """Non-negative integers in decimal, an array of shape (n,) of bytes (NUL-padded on the left)."""
     values = np.asarray(values, np.int64)
@@ -363,17 +358,13 @@ def _digits(values):
     digits = (values[:, None] // powers % 10 + ord("0")).astype(np.uint8)
     # leading zeros are padding, except the last digit of 0
     digits[(values[:, None] < powers) & (powers > 1)] = 0
-    return _as_text(digits)
+    return digits.view(f"S{width}")[:, 0]
 
 
 def _hex_text(packed, prefix):
-    """``prefix`` and packed colours as ``#rrggbb``, an array of shape (n,) of bytes."""
+    """``prefix`` and packed colours as ``#rrggbb``: fields of :func:`_text_rows`."""
     packed = np.asarray(packed, np.uint32)
-    characters = np.empty((len(packed), len(prefix) + 7), np.uint8)
-    characters[:, :len(prefix) + 1] = np.frombuffer(prefix + b"#", np.uint8)
-    for place, shift in enumerate((20, 16, 12, 8, 4, 0), len(prefix) + 1):
-        characters[:, place] = _HEX_DIGITS[(packed >> shift) & 0xF]
-    return _as_text(characters)
+    return [prefix + b"#", *(_HEX_PAIRS[(packed >> shift) & 0xFF] for shift in (16, 8, 0))]
 
 
 def _rgb_text(packed, prefixes):
@@ -447,6 +438,6 @@ def _text_rows(fields, n_rows):
 
 
 _json_string = json.encoder.encode_basestring_ascii
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HEX_PAIRS = np.array([f"{value:02x}".encode() for value in range(256)])
 _STATUS_TEXT = np.array([b"done", b"failed"])
 _JSON_STATUS_TEXT = np.array([b'"done"', b'"failed"'])

@@ -104,7 +104,7 @@ def main(args):
                                  titles=suffix == ".svg")
         starts = dict(zip(counts, np.cumsum([0, *counts.values()]).tolist()))
         for tarball in results.each_tarball(reader, list(counts), args.progress):
-            builder.add(frame_sequence([tarball]), starts[tarball.name])
+            builder.add(frame_sequence([tarball], names=suffix == ".svg"), starts[tarball.name])
         barcode = builder.barcode()
         if suffix == ".png":
             store.write_atomically(args.out, png_bytes(barcode))
@@ -121,7 +121,7 @@ class FrameSequence:
 
     Attributes
     ----------
-    names : list of str, length n_frames
+    names : list of str, length n_frames (or empty)
         ``{tarball}:{member name}``.
     packed : ndarray of shape (n_frames, clusters), uint32
     shares : ndarray of shape (n_frames, clusters), float32
@@ -138,12 +138,14 @@ class FrameSequence:
     reasons: dict
 
 
-def frame_sequence(tarballs):
+def frame_sequence(tarballs, names=True):
     """The frames of ``tarballs`` ordered by tarball name, then member name.
 
     Parameters
     ----------
     tarballs : list of mpicolor.results.TarballView
+    names : bool
+        Make the frames' names (only the SVG shows them); False leaves ``names`` empty.
 
     Returns
     -------
@@ -151,21 +153,24 @@ def frame_sequence(tarballs):
     """
     tarballs = sorted(tarballs, key=lambda tarball: tarball.name)
     clusters = max((tarball.packed.shape[1] for tarball in tarballs), default=1)
-    names, packed, shares, kind, reasons = [], [], [], [], {}
+    frame_names, packed, shares, kind, reasons = [], [], [], [], {}
+    start = 0
     for tarball in tarballs:
         order = tarball.name_order()
-        for position in order.tolist():
-            if position in tarball.failures:
-                reasons[len(names)] = tarball.failures[position]
-            names.append(f"{tarball.name}:{tarball.frames[position]}")
+        place = np.empty_like(order)
+        place[order] = np.arange(start, start + len(order))
+        reasons.update({int(place[position]): reason for position, reason in tarball.failures.items()})
+        if names:
+            frame_names += [f"{tarball.name}:{tarball.frames[position]}" for position in order.tolist()]
         packed.append(tarball.packed[order])
         shares.append(tarball.shares[order])
         kind.append(np.select([tarball.is_failed()[order], tarball.is_pending()[order]], [FAILED, PENDING],
                               COLOURS))
-    if not names:
+        start += len(order)
+    if not start:
         return FrameSequence([], np.zeros((0, clusters), np.uint32), np.zeros((0, clusters), np.float32),
                              np.zeros(0, np.uint8), {})
-    return FrameSequence(names, np.concatenate(packed), np.concatenate(shares),
+    return FrameSequence(frame_names, np.concatenate(packed), np.concatenate(shares),
                          np.concatenate(kind).astype(np.uint8), reasons)
 
 
@@ -194,6 +199,10 @@ def linear_to_srgb(linear):
     """Linear light in [0, 1] to sRGB values in [0, 1], same shape, float64."""
     linear = np.clip(np.asarray(linear, np.float64), 0.0, 1.0)
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+# linear light of the 256 sRGB channel values: a lookup instead of a power per colour channel of every frame
+_LINEAR = srgb_to_linear(np.arange(256) / 255.0)
 
 
 @dataclass
@@ -265,7 +274,7 @@ def make_barcode(frames, width, height, mode):
     -------
     Barcode
     """
-    builder = BarcodeBuilder(len(frames.names), width, height, mode, frames.packed.shape[1])
+    builder = BarcodeBuilder(len(frames.kind), width, height, mode, frames.packed.shape[1])
     builder.add(frames, 0)
     return builder.barcode()
 
@@ -309,7 +318,7 @@ class BarcodeBuilder:
         self.counts = np.zeros((2, width), np.int64)
 
     def add(self, frames, start):
-        """Take the frames ``[start, start + len(frames.names))`` of the sequence.
+        """Take the frames ``[start, start + len(frames.kind))`` of the sequence.
 
         Parameters
         ----------
@@ -318,7 +327,7 @@ class BarcodeBuilder:
         start : int
             Its first frame's place in the whole sequence.
         """
-        end = start + len(frames.names)
+        end = start + len(frames.kind)
         columns, local = _within(self.middle, start, end)
         self.kind[columns] = frames.kind[local]
         self.packed[columns] = frames.packed[local]
@@ -387,7 +396,7 @@ def _linear_per_frame(frames):
     shares = frames.shares.astype(np.float64)
     totals = shares.sum(axis=1, keepdims=True)
     weights = shares / np.where(totals > 0, totals, 1.0)
-    linear = srgb_to_linear(unpack(frames.packed) / 255.0)
+    linear = _LINEAR[unpack(frames.packed)]
     usable = (frames.kind == COLOURS) & (totals[:, 0] > 0)
     return np.einsum("nk,nkc->nc", weights, linear) * usable[:, None], usable
 
