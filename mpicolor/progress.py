@@ -52,10 +52,10 @@ class Progress:
                 f"{rate:.1f} frames/s, elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
 
     def update(self, tarballs_done, frames_done, frames_total, force=False):
-        """Show the status if the interval has passed (or ``force``)."""
+        """Show the status if the interval has passed (or ``force``); return whether it was shown."""
         now = self.clock()
         if not force and now - self.last_shown < self.interval:
-            return
+            return False
         self.last_shown = now
         self.shown = True
         text = self.line(tarballs_done, frames_done, frames_total)
@@ -66,6 +66,7 @@ class Progress:
             self.stream.flush()
         else:
             log.info("%s", text)
+        return True
 
     def close(self):
         """End the live bar's line, if it was shown."""

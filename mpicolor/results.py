@@ -311,14 +311,17 @@ def each_tarball(reader, names, progress_mode):
     TarballView
     """
     progress = Progress(len(names), mode=progress_mode)
-    done = frames = 0
+    done = frames = shown = 0
     try:
         for tarball in _read_ahead(reader.tarballs(names)):
             yield tarball
             done, frames = done + 1, frames + len(tarball.frames)
             # the total is an estimate until every tarball is read
-            progress.update(done, frames, frames * len(names) // done)
-        progress.update(done, frames, frames, force=progress.shown)
+            if progress.update(done, frames, frames * len(names) // done):
+                shown = done
+        # a tool that showed its progress ends it at the end
+        if progress.shown and shown != done:
+            progress.update(done, frames, frames, force=True)
     finally:
         progress.close()
 
