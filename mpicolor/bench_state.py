@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from mpicolor.scaling import median, timed_run
+from mpicolor.state.atomic import temporary_path
 
 DEFAULT_TARBALLS = (25, 250)
 DEFAULT_MEMBERS = 44_470  # 250 tarballs of 44,470 frames: the original's 11,117,500 frames
@@ -51,18 +52,30 @@ def tiny_frames(count):
         yield jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
 
 
-def tiny_tarball(path, members):
-    """One tarball of ``members`` tiny frames (:func:`tiny_frames`), written once and hard-linked for every
-    tarball of a collection."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for number, data in enumerate(tiny_frames(members)):
-            info = tarfile.TarInfo(f"frames/{number:07d}.jpg")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+def tiny_tarball(folder, members):
+    """The tarball of ``members`` tiny frames (:func:`tiny_frames`) in ``folder``, written once (atomically, so
+    that an interrupted benchmark never leaves half of one) and hard-linked for every tarball of a collection.
+
+    Returns
+    -------
+    str
+        Its path, ``{folder}/tiny-{members}.tar``.
+    """
+    path = os.path.join(folder, f"tiny-{members}.tar")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        temporary = temporary_path(path)
+        with tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for number, data in enumerate(tiny_frames(members)):
+                info = tarfile.TarInfo(f"frames/{number:07d}.jpg")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(temporary, path)
+    return path
 
 
 def linked_collection(source, folder, tarballs):
-    """INPUT_DIR of ``tarballs`` hard links to ``source``."""
+    """INPUT_DIR of ``tarballs`` hard links to ``source``, made anew."""
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     for number in range(tarballs):
@@ -90,10 +103,7 @@ def state_row(tarballs, members, summary, output_bytes):
 
 def run_state_bench(args):
     """Run the benchmark described by parsed ``args`` and print its table; returns the exit status."""
-    os.makedirs(args.out, exist_ok=True)
-    source = os.path.join(args.out, f"tiny-{args.members}.tar")
-    if not os.path.exists(source):
-        tiny_tarball(source, args.members)
+    source = tiny_tarball(args.out, args.members)
     rows = []
     # the smaller collections again after the largest, so that a machine's load drifting over the long run
     # weighs on both sides of the comparison

@@ -40,6 +40,7 @@ class Progress:
         self.started = clock()
         self.last_shown = self.started
         self.n_tarballs = n_tarballs
+        self.shown = False
 
     def line(self, tarballs_done, frames_done, frames_total):
         """The status text; ``frames_total`` may be an estimate (tarballs are indexed as they come)."""
@@ -51,11 +52,12 @@ class Progress:
                 f"{rate:.1f} frames/s, elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
 
     def update(self, tarballs_done, frames_done, frames_total, force=False):
-        """Show the status if the interval has passed (or ``force``)."""
+        """Show the status if the interval has passed (or ``force``); return whether it was shown."""
         now = self.clock()
         if not force and now - self.last_shown < self.interval:
-            return
+            return False
         self.last_shown = now
+        self.shown = True
         text = self.line(tarballs_done, frames_done, frames_total)
         if self.live:
             fraction = frames_done / frames_total if frames_total else 1.0
@@ -64,9 +66,10 @@ class Progress:
             self.stream.flush()
         else:
             log.info("%s", text)
+        return True
 
     def close(self):
-        """End the live bar's line."""
-        if self.live:
+        """End the live bar's line, if it was shown."""
+        if self.live and self.shown:
             self.stream.write("\n")
             self.stream.flush()

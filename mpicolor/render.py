@@ -44,11 +44,9 @@ WIDE = 20_000
 
 def add_arguments(parser):
     """The flags of ``mpicolor render``."""
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="the OUTPUT_DIR of `mpicolor run`")
+    results.add_arguments(parser)
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="the picture: FILE.png, or FILE.svg with frame name and colours on hover")
-    parser.add_argument("--tarball", nargs="+", default=None, metavar="NAME",
-                        help="only these tarballs (default: all, in name order)")
     parser.add_argument("--height", type=int, default=160, metavar="H",
                         help="picture height in pixels (default 160)")
     parser.add_argument("--width", type=int, default=None, metavar="W",
@@ -61,10 +59,15 @@ def add_arguments(parser):
 def main(args):
     """Render OUTPUT_DIR's barcode into ``args.out``.
 
+    The frame counts come first (the checkpoint's dataset shapes, or a query per sqlite file), and place the
+    columns; then the tarballs' colours are read one at a time. Memory follows one tarball and the picture,
+    not the collection.
+
     Returns
     -------
     int
-        0 when written; 2 for a bad setting or nothing to render; 3 when OUTPUT_DIR cannot be read.
+        0 when written; 1 when a tarball could not be read (it is named, and left out); 2 for a bad setting
+        or nothing to render; 3 when OUTPUT_DIR cannot be read.
     """
     setup_logging()
     suffix = os.path.splitext(args.out)[1].lower()
@@ -75,39 +78,57 @@ def main(args):
             raise ValueError(f"--height {args.height} should be >= 1")
         if args.width is not None and args.width < 1:
             raise ValueError(f"--width {args.width} should be >= 1")
-        view = results.load(args.output_dir)
-        tarballs = view.select(args.tarball) if args.tarball else view.tarballs
-        frames = frame_sequence(tarballs)
-        if not frames.names:
-            raise ValueError(f"{args.output_dir} holds no frames to render "
-                             f"(tarballs: {', '.join(t.name for t in tarballs) or 'none'})")
+        reader = results.OutputReader(args.output_dir)
     except FileNotFoundError as error:
         log.error("%s", error)
         return results.EXIT_NO_RESULTS
     except ValueError as error:
         log.error("%s", error)
         return 2
-    width = args.width or len(frames.names)
-    if suffix == ".png" and width > WIDE:
-        log.warning("one column per frame makes the picture %d pixels wide; --width W resamples to W columns",
-                    width)
-    barcode = make_barcode(frames, width, args.height, args.mode)
-    if suffix == ".png":
-        write_atomically(args.out, png_bytes(barcode))
-    else:
-        write_atomically(args.out, svg_text(barcode, frames).encode())
-    log.info("wrote %s: %d frames of %d tarballs (read from the %s) in %d columns, mode %s", args.out,
-             len(frames.names), len(tarballs), view.source, width, args.mode)
-    return 0
+    with reader:
+        try:
+            names = reader.select(args.tarball) if args.tarball else reader.names
+        except ValueError as error:
+            log.error("%s", error)
+            return 2
+        while True:
+            counts = reader.frame_counts(names)
+            n_frames = sum(counts.values())
+            if not n_frames:
+                log.error("%s holds no frames to render (tarballs: %s)", args.output_dir,
+                          ", ".join(names) or "none")
+                return 2 if not reader.damaged else results.EXIT_DAMAGED
+            width = args.width or n_frames
+            builder = BarcodeBuilder(n_frames, width, args.height, args.mode, reader.clusters,
+                                     titles=suffix == ".svg")
+            starts = dict(zip(counts, np.cumsum([0, *counts.values()]).tolist()))
+            damaged = len(reader.damaged)
+            for tarball in results.each_tarball(reader, list(counts), args.progress):
+                builder.add(frame_sequence([tarball], names=suffix == ".svg"), starts[tarball.name])
+            if len(reader.damaged) == damaged:
+                break
+            # a tarball counted but unreadable: place the columns again without it
+            names = [name for name in names if name not in reader.damaged]
+        if suffix == ".png" and width > WIDE:
+            log.warning("one column per frame makes the picture %d pixels wide; --width W resamples to W "
+                        "columns", width)
+        barcode = builder.barcode()
+        if suffix == ".png":
+            write_atomically(args.out, png_bytes(barcode))
+        else:
+            write_atomically(args.out, svg_text(barcode).encode())
+        log.info("wrote %s: %d frames of %d tarballs (read from the %s) in %d columns, mode %s", args.out,
+                 n_frames, len(counts), reader.source, width, args.mode)
+        return results.exit_status(reader)
 
 
 @dataclass
 class FrameSequence:
-    """Every frame to render, in time order.
+    """Frames to render, in time order: the whole collection, or a block of it.
 
     Attributes
     ----------
-    names : list of str, length n_frames
+    names : list of str, length n_frames (or empty)
         ``{tarball}:{member name}``.
     packed : ndarray of shape (n_frames, clusters), uint32
     shares : ndarray of shape (n_frames, clusters), float32
@@ -124,12 +145,14 @@ class FrameSequence:
     reasons: dict
 
 
-def frame_sequence(tarballs):
+def frame_sequence(tarballs, names=True):
     """The frames of ``tarballs`` ordered by tarball name, then member name.
 
     Parameters
     ----------
     tarballs : list of mpicolor.results.TarballView
+    names : bool
+        Make the frames' names (only the SVG shows them); False leaves ``names`` empty.
 
     Returns
     -------
@@ -137,21 +160,24 @@ def frame_sequence(tarballs):
     """
     tarballs = sorted(tarballs, key=lambda tarball: tarball.name)
     clusters = max((tarball.packed.shape[1] for tarball in tarballs), default=1)
-    names, packed, shares, kind, reasons = [], [], [], [], {}
+    frame_names, packed, shares, kind, reasons = [], [], [], [], {}
+    start = 0
     for tarball in tarballs:
         order = tarball.name_order()
-        for position in order.tolist():
-            if position in tarball.failures:
-                reasons[len(names)] = tarball.failures[position]
-            names.append(f"{tarball.name}:{tarball.frames[position]}")
+        place = np.empty_like(order)
+        place[order] = np.arange(start, start + len(order))
+        reasons.update({int(place[position]): reason for position, reason in tarball.failures.items()})
+        if names:
+            frame_names += [f"{tarball.name}:{tarball.frames[position]}" for position in order.tolist()]
         packed.append(tarball.packed[order])
         shares.append(tarball.shares[order])
         kind.append(np.select([tarball.is_failed()[order], tarball.is_pending()[order]], [FAILED, PENDING],
                               COLOURS))
-    if not names:
+        start += len(order)
+    if not start:
         return FrameSequence([], np.zeros((0, clusters), np.uint32), np.zeros((0, clusters), np.float32),
                              np.zeros(0, np.uint8), {})
-    return FrameSequence(names, np.concatenate(packed), np.concatenate(shares),
+    return FrameSequence(frame_names, np.concatenate(packed), np.concatenate(shares),
                          np.concatenate(kind).astype(np.uint8), reasons)
 
 
@@ -182,6 +208,10 @@ def linear_to_srgb(linear):
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
+# linear light of the 256 sRGB channel values: a lookup instead of a power per colour channel of every frame
+_LINEAR = srgb_to_linear(np.arange(256) / 255.0)
+
+
 @dataclass
 class Barcode:
     """The picture as columns of horizontal bands, before it is drawn as PNG or SVG.
@@ -200,6 +230,13 @@ class Barcode:
         The range of frames the column stands for.
     height : int
     mode : str
+    packed : ndarray of shape (width, clusters), uint32
+    shares : ndarray of shape (width, clusters), float32
+        The palette of each column's frame.
+    names : ndarray of shape (width, 3), object, or None
+        The names of each column's first, shown and last frame (for the SVG's titles).
+    reasons : dict of int to str
+        Why the frames of failed columns could not be processed, by column.
     """
 
     colors: np.ndarray
@@ -210,6 +247,10 @@ class Barcode:
     stop: np.ndarray
     height: int
     mode: str
+    packed: np.ndarray
+    shares: np.ndarray
+    names: np.ndarray | None
+    reasons: dict
 
 
 def column_ranges(n_frames, width):
@@ -225,7 +266,7 @@ def column_ranges(n_frames, width):
 
 
 def make_barcode(frames, width, height, mode):
-    """The columns of the barcode.
+    """The columns of the barcode of one sequence of frames (see :class:`BarcodeBuilder`).
 
     Parameters
     ----------
@@ -240,47 +281,131 @@ def make_barcode(frames, width, height, mode):
     -------
     Barcode
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} should be one of {', '.join(MODES)}")
-    first, stop = column_ranges(len(frames.names), width)
-    middle = (first + stop - 1) // 2
-    kind = frames.kind[middle].copy()
-    if mode == "stripes":
-        totals = frames.shares[middle].astype(np.float64).sum(axis=1, keepdims=True)
-        fractions = np.cumsum(frames.shares[middle], axis=1, dtype=np.float64) / np.where(totals > 0, totals, 1.0)
-        bounds = np.concatenate([np.zeros((width, 1)), fractions * height], axis=1)
-        bounds[:, -1] = height
-        return Barcode(unpack(frames.packed[middle]), bounds, kind, middle, first, stop, height, mode)
-    whole = np.tile([0.0, float(height)], (width, 1))
-    if mode == "dominant":
-        return Barcode(unpack(frames.packed[middle, :1]), whole, kind, middle, first, stop, height, mode)
-    average, computed = _linear_averages(frames, first, stop)
-    kind[computed] = COLOURS
-    encoded = np.rint(linear_to_srgb(average) * 255).astype(np.uint8)
-    return Barcode(encoded[:, None, :], whole, kind, middle, first, stop, height, mode)
+    builder = BarcodeBuilder(len(frames.kind), width, height, mode, frames.packed.shape[1])
+    builder.add(frames, 0)
+    return builder.barcode()
 
 
-def _linear_averages(frames, first, stop):
-    """Per column the mean colour in linear light of its computed frames, and whether it has any.
+class BarcodeBuilder:
+    """The barcode of ``n_frames`` frames, fed a block of them at a time, in time order.
+
+    Memory follows the picture's width and one block, whatever ``n_frames`` is: each column keeps the frame
+    it shows and, in ``average`` mode, the running sums of its frames' colours in linear light.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in all blocks together (at least one).
+    width, height : int
+        Columns and rows of the picture.
+    mode : str
+        One of ``MODES``.
+    clusters : int
+        Colours per frame.
+    titles : bool
+        Keep the frame names that the SVG's titles show.
+    """
+
+    def __init__(self, n_frames, width, height, mode, clusters, titles=True):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} should be one of {', '.join(MODES)}")
+        self.height, self.mode = height, mode
+        self.first, self.stop = column_ranges(n_frames, width)
+        self.middle = (self.first + self.stop - 1) // 2
+        # columns a block never filled (a tarball that could not be read) stay pending: transparent
+        self.kind = np.full(width, PENDING, np.uint8)
+        self.packed = np.zeros((width, clusters), np.uint32)
+        self.shares = np.zeros((width, clusters), np.float32)
+        self.names = np.full((width, 3), "", object) if titles else None
+        self.reasons = {}
+        # average mode: running prefix sums of the frames' linear colours and of the frames averaged, taken
+        # at every column's first and stop frame; their differences are the columns' sums
+        self.sum_before, self.count_before = np.zeros(3), 0
+        self.sums = np.zeros((2, width, 3))
+        self.counts = np.zeros((2, width), np.int64)
+
+    def add(self, frames, start):
+        """Take the frames ``[start, start + len(frames.kind))`` of the sequence.
+
+        Parameters
+        ----------
+        frames : FrameSequence
+            The block, in time order.
+        start : int
+            Its first frame's place in the whole sequence.
+        """
+        end = start + len(frames.kind)
+        columns, local = _within(self.middle, start, end)
+        self.kind[columns] = frames.kind[local]
+        self.packed[columns] = frames.packed[local]
+        self.shares[columns] = frames.shares[local]
+        for column, frame in zip(columns.tolist(), local.tolist()):
+            if frame in frames.reasons:
+                self.reasons[column] = frames.reasons[frame]
+        if self.names is not None:
+            for slot, frame_of_column in enumerate((self.first, self.middle, self.stop - 1)):
+                columns, local = _within(frame_of_column, start, end)
+                self.names[columns, slot] = [frames.names[frame] for frame in local.tolist()]
+        if self.mode == "average":
+            per_frame, usable = _linear_per_frame(frames)
+            # cumulative sums started from the previous blocks' totals are the whole sequence's, bit for bit
+            sums = np.cumsum(np.concatenate([self.sum_before[None], per_frame]), axis=0)
+            counts = np.cumsum(np.concatenate([[self.count_before], usable]))
+            for side, edge in enumerate((self.first, self.stop)):
+                columns, local = _within(edge, start, end + 1)
+                self.sums[side, columns] = sums[local]
+                self.counts[side, columns] = counts[local]
+            self.sum_before, self.count_before = sums[-1], counts[-1]
+
+    def barcode(self):
+        """The :class:`Barcode` of the frames added."""
+        width = len(self.kind)
+        kind = self.kind.copy()
+        columns = (self.first, self.stop, self.height, self.mode, self.packed, self.shares, self.names,
+                   self.reasons)
+        if self.mode == "stripes":
+            totals = self.shares.astype(np.float64).sum(axis=1, keepdims=True)
+            fractions = np.cumsum(self.shares, axis=1, dtype=np.float64) / np.where(totals > 0, totals, 1.0)
+            bounds = np.concatenate([np.zeros((width, 1)), fractions * self.height], axis=1)
+            bounds[:, -1] = self.height
+            return Barcode(unpack(self.packed), bounds, kind, self.middle, *columns)
+        whole = np.tile([0.0, float(self.height)], (width, 1))
+        if self.mode == "dominant":
+            return Barcode(unpack(self.packed[:, :1]), whole, kind, self.middle, *columns)
+        count = self.counts[1] - self.counts[0]
+        average = (self.sums[1] - self.sums[0]) / np.maximum(count, 1)[:, None]
+        kind[count > 0] = COLOURS
+        encoded = np.rint(linear_to_srgb(average) * 255).astype(np.uint8)
+        return Barcode(encoded[:, None, :], whole, kind, self.middle, *columns)
+
+
+def _within(frame_of_column, start, end):
+    """The columns whose frame lies in ``[start, end)``, and that frame's place in the block.
 
     Returns
     -------
-    average : ndarray of shape (width, 3), float64
-        Linear RGB in [0, 1] (zeros for columns without a computed frame).
-    computed : ndarray of shape (width,), bool
+    columns, local : ndarray of shape (m,), int64
+    """
+    columns = np.flatnonzero((frame_of_column >= start) & (frame_of_column < end))
+    return columns, frame_of_column[columns] - start
+
+
+def _linear_per_frame(frames):
+    """Each frame's share-weighted colour in linear light, and whether it counts in an average.
+
+    Returns
+    -------
+    per_frame : ndarray of shape (n_frames, 3), float64
+        Linear RGB in [0, 1]; zeros for frames that do not count.
+    usable : ndarray of shape (n_frames,), bool
+        Computed frames with shares.
     """
     shares = frames.shares.astype(np.float64)
     totals = shares.sum(axis=1, keepdims=True)
     weights = shares / np.where(totals > 0, totals, 1.0)
-    linear = srgb_to_linear(unpack(frames.packed) / 255.0)
+    linear = _LINEAR[unpack(frames.packed)]
     usable = (frames.kind == COLOURS) & (totals[:, 0] > 0)
-    per_frame = np.einsum("nk,nkc->nc", weights, linear) * usable[:, None]
-    # prefix sums make every column's mean O(1), whatever the number of frames per column
-    sums = np.concatenate([np.zeros((1, 3)), np.cumsum(per_frame, axis=0)])
-    counts = np.concatenate([[0], np.cumsum(usable)])
-    count = counts[stop] - counts[first]
-    average = (sums[stop] - sums[first]) / np.maximum(count, 1)[:, None]
-    return average, count > 0
+    return np.einsum("nk,nkc->nc", weights, linear) * usable[:, None], usable
 
 
 def draw(barcode):
@@ -315,7 +440,7 @@ def png_bytes(barcode):
     return encoded.tobytes()
 
 
-def svg_text(barcode, frames):
+def svg_text(barcode):
     """The barcode as SVG, one group per column whose title (shown on hover) names the frame and its colours."""
     width = len(barcode.kind)
     lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{barcode.height}" '
@@ -326,7 +451,7 @@ def svg_text(barcode, frames):
              f'<rect width="4" height="8" fill="{hex_colour([HATCH_LIGHT] * 3)}"/>'
              '</pattern></defs>']
     for column in range(width):
-        title = html.escape(_column_title(barcode, frames, column))
+        title = html.escape(_column_title(barcode, column))
         lines.append(f"<g><title>{title}</title>")
         if barcode.kind[column] == COLOURS:
             for colour, top, bottom in zip(barcode.colors[column], barcode.bounds[column, :-1],
@@ -343,21 +468,21 @@ def svg_text(barcode, frames):
     return "\n".join(lines) + "\n"
 
 
-def _column_title(barcode, frames, column):
-    frame = int(barcode.frame[column])
+def _column_title(barcode, column):
     first, stop = int(barcode.first[column]), int(barcode.stop[column])
-    lines = [frames.names[frame]]
+    first_name, name, last_name = barcode.names[column]
+    lines = [name]
     if stop - first > 1:
-        lines.append(f"column of {stop - first} frames: {frames.names[first]} .. {frames.names[stop - 1]}")
+        lines.append(f"column of {stop - first} frames: {first_name} .. {last_name}")
     if barcode.kind[column] == FAILED:
-        lines.append(f"failed: {frames.reasons.get(frame, 'no reason recorded')}")
+        lines.append(f"failed: {barcode.reasons.get(column, 'no reason recorded')}")
     elif barcode.kind[column] == PENDING:
         lines.append("not computed yet")
     elif barcode.mode == "average":
         lines.append(f"average {hex_colour(barcode.colors[column, 0])}")
     else:
         lines += [f"{hex_colour(colour)} {100 * share:.0f}%" for colour, share in
-                  zip(unpack(frames.packed[frame]), frames.shares[frame]) if share > 0]
+                  zip(unpack(barcode.packed[column]), barcode.shares[column]) if share > 0]
     return "\n".join(lines)
 
 

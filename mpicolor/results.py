@@ -1,39 +1,49 @@
-"""Read what a run left in OUTPUT_DIR for ``inspect``, ``render`` and ``export``: checkpoint first, sqlite next.
+"""Read what a run left in OUTPUT_DIR for ``inspect``, ``render`` and ``export``, one tarball at a time.
 
-The HDF5 checkpoint holds every tarball, finished or not, in one file and is read first. Without a
-readable checkpoint (copied results, a deleted checkpoint) the ``hist_*.sqlite`` files are read instead;
-they exist only for finished tarballs and do not record which backend computed a frame.
+The HDF5 checkpoint holds every tarball, finished or not, and is read first. Without a readable checkpoint
+(copied results, a deleted checkpoint) the ``hist_*.sqlite`` files are read instead; they exist only for
+finished tarballs and do not record which backend computed a frame. Either way a tool holds one tarball's
+results at a time, so that its memory follows the largest tarball, not the collection.
 """
 
+import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import logging
+import operator
 import os
-import sys
 import sqlite3
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from mpicolor.state import results as model
-from mpicolor.state.atomic import write_atomically
-from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader, DamagedCheckpoint
+from mpicolor.state.atomic import publish, temporary_path
+from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError
 from mpicolor.state.sqlite import sqlite_name
+from mpicolor.progress import Progress
 
 log = logging.getLogger(__name__)
 
 SOURCE_CHECKPOINT, SOURCE_SQLITE = "checkpoint", "sqlite"
 # exit status of inspect, render and export when OUTPUT_DIR holds no results (as `run`'s unusable OUTPUT_DIR)
 EXIT_NO_RESULTS = 3
+# exit status when a tarball could not be read and was left out (as `run`'s unreadable tarball)
+EXIT_DAMAGED = 1
 # the per-frame state of a frame read from sqlite: computed, by a backend the file does not record
 COMPUTED_UNKNOWN = 255
+# what reading one tarball of a damaged checkpoint or sqlite file raises
+READ_ERRORS = (OSError, KeyError, ValueError, sqlite3.DatabaseError)
 
 
 @dataclass
 class TarballView(model.TarballResults):
-    """One tarball's results (the checkpoint's :class:`~mpicolor.state.results.TarballResults`), whichever file they
+    """One tarball's results (the checkpoint's :class:`~mpicolor.model.TarballResults`), whichever file they
     were read from.
 
     Attributes
@@ -71,88 +81,155 @@ class TarballView(model.TarballResults):
         -------
         ndarray of shape (n_frames,), int64
         """
-        return np.array(sorted(range(len(self.frames)), key=lambda position: self.frames[position]),
-                        dtype=np.int64)
+        # packed videos are stored in name order already: checked in C, far cheaper than sorting
+        if all(map(operator.le, self.frames, itertools.islice(self.frames, 1, None))):
+            return np.arange(len(self.frames), dtype=np.int64)
+        return np.array(sorted(range(len(self.frames)), key=self.frames.__getitem__), dtype=np.int64)
 
 
-@dataclass
-class OutputView:
-    """Everything read from one OUTPUT_DIR.
+class OutputReader:
+    """OUTPUT_DIR's results, open for reading one tarball at a time.
+
+    Parameters
+    ----------
+    output_dir : str
 
     Attributes
     ----------
     output_dir : str
     source : str
-        ``checkpoint`` or ``sqlite``: where the tarballs were read from.
+        ``checkpoint`` or ``sqlite``: where the tarballs are read from.
     settings : dict
-        The settings that made the results (empty when nothing was found).
-    tarballs : list of TarballView
-        Sorted by tarball name.
+        The settings that made the results.
+    names : list of str
+        The tarballs, sorted by name.
+    clusters : int
+        Colours per frame (the most of any tarball; 0 without tarballs).
     run_summary : dict or None
         ``run-summary.json`` of the last run (wall seconds, frames, per-rank numbers), when present.
-    """
-
-    output_dir: str
-    source: str
-    settings: dict
-    tarballs: list
-    run_summary: dict | None
-
-    def select(self, names):
-        """The tarballs named, in name order; ValueError naming any that is not in OUTPUT_DIR."""
-        known = {tarball.name: tarball for tarball in self.tarballs}
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ValueError(f"tarball {', '.join(map(repr, unknown))} is not in {self.output_dir}; it holds "
-                             f"{', '.join(sorted(known)) or 'no tarballs'}")
-        return [known[name] for name in sorted(set(names))]
-
-
-def load(output_dir):
-    """Read OUTPUT_DIR's results.
-
-    Returns
-    -------
-    OutputView
+    damaged : dict of str to str
+        Tarballs (or sqlite files) that could not be read, with the reason; filled as they are met.
 
     Raises
     ------
     FileNotFoundError
         When OUTPUT_DIR does not exist or holds neither a checkpoint nor a sqlite file.
     """
-    if not os.path.isdir(output_dir):
-        raise FileNotFoundError(f"OUTPUT_DIR {output_dir} does not exist or is not a folder")
-    sqlite_files = _sqlite_files(output_dir)
-    settings, stored = None, {}
-    try:
-        with CheckpointReader(output_dir) as reader:
-            settings = reader.settings
-            for name in reader.names():
-                try:
-                    stored[name] = reader.read(name)
-                except DamagedCheckpoint as error:
-                    log.warning("%s; tarball %s is left out", error, name)
-    except FileNotFoundError:
-        pass
-    except OutputError as error:
-        log.warning("%s; reading the sqlite files instead", error)
-    summary = _run_summary(output_dir)
-    if settings is not None:
-        label = settings.get("label")
-        tarballs = [_from_checkpoint(results, sqlite_name(name, label) if label else None, sqlite_files)
-                    for name, results in sorted(stored.items())]
-        return OutputView(output_dir, SOURCE_CHECKPOINT, settings, tarballs, summary)
-    if not sqlite_files:
-        raise FileNotFoundError(f"OUTPUT_DIR {output_dir} holds neither {CHECKPOINT} nor any "
-                                "hist_*.sqlite file: is it the OUTPUT_DIR of an `mpicolor run`?")
-    settings = {}
-    tarballs = []
-    for file_name in sorted(sqlite_files):
-        info, tarball = _from_sqlite(os.path.join(output_dir, file_name))
-        settings = settings or {key: value for key, value in info.items() if key in _SETTINGS_KEYS}
-        tarballs.append(tarball)
-    tarballs.sort(key=lambda tarball: tarball.name)
-    return OutputView(output_dir, SOURCE_SQLITE, settings, tarballs, summary)
+
+    def __init__(self, output_dir):
+        if not os.path.isdir(output_dir):
+            raise FileNotFoundError(f"OUTPUT_DIR {output_dir} does not exist or is not a folder")
+        self.output_dir = output_dir
+        self.damaged = {}
+        self.run_summary = _run_summary(output_dir)
+        self._sqlite_files = _sqlite_files(output_dir)
+        self._checkpoint = None
+        try:
+            self._checkpoint = CheckpointReader(output_dir)
+        except FileNotFoundError:
+            pass
+        except OutputError as error:
+            log.warning("%s; reading the sqlite files instead", error)
+        if self._checkpoint is not None:
+            self.source, self.settings = SOURCE_CHECKPOINT, self._checkpoint.settings
+            # (name, where to read it): the checkpoint's group name, or a sqlite file's path
+            self._entries = [(name, name) for name in self._checkpoint.names()]
+            self.clusters = int(self.settings.get("clusters") or 0) if self._entries else 0
+            return
+        if not self._sqlite_files:
+            raise FileNotFoundError(f"OUTPUT_DIR {output_dir} holds neither {CHECKPOINT} nor any "
+                                    "hist_*.sqlite file: is it the OUTPUT_DIR of an `mpicolor run`?")
+        self.source, self.settings, self.clusters = SOURCE_SQLITE, {}, 0
+        paths = {}
+        for file_name in sorted(self._sqlite_files):
+            path = os.path.join(output_dir, file_name)
+            try:
+                info, clusters = _sqlite_info(path)
+            except READ_ERRORS as error:
+                self._damage(file_name, error)
+                continue
+            name = info.get("tarball") or file_name
+            if name in paths:
+                log.warning("%s and %s both hold %s (results of two labels?): reading the first only",
+                            os.path.basename(paths[name]), file_name, name)
+                continue
+            self.settings = self.settings or {key: value for key, value in info.items() if key in _SETTINGS_KEYS}
+            paths[name] = path
+            self.clusters = max(self.clusters, clusters)
+        self._entries = sorted(paths.items())
+
+    @property
+    def names(self):
+        """The tarballs, sorted by name."""
+        return [name for name, _ in self._entries]
+
+    def select(self, names):
+        """The tarballs named, in name order; ValueError naming any that is not in OUTPUT_DIR."""
+        known = set(self.names)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"tarball {', '.join(map(repr, unknown))} is not in {self.output_dir}; it holds "
+                             f"{', '.join(sorted(known)) or 'no tarballs'}")
+        return sorted(set(names))
+
+    def frame_counts(self, names):
+        """``{name: frames}`` of the tarballs named that can be read, without reading their results (the
+        checkpoint's dataset shapes, or one query per sqlite file)."""
+        counts = {}
+        for name, where in self._entries:
+            if name not in names or name in self.damaged:
+                continue
+            try:
+                counts[name] = (self._checkpoint.frame_count(where) if self.source == SOURCE_CHECKPOINT
+                                else _sqlite_frame_count(where))
+            except READ_ERRORS as error:
+                self._damage(name, error)
+        return counts
+
+    def tarballs(self, names=None):
+        """The tarballs' results one at a time, in name order; a tarball that cannot be read is logged with
+        the reason, kept in ``damaged`` and left out.
+
+        Parameters
+        ----------
+        names : list of str, optional
+            Only these (from :meth:`select`); default: all.
+
+        Yields
+        ------
+        TarballView
+        """
+        wanted = None if names is None else set(names)
+        for name, where in self._entries:
+            if (wanted is not None and name not in wanted) or name in self.damaged:
+                continue
+            try:
+                if self.source == SOURCE_CHECKPOINT:
+                    yield self._from_checkpoint(self._checkpoint.read(where))
+                else:
+                    yield _from_sqlite(where)
+            except READ_ERRORS as error:
+                self._damage(name, error)
+
+    def _damage(self, name, error):
+        reason = f"{type(error).__name__}: {error}"
+        log.warning("%s in %s cannot be read (%s); going on without it", name, self.output_dir, reason)
+        self.damaged[name] = reason
+
+    def _from_checkpoint(self, tarball):
+        sqlite_file = sqlite_name(tarball.name, self.settings["label"]) if self.settings.get("label") else None
+        fields = {field.name: getattr(tarball, field.name) for field in dataclasses.fields(tarball)}
+        return TarballView(**fields, sqlite=sqlite_file if sqlite_file in self._sqlite_files else None)
+
+    def close(self):
+        if self._checkpoint is not None:
+            self._checkpoint.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 # keys of a sqlite file's ``info`` table that are the run's settings, not the tarball's counts
@@ -175,18 +252,37 @@ def _run_summary(output_dir):
         return None
 
 
-def _from_checkpoint(results, sqlite_file, sqlite_files):
-    fields = {field.name: getattr(results, field.name) for field in dataclasses.fields(results)}
-    return TarballView(**fields, sqlite=sqlite_file if sqlite_file in sqlite_files else None)
+def _connect(path):
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
-def _from_sqlite(path):
-    """``(info, TarballView)`` of one ``hist_*.sqlite`` file; the ``member`` column places every row."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def _sqlite_info(path):
+    """A ``hist_*.sqlite`` file's ``info`` table as a dict, and its colours per frame."""
+    connection = _connect(path)
     try:
         info = dict(connection.execute("SELECT key, value FROM info").fetchall())
         columns = [row[1] for row in connection.execute("PRAGMA table_info(images)")]
-        clusters = sum(column.startswith("color") for column in columns)
+    finally:
+        connection.close()
+    return info, sum(column.startswith("color") for column in columns)
+
+
+def _sqlite_frame_count(path):
+    """Frames of one ``hist_*.sqlite`` file: one past the largest ``member`` of its images and failures."""
+    connection = _connect(path)
+    try:
+        largest = connection.execute("SELECT max(member) FROM (SELECT member FROM images UNION ALL "
+                                     "SELECT member FROM failures)").fetchone()[0]
+    finally:
+        connection.close()
+    return 0 if largest is None else largest + 1
+
+
+def _from_sqlite(path):
+    """The :class:`TarballView` of one ``hist_*.sqlite`` file; the ``member`` column places every row."""
+    info, clusters = _sqlite_info(path)
+    connection = _connect(path)
+    try:
         selected = ", ".join(["imgname", "member"] + [f"color{k}" for k in range(clusters)]
                              + [f"share{k}" for k in range(clusters)])
         images = connection.execute(f"SELECT {selected} FROM images").fetchall()
@@ -196,41 +292,121 @@ def _from_sqlite(path):
         notes = connection.execute("SELECT note, member FROM notes").fetchall() if "notes" in tables else []
     finally:
         connection.close()
-    n_frames = 1 + max([row[1] for row in images] + [row[2] for row in failures], default=-1)
+    # columns of rows, transposed in C: a Python loop per row is what made this slow at scale
+    names, members, *values = zip(*images) if images else ((), (), *[()] * (2 * clusters))
+    members = np.array(members, np.int64)
+    failed_names, reasons, failed_members = zip(*failures) if failures else ((), (), ())
+    failed_members = np.array(failed_members, np.int64)
+    n_frames = 1 + int(max(members.max(initial=-1), failed_members.max(initial=-1)))
     frames = [""] * n_frames
+    for positions, texts in ((members, names), (failed_members, failed_names)):
+        for position, text in zip(positions.tolist(), texts):
+            frames[position] = text
     packed = np.zeros((n_frames, clusters), np.uint32)
     shares = np.zeros((n_frames, clusters), np.float32)
+    packed[members] = np.array(values[:clusters], np.int64).T.reshape(-1, clusters)
+    shares[members] = np.array(values[clusters:], np.float64).T.reshape(-1, clusters)
     backend = np.full(n_frames, model.PENDING, np.uint8)
-    for imgname, member, *values in images:
-        frames[member] = imgname
-        packed[member] = values[:clusters]
-        shares[member] = values[clusters:]
-        backend[member] = COMPUTED_UNKNOWN
-    for imgname, reason, member in failures:
-        frames[member] = imgname
-        backend[member] = model.FAILED
-    tarball = TarballView(
+    backend[members] = COMPUTED_UNKNOWN
+    backend[failed_members] = model.FAILED
+    return TarballView(
         name=info.get("tarball") or os.path.basename(path), frames=frames, packed=packed, shares=shares,
-        backend=backend, failures={member: reason for _, reason, member in failures},
+        backend=backend, failures=dict(zip(failed_members.tolist(), reasons)),
         notes={member: note for note, member in notes}, skipped=json.loads(info.get("skipped") or "{}"),
         incomplete=info.get("incomplete") or None,
         status=model.INCOMPLETE if info.get("incomplete") else model.COMPLETE, sqlite=os.path.basename(path))
-    return info, tarball
 
 
-def load_for_command(output_dir):
-    """The view of OUTPUT_DIR for ``inspect`` and ``export``, or None after logging why it cannot be read."""
+def add_arguments(parser, tarball_help="only these tarballs (default: all, in name order)"):
+    """The flags ``inspect``, ``render`` and ``export`` share: OUTPUT_DIR, ``--tarball`` and ``--progress``."""
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="the OUTPUT_DIR of `mpicolor run`")
+    parser.add_argument("--tarball", nargs="+", default=None, metavar="NAME", help=tarball_help)
+    parser.add_argument("--progress", default="auto", choices=("auto", "bar", "log"),
+                        help="a live bar, or a log line every 10 s (default auto: the bar on a terminal)")
+
+
+def each_tarball(reader, names, progress_mode):
+    """``reader.tarballs(names)``, showing tarballs and frames done as they are read.
+
+    Parameters
+    ----------
+    reader : OutputReader
+    names : list of str
+    progress_mode : str
+        ``auto``, ``bar`` or ``log`` (:class:`mpicolor.progress.Progress`).
+
+    Yields
+    ------
+    TarballView
+    """
+    progress = Progress(len(names), mode=progress_mode)
+    done = frames = shown = 0
     try:
-        return load(output_dir)
+        for tarball in _read_ahead(reader.tarballs(names)):
+            yield tarball
+            done, frames = done + 1, frames + len(tarball.frames)
+            # the total is an estimate until every tarball is read
+            if progress.update(done, frames, frames * len(names) // done):
+                shown = done
+        # a tool that showed its progress ends it at the end
+        if progress.shown and shown != done:
+            progress.update(done, frames, frames, force=True)
+    finally:
+        progress.close()
+
+
+def _read_ahead(iterator):
+    """The items of ``iterator``, the next one read in a thread while this one is used.
+
+    Reading a tarball and writing the previous one's output then overlap where the libraries release the GIL
+    (HDF5 and sqlite reads, Parquet's encoder, NumPy).
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        coming = pool.submit(next, iterator, None)
+        while (item := coming.result()) is not None:
+            coming = pool.submit(next, iterator, None)
+            yield item
+
+
+def open_for_command(output_dir):
+    """The :class:`OutputReader` of OUTPUT_DIR for a tool, or None after logging why it cannot be read."""
+    try:
+        return OutputReader(output_dir)
     except FileNotFoundError as error:
         log.error("%s", error)
         return None
 
 
-def emit(text, out):
-    """Write a command's text to stdout, or atomically to the file ``out``."""
+def exit_status(reader):
+    """A tool's exit status once it is done: 0, or ``EXIT_DAMAGED`` when a tarball could not be read."""
+    if reader.damaged:
+        log.error("%d tarball(s) of %s could not be read and are left out: %s", len(reader.damaged),
+                  reader.output_dir, ", ".join(sorted(reader.damaged)))
+        return EXIT_DAMAGED
+    return 0
+
+
+@contextlib.contextmanager
+def output_stream(out):
+    """A binary stream for a tool's output: standard output, or the file ``out`` written under a temporary
+    name and renamed when complete (a failed or interrupted tool leaves no half file).
+
+    Yields
+    ------
+    file
+    """
     if out is None:
-        sys.stdout.write(text)
-    else:
-        write_atomically(out, text.encode())
-        log.info("wrote %s", out)
+        sys.stdout.flush()
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    final = os.path.abspath(out)
+    temporary = temporary_path(final)
+    try:
+        with open(temporary, "wb") as stream:
+            yield stream
+        publish(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    log.info("wrote %s", out)

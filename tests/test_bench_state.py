@@ -2,11 +2,13 @@
 every number the targets are measured on."""
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
 
 from helpers import read_sqlite
-from mpicolor.bench_state import tiny_frames
+from mpicolor.bench_state import linked_collection, tiny_frames, tiny_tarball
 from mpicolor.decode import check_head, decode_frame
 
 
@@ -15,6 +17,18 @@ def test_tiny_frames_are_distinct_and_pass_the_checks_of_a_real_frame():
     assert len(set(frames)) == 3
     for frame in frames:
         assert check_head(frame, len(frame)) and decode_frame(frame).shape == (1, 1, 3)
+
+
+def test_a_collection_is_hard_links_to_one_tarball_made_once(tmp_path):
+    source = tiny_tarball(str(tmp_path), 5)
+    made = os.stat(source).st_mtime_ns
+    assert tiny_tarball(str(tmp_path), 5) == source and os.stat(source).st_mtime_ns == made  # reused
+    linked_collection(source, str(tmp_path / "in"), 3)
+    paths = sorted((tmp_path / "in").iterdir())
+    assert [path.name for path in paths] == ["set0000.tar", "set0001.tar", "set0002.tar"]
+    assert {os.stat(path).st_ino for path in paths} == {os.stat(source).st_ino}
+    with tarfile.open(paths[0]) as tar:
+        assert [member.name for member in tar.getmembers()] == [f"frames/{i:07d}.jpg" for i in range(5)]
 
 
 def test_two_small_collections_side_by_side(tmp_path):

@@ -1,20 +1,27 @@
 """`mpicolor inspect` and `mpicolor export`: they agree with the sqlite files, and show partial, failed and
-unreadable tarballs for what they are."""
+unreadable tarballs for what they are; CSV and JSON Lines are exactly what `csv.writer` and `json.dumps`
+write, and Parquet reads back row by row as the sqlite files."""
 
 import csv
 import io
 import json
 import os
 import shutil
+import sys
+import time
 
+import cv2
+import h5py
+import numpy as np
+import pyarrow.parquet
 import pytest
 
-from helpers import outputs, pack_scenes, run_mpicolor
-from mpicolor import export, inspect, render
-from mpicolor.state.checkpoint import Checkpoint
+from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
+from mpicolor import export, inspect, render, results
+from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from test_pack import command
-from test_render import SETTINGS, synthetic_outputs, tarball_results
+from test_render import SETTINGS, read_png, synthetic_outputs, tarball_results
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +35,53 @@ def run_output(tmp_path_factory):
     return folder / "out"
 
 
+@pytest.fixture(scope="module")
+def hostile_output(tmp_path_factory):
+    """OUTPUT_DIR of a real 2-rank run on car.tar and odd.tar: names with commas, quotes, a line break,
+    non-ASCII, a duplicate; a corrupt and a truncated frame (failures) and a flat frame (a note); read only."""
+    folder = tmp_path_factory.mktemp("hostile")
+    (folder / "input").mkdir()
+    pack_scenes(str(folder / "input"))
+    for scene in ("bottle", "person"):
+        os.remove(folder / "input" / f"{scene}.tar")
+    frames = [open(path, "rb").read() for path in bundled_frames()]
+    flat = cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8))[1].tobytes()
+    pack_tarball(str(folder / "input" / "odd.tar"), [
+        ("odd/b, comma.jpg", frames[0]), ('odd/a "quote".jpg', frames[1]), ("odd/c\nbreak.jpg", frames[2]),
+        ("odd/dup.jpg", frames[3]), ("odd/dup.jpg", frames[4]), ("odd/\u00e9t\u00e9 \u96fb.jpg", frames[5]),
+        ("odd/corrupt.jpg", b"not a jpeg"), ("odd/truncated.jpg", frames[6][:2000]), ("odd/flat.jpg", flat)])
+    finished = run_mpicolor(2, "run", folder / "input", folder / "out")
+    assert finished.returncode == 0, finished.stderr
+    return folder / "out"
+
+
+def sqlite_records(output_dir):
+    """Every frame of the sqlite files as the export's records, tarballs in name order, frames in tar order:
+    the export as it was written cell by cell before it streamed."""
+    records = []
+    for tables in outputs(output_dir).values():
+        tarball = dict(tables["info"])["tarball"]
+        clusters = (len(tables["images"][0]) - 2) // 2
+        for row in tables["images"]:
+            colours = [{"hex": render.hex_colour(rgb), "rgb": [int(value) for value in rgb], "share": round(share, 6)}
+                       for rgb, share in zip(render.unpack(row[1:1 + clusters]), row[1 + clusters:-1])]
+            records.append({"tarball": tarball, "member": row[-1], "imgname": row[0], "status": "done",
+                            "reason": None, "colors": colours})
+        records += [{"tarball": tarball, "member": member, "imgname": imgname, "status": "failed", "reason": reason,
+                     "colors": []} for imgname, reason, member in tables["failures"]]
+    return sorted(records, key=lambda record: (record["tarball"], record["member"]))
+
+
 def printed(capsys, module, *argv):
     """What ``mpicolor <module> argv...`` writes on stdout; asserts exit status 0."""
     capsys.readouterr()
     assert command(module, *argv) == 0
     return capsys.readouterr().out
+
+
+def json_lines(text):
+    """The objects of a JSON Lines text, one per line."""
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def expected_colours(tables):
@@ -76,13 +125,13 @@ def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp
         assert [row[f"color{k}_hex"] for k in range(5)] == hexes
         assert [float(row[f"share{k}"]) for k in range(5)] == pytest.approx(shares, abs=1e-6)
         assert row["color0_hex"] == "#%02x%02x%02x" % tuple(int(row[f"color0_{c}"]) for c in "rgb")
-    document = json.loads(printed(capsys, export, run_output, "--format", "json"))
-    for frame in document["frames"]:
+    frames = json_lines(printed(capsys, export, run_output, "--format", "json"))
+    for frame in frames:
         hexes, shares = expected[frame["tarball"], frame["member"]]
         assert [colour["hex"] for colour in frame["colors"]] == hexes
         assert [colour["share"] for colour in frame["colors"]] == pytest.approx(shares, abs=1e-6)
         assert [render.hex_colour(colour["rgb"]) for colour in frame["colors"]] == hexes
-    assert len(document["frames"]) == len(expected)
+    assert len(frames) == len(expected)
 
 
 def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
@@ -101,8 +150,8 @@ def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     text = printed(capsys, inspect, output_dir)
     assert "failed #2 b/3.jpg: not a JPEG" in text and "(not a tar archive)" in text
     assert "(the archive ends inside d/2.jpg)" in text
-    document = json.loads(printed(capsys, export, output_dir, "--format", "json"))
-    assert [(f["tarball"], f["imgname"], f["status"], f["reason"]) for f in document["frames"]] == [
+    frames = json_lines(printed(capsys, export, output_dir, "--format", "json"))
+    assert [(f["tarball"], f["imgname"], f["status"], f["reason"]) for f in frames] == [
         ("a.tar", "a/1.jpg", "done", None), ("b.tar", "b/2.jpg", "done", None), ("b.tar", "b/1.jpg", "done", None),
         ("b.tar", "b/3.jpg", "failed", "not a JPEG"), ("d.tar", "d/1.jpg", "done", None)]
     rows = list(csv.reader(io.StringIO(printed(capsys, export, output_dir, "--format", "csv"))))
@@ -128,3 +177,121 @@ def test_an_output_dir_without_results_is_refused(tmp_path, capsys):
         assert command(module, tmp_path, *flags) == 3
         assert "holds neither checkpoint.h5 nor any hist_*.sqlite file" in capsys.readouterr().err
 
+
+
+def test_csv_and_json_lines_are_what_csv_writer_and_json_dumps_write(hostile_output, capsys):
+    records = sqlite_records(hostile_output)
+    assert {record["status"] for record in records} == {"done", "failed"} and len(records) == 13
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["tarball", "member", "imgname", "status", "reason"]
+                    + [f"{name}{k}" for k in range(5) for name in ("color", "color_r", "color_g", "color_b", "share")])
+    for record in records:
+        row = [record["tarball"], record["member"], record["imgname"], record["status"], record["reason"] or ""]
+        for colour in record["colors"]:
+            row += [colour["hex"], *colour["rgb"], colour["share"]]
+        writer.writerow(row + [""] * (30 - len(row)))
+    expected_rows = stream.getvalue().split("\n", 1)[1]
+    exported = printed(capsys, export, hostile_output, "--format", "csv")
+    assert exported.split("\n", 1)[1] == expected_rows
+    assert exported.split("\n", 1)[0].split(",")[5:10] == ["color0_hex", "color0_r", "color0_g", "color0_b", "share0"]
+    assert printed(capsys, export, hostile_output, "--format", "json") == "".join(
+        json.dumps(record) + "\n" for record in records)
+
+
+def test_parquet_reads_back_as_the_sqlite_files_row_by_row(hostile_output, tmp_path):
+    assert command(export, hostile_output, "--format", "parquet", "--out", tmp_path / "frames.parquet") == 0
+    table = pyarrow.parquet.read_table(tmp_path / "frames.parquet")
+    assert table.schema.field("color0").type == "int32" and table.schema.field("color0_r").type == "int16"
+    assert table.schema.field("share0").type == "float" and table.schema.field("member").type == "int64"
+    rows = table.to_pylist()
+    tables = outputs(hostile_output)
+    expected = []
+    for tables_of_one in tables.values():
+        tarball = dict(tables_of_one["info"])["tarball"]
+        expected += [(tarball, row[-1], ("done", row)) for row in tables_of_one["images"]]
+        expected += [(tarball, member, ("failed", (imgname, reason))) for imgname, reason, member in
+                     tables_of_one["failures"]]
+    expected.sort(key=lambda item: item[:2])
+    assert [(row["tarball"], row["member"]) for row in rows] == [item[:2] for item in expected]
+    for row, (_, _, (status, sqlite_row)) in zip(rows, expected):
+        assert row["status"] == status
+        if status == "failed":
+            assert (row["imgname"], row["reason"]) == sqlite_row
+            assert all(row[f"color{k}{part}"] is None for k in range(5) for part in ("", "_r", "_g", "_b"))
+            assert all(row[f"share{k}"] is None for k in range(5))
+            continue
+        assert row["imgname"] == sqlite_row[0] and row["reason"] is None
+        for k in range(5):
+            packed = sqlite_row[1 + k]
+            assert row[f"color{k}"] == packed
+            assert (row[f"color{k}_r"], row[f"color{k}_g"], row[f"color{k}_b"]) == tuple(render.unpack(packed))
+            # sqlite keeps the float32 share as a double: back to float32 it is the same number
+            assert np.float32(row[f"share{k}"]) == np.float32(sqlite_row[6 + k])
+    about = json.loads(pyarrow.parquet.read_metadata(tmp_path / "frames.parquet").metadata[b"mpicolor"])
+    assert about["settings"]["clusters"] == 5 and about["source"] == "checkpoint"
+    assert about["tarballs"] == [{"name": "car.tar", "status": "complete"}, {"name": "odd.tar", "status": "complete"}]
+
+
+def test_share_text_is_what_python_rounds_to(tmp_path):
+    rng = np.random.default_rng(0)
+    shares = np.concatenate([
+        rng.random(20_000, np.float32), rng.random(2_000, np.float32) * 1e-4,
+        np.float32([0, 1, 5e-7, 1e-6, 1.5e-6, 0.5, 0.25, 1e-4, 9.9999e-5, 0.9999995, 1 - 2 ** -24, 2.0, -0.25]),
+        # exact ties between two six-decimal values (k / 128), and their float32 neighbours
+        *(np.nextafter(np.float32(k / 128), np.float32([0, k / 128, 1])) for k in (1, 3, 5, 127))])
+    texts = export._share_text(shares)
+    assert [text.decode() for text in texts.tolist()] == [repr(round(float(share), 6)) for share in shares]
+
+
+def test_inspect_and_export_take_tarball_names(run_output, capsys):
+    report = json.loads(printed(capsys, inspect, run_output, "--json", "--tarball", "car.tar", "bottle.tar"))
+    assert [tarball["name"] for tarball in report["tarballs"]] == ["bottle.tar", "car.tar"]
+    assert report["totals"]["frames"] == 8
+    rows = list(csv.reader(io.StringIO(printed(capsys, export, run_output, "--format", "csv", "--tarball",
+                                               "person.tar"))))
+    assert {row[0] for row in rows[1:]} == {"person.tar"} and len(rows) == 5
+    for module, flags in ((inspect, []), (export, ["--format", "csv"])):
+        assert command(module, run_output, *flags, "--tarball", "nope.tar") == 2
+        assert "tarball 'nope.tar' is not in" in capsys.readouterr().err
+
+
+def damage(output_dir, name):
+    """Make one tarball of the checkpoint unreadable (its colours are gone), leaving the others intact."""
+    with h5py.File(output_dir / CHECKPOINT_FOLDER / tarball_file_name(name), "r+") as h5:
+        del h5["packed"]
+
+
+def test_a_damaged_tarball_is_named_and_the_others_still_come_out(tmp_path, capsys):
+    output_dir = synthetic_outputs(tmp_path / "out")
+    damage(output_dir, "b.tar")
+    capsys.readouterr()
+    assert command(inspect, output_dir, "--json") == results.EXIT_DAMAGED
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [tarball["name"] for tarball in report["tarballs"]] == ["a.tar"]
+    assert "packed" in report["damaged"]["b.tar"] and "b.tar" in captured.err
+    assert command(inspect, output_dir) == results.EXIT_DAMAGED
+    printed = capsys.readouterr().out
+    assert "  b.tar: cannot be read (DamagedCheckpoint: " in printed and "'packed' doesn't exist" in printed
+    assert command(export, output_dir, "--format", "csv") == results.EXIT_DAMAGED
+    assert [row[:2] for row in csv.reader(io.StringIO(capsys.readouterr().out))][1:] == [["a.tar", "0"]]
+    assert command(render, output_dir, "--out", tmp_path / "bar.png") == results.EXIT_DAMAGED
+    assert read_png(tmp_path / "bar.png").shape[1] == 2  # a.tar's frames only
+
+
+def test_parquet_needs_a_file_and_pyarrow(run_output, tmp_path, capsys, monkeypatch):
+    assert command(export, run_output, "--format", "parquet") == 2
+    assert "--format parquet needs --out FILE" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    assert command(export, run_output, "--format", "parquet", "--out", tmp_path / "x.parquet") == 2
+    assert "pip install 'mpicolor[parquet]'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.parquet")
+
+
+def test_tools_show_progress_as_tarballs_are_read(run_output, capsys):
+    with results.OutputReader(str(run_output)) as reader:
+        for _ in results.each_tarball(reader, reader.names, "bar"):
+            time.sleep(0.6)  # the bar shows at most twice a second
+    bar = capsys.readouterr().err
+    assert "\r[" in bar and "tarball 3/3, frames 12/12" in bar and bar.endswith("\n")

@@ -105,12 +105,65 @@ def test_width_resamples_and_average_mode_averages_each_columns_frames():
     assert render.make_barcode(frames, 2, 1, "stripes").frame.tolist() == [0, 2]
 
 
+def whole_sequence_averages(frames, width):
+    """Each column's mean in linear light as render computed it before it streamed: prefix sums over the whole
+    sequence at once. Returns the encoded sRGB (width, 3) and whether each column has a computed frame."""
+    first, stop = render.column_ranges(len(frames.names), width)
+    shares = frames.shares.astype(np.float64)
+    totals = shares.sum(axis=1, keepdims=True)
+    linear = render.srgb_to_linear(render.unpack(frames.packed) / 255.0)
+    usable = (frames.kind == render.COLOURS) & (totals[:, 0] > 0)
+    per_frame = np.einsum("nk,nkc->nc", shares / np.where(totals > 0, totals, 1.0), linear) * usable[:, None]
+    sums = np.concatenate([np.zeros((1, 3)), np.cumsum(per_frame, axis=0)])
+    counts = np.concatenate([[0], np.cumsum(usable)])
+    count = counts[stop] - counts[first]
+    average = (sums[stop] - sums[first]) / np.maximum(count, 1)[:, None]
+    return np.rint(render.linear_to_srgb(average) * 255).astype(np.uint8), count > 0
+
+
+def block(frames, start, stop):
+    """Frames ``[start, stop)`` of a sequence, as the next block a tarball gives."""
+    return render.FrameSequence(frames.names[start:stop], frames.packed[start:stop], frames.shares[start:stop],
+                                frames.kind[start:stop], {index - start: reason for index, reason in
+                                                          frames.reasons.items() if start <= index < stop})
+
+
+@pytest.mark.parametrize("width", [1, 7, 333, 5000, 6000])
+def test_blocks_give_the_whole_sequences_barcode_bit_for_bit(width):
+    rng = np.random.default_rng(width)
+    n_frames = 5000
+    shares = -np.sort(-rng.dirichlet(np.ones(3), n_frames).astype(np.float32), axis=1)
+    kind = rng.choice([render.COLOURS, render.FAILED, render.PENDING], n_frames, p=[0.8, 0.1, 0.1]).astype(np.uint8)
+    frames = render.FrameSequence([f"t.tar:{n:05d}" for n in range(n_frames)],
+                                  rng.integers(0, 1 << 24, (n_frames, 3)).astype(np.uint32), shares, kind,
+                                  {int(n): f"reason {n}" for n in np.flatnonzero(kind == render.FAILED)})
+    edges = [0, *sorted(rng.choice(np.arange(1, n_frames), 6, replace=False).tolist()), n_frames]
+    for mode in render.MODES:
+        builder = render.BarcodeBuilder(n_frames, width, 20, mode, 3)
+        for start, stop in zip(edges[:-1], edges[1:]):
+            builder.add(block(frames, start, stop), start)
+        barcode = builder.barcode()
+        middle = barcode.frame
+        np.testing.assert_array_equal(barcode.packed, frames.packed[middle])
+        assert barcode.names[:, 1].tolist() == [frames.names[frame] for frame in middle.tolist()]
+        assert barcode.names[:, 2].tolist() == [frames.names[frame - 1] for frame in barcode.stop.tolist()]
+        assert barcode.reasons == {column: frames.reasons[frame] for column, frame in enumerate(middle.tolist())
+                                   if frame in frames.reasons}
+        if mode == "average":
+            encoded, computed = whole_sequence_averages(frames, width)
+            np.testing.assert_array_equal(barcode.colors[:, 0], encoded)
+            np.testing.assert_array_equal(barcode.kind, np.where(computed, render.COLOURS, kind[middle]))
+        else:
+            np.testing.assert_array_equal(barcode.kind, kind[middle])
+
+
 def test_the_sqlite_files_give_the_same_picture_as_the_checkpoint(tmp_path):
     output_dir = synthetic_outputs(tmp_path / "out")
     assert command(render, output_dir, "--out", tmp_path / "a.png", "--tarball", "b.tar") == 0
     os.remove(output_dir / CHECKPOINT)
     shutil.rmtree(output_dir / CHECKPOINT_FOLDER)
-    assert results.load(str(output_dir)).source == results.SOURCE_SQLITE
+    with results.OutputReader(str(output_dir)) as reader:
+        assert reader.source == results.SOURCE_SQLITE
     assert command(render, output_dir, "--out", tmp_path / "b.png", "--tarball", "b.tar") == 0
     np.testing.assert_array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))
 

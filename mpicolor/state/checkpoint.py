@@ -322,6 +322,18 @@ class CheckpointReader:
         """The tarballs in the checkpoint, sorted by name."""
         return sorted(self.old["tarballs"]) if self.old is not None else sorted(self.checkpoint.files)
 
+    def frame_count(self, name):
+        """How many frames tarball ``name`` holds, from its dataset's shape (nothing is read); DamagedCheckpoint
+        when its part cannot be read."""
+        try:
+            if self.old is not None:
+                return self.old["tarballs"][name]["frames"].shape[0]
+            with h5py.File(os.path.join(self.checkpoint.folder, self.checkpoint.files[name]), "r",
+                           locking=False) as h5:
+                return h5["frames"].shape[0]
+        except (OSError, KeyError) as error:
+            raise DamagedCheckpoint(name, str(error)) from None
+
     def read(self, name):
         """One tarball's :class:`TarballResults`; DamagedCheckpoint when its part cannot be read."""
         if self.old is None:
