@@ -80,10 +80,8 @@ def main(args):
     if reader is None:
         return results.EXIT_NO_RESULTS
     with reader:
-        try:
-            names = reader.select(args.tarball) if args.tarball else reader.names
-        except ValueError as error:
-            log.error("%s", error)
+        names = results.selected(reader, args.tarball)
+        if names is None:
             return 2
         started = time.monotonic()
         tarballs = results.each_tarball(reader, names, args.progress)

@@ -41,10 +41,8 @@ def main(args):
     if reader is None:
         return results.EXIT_NO_RESULTS
     with reader:
-        try:
-            names = reader.select(args.tarball) if args.tarball else reader.names
-        except ValueError as error:
-            log.error("%s", error)
+        names = results.selected(reader, args.tarball)
+        if names is None:
             return 2
         tarballs = map(_tarball_report, results.each_tarball(reader, names, args.progress))
         with results.output_stream(None) as stream:

@@ -86,10 +86,8 @@ def main(args):
         log.error("%s", error)
         return 2
     with reader:
-        try:
-            names = reader.select(args.tarball) if args.tarball else reader.names
-        except ValueError as error:
-            log.error("%s", error)
+        names = results.selected(reader, args.tarball)
+        if names is None:
             return 2
         while True:
             counts = reader.frame_counts(names)

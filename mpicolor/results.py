@@ -377,6 +377,16 @@ def open_for_command(output_dir):
         return None
 
 
+def selected(reader, wanted):
+    """The tarballs a tool works on: those ``wanted`` (``--tarball``), or all; None after logging one that
+    OUTPUT_DIR does not hold."""
+    try:
+        return reader.select(wanted) if wanted else reader.names
+    except ValueError as error:
+        log.error("%s", error)
+        return None
+
+
 def exit_status(reader):
     """A tool's exit status once it is done: 0, or ``EXIT_DAMAGED`` when a tarball could not be read."""
     if reader.damaged:
