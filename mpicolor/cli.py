@@ -7,7 +7,7 @@ import io
 import os
 
 from mpicolor import __version__
-from mpicolor.launch import launcher_rank
+from mpicolor.job.launch import launcher_rank
 
 RUN_EPILOG = """\
 exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
@@ -74,11 +74,11 @@ def build_parser():
 
     info = commands.add_parser("info", help="where each rank computes; MPI library; GPUs; run under mpiexec")
     add_placement_arguments(info)
-    from mpicolor.info import add_arguments as add_info_arguments
+    from mpicolor.tools.info import add_arguments as add_info_arguments
     add_info_arguments(info)
 
     for name, help_text in TOOLS.items():
-        module = importlib.import_module(f"mpicolor.{name}")
+        module = importlib.import_module(f"mpicolor.tools.{name}")
         module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__.splitlines()[0]))
 
     bench = commands.add_parser("bench", help="benchmarks")
@@ -104,10 +104,10 @@ def build_parser():
 
 
 def _run_config(args):
-    from mpicolor.config import RunConfig
+    from mpicolor.job.config import RunConfig
     from mpicolor.gpu import memory_limit
     from mpicolor.palette import default_scale
-    from mpicolor.placement import parse_split
+    from mpicolor.job.placement import parse_split
 
     return RunConfig(
         input_dir=os.path.abspath(args.input_dir), output_dir=os.path.abspath(args.output_dir), label=args.label,
@@ -127,14 +127,14 @@ def main(argv=None):
         with contextlib.redirect_stderr(io.StringIO()):
             args = parser.parse_args(argv)
     if args.command == "run":
-        from mpicolor.mpi import run_job
+        from mpicolor.job.mpi import run_job
 
         return run_job(lambda: _run_config(args))
     if args.command in TOOLS:
-        return importlib.import_module(f"mpicolor.{args.command}").main(args)
+        return importlib.import_module(f"mpicolor.tools.{args.command}").main(args)
     if args.command == "info":
-        from mpicolor.info import main as info_main
-        from mpicolor.placement import parse_split
+        from mpicolor.tools.info import main as info_main
+        from mpicolor.job.placement import parse_split
 
         return info_main(args, parse_split(args.split))
     if args.command == "bench" and args.bench == "kernel":

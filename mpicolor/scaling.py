@@ -193,7 +193,7 @@ def add_scaling_arguments(parser):
 
 def copied_input(input_dir, copies, folder):
     """``copies`` copies of INPUT_DIR's tarballs as symbolic links (more data without more disk)."""
-    from mpicolor.tarballs import find_tarballs
+    from mpicolor.state.tarballs import find_tarballs
 
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

@@ -2,7 +2,7 @@
 
 Frames that cannot be read for a reason that is not theirs stay pending (``ChunkResult.unread``) so that the
 next run reads them; frames that are bad in themselves stay failures. The reading function is injected into
-:class:`~mpicolor.compute.FrameComputer`, so these faults need no broken file system.
+:class:`~mpicolor.job.worker.FrameComputer`, so these faults need no broken file system.
 """
 
 import errno
@@ -14,10 +14,11 @@ import pytest
 
 import hostile
 from helpers import outputs, pack_scenes, pack_tarball, read_checkpoint
-from mpicolor import compute
-from mpicolor.compute import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_for_coordinator
-from mpicolor.config import RunConfig
-from mpicolor.job import EXIT_OK, EXIT_TARBALL_FAILED, Coordinator, TarballOutcome, run_serial
+from mpicolor.job import worker
+from mpicolor.job.worker import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_for_coordinator
+from mpicolor.job.config import RunConfig
+from mpicolor.job.coordinator import Coordinator, run_serial
+from mpicolor.job.report import EXIT_OK, EXIT_TARBALL_FAILED, TarballOutcome
 from mpicolor.palette import palette_from_bytes
 from mpicolor.state.results import CPU, FAILED, INCOMPLETE, PENDING
 
@@ -31,7 +32,7 @@ def config(tmp_path, output="out", **settings):
 def whole_chunk(path):
     """Every frame of the tarball at ``path`` as one chunk, stamped as the coordinator stamps it."""
     index = index_for_coordinator(0, str(path))
-    return compute.Chunk(0, 0, str(path), np.arange(len(index.names)), index.offsets, index.sizes, index.stamp)
+    return worker.Chunk(0, 0, str(path), np.arange(len(index.names)), index.offsets, index.sizes, index.stamp)
 
 
 class Reads:
@@ -231,10 +232,10 @@ def test_the_summary_names_the_incomplete_tarball_and_counts_only_frames_done(tm
     input_dir.mkdir()
     pack_scenes(str(input_dir))
     coordinator = Coordinator(config(tmp_path), size=1)
-    coordinator.start()
-    coordinator.begin()
+    coordinator.open_run()
+    coordinator.start_clocks()
     computer = FrameComputer(coordinator.config)
-    while not coordinator.computed:
+    while not coordinator.all_computed:
         chunk = coordinator.next_chunk()
         if chunk is not None:
             result = computer.compute(chunk)
@@ -242,8 +243,8 @@ def test_the_summary_names_the_incomplete_tarball_and_counts_only_frames_done(tm
                 result.unread = dict.fromkeys(result.positions.tolist(), "an injected reason")
                 result.backend[:] = PENDING
             coordinator.accept(result)
-    assert coordinator.finish() == EXIT_TARBALL_FAILED
+    assert coordinator.close_run() == EXIT_TARBALL_FAILED
     outcome = next(outcome for outcome in coordinator.outcomes.values() if outcome.name == "person.tar")
     assert outcome == TarballOutcome("person.tar", INCOMPLETE, 2, 0, "an injected reason")
     assert any("person.tar: incomplete, 2 frames, 0 failed (an injected reason)" in line
-               for line in coordinator.summary(1.0))
+               for line in coordinator.report.lines(1.0))

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from helpers import make_partial, outputs, pack_tarball
-from mpicolor.compute import ChunkResult, FrameComputer, index_for_coordinator
-from mpicolor.config import RunConfig
-from mpicolor.job import (CHUNK_SECONDS, EXIT_RANK_LOST, INDEXING_AHEAD, MAX_CHUNK, WRITE_BACKLOG, Coordinator,
-                          WorkerLedger, run_serial)
+from mpicolor.job.worker import ChunkResult, FrameComputer, index_for_coordinator
+from mpicolor.job.config import RunConfig
+from mpicolor.job.coordinator import WRITE_BACKLOG, Coordinator, run_serial
+from mpicolor.job.report import EXIT_RANK_LOST
+from mpicolor.job.schedule import CHUNK_SECONDS, INDEXING_AHEAD, MAX_CHUNK, Schedule, WorkerLedger
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER
 from mpicolor.state.results import CPU
 
@@ -40,8 +41,8 @@ def make_config(tmp_path, input_dir, **settings):
 
 def started(config, size, delegate_indexing=False):
     coordinator = Coordinator(config, size, delegate_indexing=delegate_indexing, clock=Clock())
-    coordinator.start()
-    coordinator.begin()
+    coordinator.open_run()
+    coordinator.start_clocks()
     return coordinator
 
 
@@ -51,6 +52,22 @@ def computed(chunk, seconds_per_frame, clusters=5):
     return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, np.zeros((n_frames, clusters), np.uint32),
                        np.zeros((n_frames, clusters), np.float32), np.full(n_frames, CPU, np.uint8),
                        seconds=seconds_per_frame * n_frames)
+
+
+def test_the_schedule_cuts_a_quarter_second_of_work_and_splits_the_tail():
+    schedule = Schedule(size=4)
+    assert schedule.chunk_length(10_000, tail=False) == 1  # a frame's cost is not known yet
+    schedule.observe(frames=10, seconds=0.01)
+    assert schedule.frame_seconds == 0.001 and schedule.chunk_length(10_000, tail=False) == 250
+    assert schedule.chunk_length(800, tail=True) == 100  # 800 frames over 2 x 4 ranks
+    assert schedule.chunk_length(3, tail=True) == 1
+    schedule.observe(frames=10, seconds=0.02)
+    assert schedule.frame_seconds == pytest.approx(0.8 * 0.001 + 0.2 * 0.002)
+    schedule.frame_seconds = 1e-9
+    assert schedule.chunk_length(10**9, tail=False) == MAX_CHUNK
+    assert schedule.frames_ahead() == 4 * 4 * int(CHUNK_SECONDS / 1e-6)
+    assert Schedule(size=2).frames_ahead() == 8 and Schedule(size=64).indexing_at_once() == 64
+    assert Schedule(size=2).indexing_at_once() == INDEXING_AHEAD
 
 
 def test_chunks_take_a_quarter_second_of_work_up_to_the_cap(tmp_path):
@@ -63,7 +80,7 @@ def test_chunks_take_a_quarter_second_of_work_up_to_the_cap(tmp_path):
     assert len(coordinator.next_chunk().positions) == int(CHUNK_SECONDS / 0.001)
     coordinator.accept(computed(coordinator.next_chunk(), 0.0005))
     assert len(coordinator.next_chunk().positions) == int(CHUNK_SECONDS / (0.8 * 0.001 + 0.2 * 0.0005))
-    coordinator.frame_seconds = 1e-7  # a million frames a second would make chunks of 2.5 million
+    coordinator.schedule.frame_seconds = 1e-7  # a million frames a second would make chunks of 2.5 million
     assert len(coordinator.next_chunk().positions) == MAX_CHUNK
 
 
@@ -79,7 +96,7 @@ def test_the_tail_is_split_so_that_every_rank_finishes_together(tmp_path):
         coordinator.accept(computed(chunk, 0.0001))
     assert lengths[0] == math.ceil(2999 / (2 * size))
     assert lengths == sorted(lengths, reverse=True) and lengths[-1] == 1
-    assert coordinator.computed
+    assert coordinator.all_computed
 
 
 def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
@@ -140,7 +157,7 @@ def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
     config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 12, 300))
     coordinator = started(config, size=1)
     held = []
-    while not coordinator.computed:
+    while not coordinator.all_computed:
         chunk = coordinator.next_chunk()
         # 25 frames a chunk, 100 wanted ahead: one tarball at a time is indexed and in flight
         coordinator.accept(computed(chunk, 0.01))
@@ -149,7 +166,7 @@ def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
         held.append(len(coordinator.active) + len(coordinator.dirty))
     # the tarball computing, the next one indexed ahead, and those that ended while the writer was busy
     assert max(held) <= 2 + WRITE_BACKLOG + 1
-    coordinator.finish()
+    coordinator.close_run()
     assert len(list((tmp_path / "out" / CHECKPOINT_FOLDER).iterdir())) == 12
 
 
@@ -180,7 +197,7 @@ def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_
     computer = FrameComputer(coordinator.config)
     coordinator.accept(computer.compute(again))
     indexed_again = []
-    while not coordinator.computed:
+    while not coordinator.all_computed:
         job = coordinator.index_job()
         if job is not None:
             indexed_again.append(job)
@@ -189,5 +206,5 @@ def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_
         if chunk is not None:
             coordinator.accept(computer.compute(chunk))
     assert indexed_again == [index_job]
-    assert coordinator.computed and coordinator.finish() == EXIT_RANK_LOST
+    assert coordinator.all_computed and coordinator.close_run() == EXIT_RANK_LOST
     assert sorted(outputs(tmp_path / "out")) == ["hist_set0.tar_db.sqlite", "hist_set1.tar_db.sqlite"]

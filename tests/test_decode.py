@@ -10,7 +10,7 @@ import pytest
 import simplejpeg
 
 from mpicolor import palette
-from mpicolor.compute import HEAD_BYTES
+from mpicolor.job.worker import HEAD_BYTES
 from mpicolor.decode import METADATA_BYTES, MAX_BYTES_PER_PIXEL, BadFrame, check_head, decode_frame
 
 

@@ -167,11 +167,11 @@ def test_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
     (injector / "sitecustomize.py").write_text(
         "import os, time\n"
         "if os.environ.get('PMI_RANK') == '1':\n"
-        "    from mpicolor import compute\n"
+        "    from mpicolor.job import worker\n"
         "    def broken(self, chunk):\n"
         f"        open({str(fault_time)!r}, 'w').write(repr(time.time()))\n"
         "        raise RuntimeError('injected fault in a worker')\n"
-        "    compute.FrameComputer.compute = broken\n")
+        "    worker.FrameComputer.compute = broken\n")
     python_path = os.pathsep.join([str(injector), os.environ.get("PYTHONPATH", "")])
     failed = run_mpicolor(3, "run", input_dir, tmp_path / "out", *settings, timeout=60,
                           env=dict(os.environ, PYTHONPATH=python_path))

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor import compute, gpu, kernels
+from mpicolor import gpu, kernels
+from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
-from mpicolor.compute import Chunk, FrameComputer
-from mpicolor.config import RunConfig
+from mpicolor.job.worker import Chunk, FrameComputer
+from mpicolor.job.config import RunConfig
 from mpicolor.decode import decode_frame
 from mpicolor.devices import probe_gpus
 from mpicolor.palette import extract_palette
-from mpicolor.tarballs import index_tarball
+from mpicolor.state.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
 
@@ -93,7 +94,7 @@ def test_argument_errors_are_those_of_extract_palette(frames, keywords, message)
 
 def test_no_cupy_is_imported_until_a_gpu_is_asked_for():
     # a CPU-only install never touches CUDA: importing every module, or running on the CPU, loads no CuPy
-    code = ("import sys; import mpicolor.gpu, mpicolor.compute, mpicolor.bench, mpicolor.info, mpicolor.cli; "
+    code = ("import sys; import mpicolor.gpu, mpicolor.job.worker, mpicolor.bench, mpicolor.tools.info, mpicolor.cli; "
             "import numpy as np; mpicolor.gpu.extract_palettes([np.zeros((4, 4, 3), np.uint8)], 2, xp=np); "
             "print(sorted(name for name in sys.modules if name.startswith(('cupy', 'cuml'))))")
     found = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
@@ -185,7 +186,7 @@ def test_seed_on_a_numpy_backend_is_scikit_learns(tmp_path, chunk):
 def test_device_error_on_a_batch_retries_its_frames_one_by_one(tmp_path, chunk, caplog):
     expected = FrameComputer(config(tmp_path)).compute(chunk)
     device = FakeDevice(fail_batches=True)
-    with caplog.at_level(logging.WARNING, logger="mpicolor.compute"):
+    with caplog.at_level(logging.WARNING, logger="mpicolor.job.worker"):
         result = FrameComputer(config(tmp_path), "gpu", gpu=device).compute(chunk)
     assert device.calls == [4, 1, 1, 1, 1]
     np.testing.assert_array_equal(result.packed, expected.packed)
@@ -208,12 +209,12 @@ def test_frame_the_device_fails_twice_is_computed_on_the_cpu_with_a_note(tmp_pat
 def test_a_device_that_keeps_failing_is_given_up_once(tmp_path, chunk, caplog):
     expected = FrameComputer(config(tmp_path)).compute(chunk)
     computer = FrameComputer(config(tmp_path), "gpu", gpu=FakeDevice(fail_all=True))
-    with caplog.at_level(logging.WARNING, logger="mpicolor.compute"):
+    with caplog.at_level(logging.WARNING, logger="mpicolor.job.worker"):
         first, second = computer.compute(chunk), computer.compute(chunk)
     for result in (first, second):
         np.testing.assert_array_equal(result.packed, expected.packed)
         assert (result.backend == CPU).all()
-    assert sorted(first.notes) == list(range(compute.MAX_GPU_FAILURES)) and second.notes == {}
+    assert sorted(first.notes) == list(range(worker.MAX_GPU_FAILURES)) and second.notes == {}
     assert caplog.text.count("this rank computes on the CPU from now on") == 1
 
 
@@ -234,7 +235,7 @@ def test_an_error_opening_the_device_computes_on_the_cpu(tmp_path, chunk, caplog
 
     monkeypatch.setattr(gpu, "Backend", failing_backend)
     expected = FrameComputer(config(tmp_path)).compute(chunk)
-    with caplog.at_level(logging.WARNING, logger="mpicolor.compute"):
+    with caplog.at_level(logging.WARNING, logger="mpicolor.job.worker"):
         result = FrameComputer(config(tmp_path), "gpu", device=0).compute(chunk)
     np.testing.assert_array_equal(result.packed, expected.packed)
     assert (result.backend == CPU).all()
@@ -269,7 +270,7 @@ def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, c
         pytest.skip("a usable GPU is present")
     expected = FrameComputer(config(tmp_path)).compute(chunk)
     computer = FrameComputer(config(tmp_path), "gpu", device=0)
-    with caplog.at_level(logging.WARNING, logger="mpicolor.compute"):
+    with caplog.at_level(logging.WARNING, logger="mpicolor.job.worker"):
         results = [computer.compute(chunk) for _ in range(2)]
     for result in results:
         np.testing.assert_array_equal(result.packed, expected.packed)

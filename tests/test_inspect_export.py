@@ -17,7 +17,7 @@ import pyarrow.parquet
 import pytest
 
 from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
-from mpicolor import export, inspect, render, results
+from mpicolor.tools import export, inspect, render, results
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from test_pack import command

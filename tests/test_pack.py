@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import mpiexec_path
-from mpicolor import pack
+from mpicolor.tools import pack
 
 # the tiny test video: solid frames of distinct colours, 10 frames per second
 TINY_FPS, TINY_FRAMES, TINY_SIZE = 10, 25, (64, 48)
@@ -141,7 +141,7 @@ def test_an_interrupted_pack_leaves_complete_tarballs_only(tmp_path, monkeypatch
 def test_videos_are_shared_among_ranks_under_mpiexec(tmp_path):
     videos = [make_video(tmp_path / f"clip{number}.avi", n_frames=5) for number in range(3)]
     out = tmp_path / "tars"
-    script = ("import argparse, sys; from mpicolor import pack; parser = argparse.ArgumentParser(); "
+    script = ("import argparse, sys; from mpicolor.tools import pack; parser = argparse.ArgumentParser(); "
               "pack.add_arguments(parser); sys.exit(pack.main(parser.parse_args(sys.argv[1:])))")
     launch = [mpiexec_path(), "-n", "2", sys.executable, "-c", script, *videos, "--out", str(out)]
     finished = subprocess.run(launch, capture_output=True, text=True, timeout=60)

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from mpicolor.placement import Placement, is_gpu_rank, parse_split, place, place_rank
+from mpicolor.job.placement import Placement, is_gpu_rank, parse_split, place, place_rank
 
 
 def test_parse_split():

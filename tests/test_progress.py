@@ -3,7 +3,7 @@
 import io
 import logging
 
-from mpicolor.progress import Progress, format_duration
+from mpicolor.job.progress import Progress, format_duration
 
 
 class Clock:
@@ -28,7 +28,7 @@ def test_log_lines_only_every_interval():
     clock, lines = Clock(), []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("mpicolor.progress")
+    logger = logging.getLogger("mpicolor.job.progress")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import SHARED_DATA, outputs, run_mpicolor
-from mpicolor import inspect, pack, render, results
+from mpicolor.tools import inspect, pack, render, results
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.results import CPU, FAILED, GPU, PENDING, TarballResults
 from mpicolor.state.sqlite import write_sqlite

@@ -16,7 +16,7 @@ from mpicolor.state.checkpoint import (CHECKPOINT, CHECKPOINT_FOLDER, CHECKPOINT
 from mpicolor.state.output_dir import OutputError, OutputLock
 from mpicolor.state.results import COMPLETE, CPU, FAILED, PARTIAL, PENDING, TarballResults
 from mpicolor.state.sqlite import write_sqlite
-from mpicolor.tarballs import Fingerprint
+from mpicolor.state.tarballs import Fingerprint
 
 SETTINGS = {"clusters": 2, "method": "fast", "seed": 0, "scale": 2, "max_pixels": 10, "simulate": None,
             "label": "db", "version": "0"}
@@ -208,7 +208,7 @@ def test_stale_temporaries_are_removed(tmp_path):
 
 
 class Index:
-    """The parts of an :class:`~mpicolor.compute.IndexedTarball` that a resume looks at."""
+    """The parts of an :class:`~mpicolor.job.worker.IndexedTarball` that a resume looks at."""
 
     def __init__(self, names, fingerprint):
         self.names, self.fingerprint, self.skipped, self.incomplete = names, fingerprint, {}, None

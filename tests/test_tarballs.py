@@ -1,4 +1,4 @@
-"""Tests of mpicolor.tarballs: finding data sets, indexing members by offset, reading frames."""
+"""Tests of mpicolor.state.tarballs: finding data sets, indexing members by offset, reading frames."""
 
 import os
 import sys
@@ -32,7 +32,7 @@ from hostile import (
     write_tar,
     write_truncated_tar,
 )
-from mpicolor.tarballs import (
+from mpicolor.state.tarballs import (
     IMAGE_SUFFIXES,
     BadTarball,
     Member,

@@ -44,7 +44,7 @@ from mpicolor.state.atomic import (TEMP_SUFFIX, publish, publish_together, remov
                                    require_space, temporary_path)
 from mpicolor.state.output_dir import OutputError
 from mpicolor.state.results import TarballResults
-from mpicolor.tarballs import Fingerprint
+from mpicolor.state.tarballs import Fingerprint
 
 log = logging.getLogger(__name__)
 

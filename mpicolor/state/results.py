@@ -46,7 +46,7 @@ class TarballResults:
     crops : ndarray of shape (n_frames, 4), uint16, or None
         With ``--crop-borders auto``: the bars left out of each frame's palette, (top, bottom, left, right)
         in pixels of the decoded frame.
-    fingerprint : mpicolor.tarballs.Fingerprint or None
+    fingerprint : mpicolor.state.tarballs.Fingerprint or None
         What identifies the tarball these results belong to (None: not known, e.g. a 0.1.0 checkpoint).
     """
 

@@ -41,7 +41,7 @@ def reusable(stored, index, clusters):
     ----------
     stored : TarballResults or None
         What the checkpoint holds for the tarball.
-    index : mpicolor.compute.IndexedTarball
+    index : mpicolor.job.worker.IndexedTarball
         The tarball as it is now: member names, skipped members, fingerprint.
     clusters : int
 

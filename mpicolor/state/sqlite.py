@@ -50,7 +50,7 @@ def write_sqlite_from_checkpoint(output_dir, names, settings):
     names : list of str
         The tarballs.
     settings : dict
-        The run's :meth:`~mpicolor.config.RunConfig.stored_settings` (``label`` names the files).
+        The run's :meth:`~mpicolor.job.config.RunConfig.stored_settings` (``label`` names the files).
 
     Raises
     ------

@@ -26,7 +26,7 @@ def mpi_problem():
     """Why MPI cannot be used here, or None when mpi4py loads an MPI library."""
     placeholder = mpich_placeholder()
     try:
-        from mpicolor.mpi import library_version
+        from mpicolor.job.mpi import library_version
         library_version()
     except (ImportError, RuntimeError, OSError) as error:
         text = f"MPI is not usable: mpi4py cannot load an MPI library ({error})."
@@ -63,8 +63,8 @@ def main(args, split):
         print(f"mpicolor info: {problem}", file=sys.stderr)
         return 5
     from mpicolor.devices import probe_gpus
-    from mpicolor.mpi import gather_to_root, library_version, node_ranks, world
-    from mpicolor.placement import place_rank
+    from mpicolor.job.mpi import gather_to_root, library_version, node_ranks, world
+    from mpicolor.job.placement import place_rank
 
     comm, rank, size = world()
     placement = place_rank(rank, node_ranks(comm), split, args.gpus, probe_gpus)

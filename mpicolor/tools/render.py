@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mpicolor import results
+from mpicolor.tools import results
 from mpicolor.state.atomic import write_atomically
-from mpicolor.logs import setup_logging
+from mpicolor.job.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def frame_sequence(tarballs, names=True):
 
     Parameters
     ----------
-    tarballs : list of mpicolor.results.TarballView
+    tarballs : list of mpicolor.tools.results.TarballView
     names : bool
         Make the frames' names (only the SVG shows them); False leaves ``names`` empty.
 

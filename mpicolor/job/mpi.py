@@ -1,7 +1,7 @@
 """Everything that talks MPI: the only module that imports mpi4py.
 
-Rank 0 runs :func:`serve`: it hands out chunks of frames, keeps every worker two chunks ahead so that none
-waits for its next assignment, gathers the results into the :class:`~mpicolor.job.Coordinator`, and
+Rank 0 runs a :class:`Server`: it hands out chunks of frames, keeps every worker two chunks ahead so that none
+waits for its next assignment, gathers the results into the :class:`~mpicolor.job.coordinator.Coordinator`, and
 computes frames itself between messages while the run is small enough that coordinating leaves it idle.
 Workers run :func:`work`. Frame ids travel in the payload, never in tags (only tags up to 32767 are
 guaranteed). An uncaught exception on any rank aborts the whole job, as ``python -m mpi4py`` does: without
@@ -18,12 +18,14 @@ import traceback
 
 from mpi4py import MPI
 
-from mpicolor.compute import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.devices import probe_gpus
-from mpicolor.job import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE, Coordinator, SqliteJob, WorkerLedger
+from mpicolor.job.coordinator import Coordinator, SqliteJob
+from mpicolor.job.logs import setup_logging
+from mpicolor.job.placement import place_rank
+from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE
+from mpicolor.job.schedule import WorkerLedger
+from mpicolor.job.worker import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.kernels import warm_up
-from mpicolor.logs import setup_logging
-from mpicolor.placement import place_rank
 from mpicolor.state.checkpoint import DamagedCheckpoint
 from mpicolor.state.output_dir import OutputError
 from mpicolor.state.sqlite import write_sqlite_from_checkpoint
@@ -83,115 +85,145 @@ class Interrupted:
         self.signal = signal.Signals(number).name
 
 
-def serve(comm, coordinator, computer, rank0_computes, hosts):
-    """Rank 0's loop, until every frame is computed; on SIGTERM / SIGINT it checkpoints and ends the job.
+class Server:
+    """Rank 0's side of a run: one named step per concern, run in turn by :meth:`serve`.
 
-    A worker that holds work and stays silent longer than ``--stall-timeout`` is given up on: its work goes to
-    the others, its late answers are dropped, and it gets nothing more (``hosts``: every rank's host, for the
-    log). Returns the ranks given up on.
+    As mpi4py.futures' manager loop: it never blocks in MPI (iprobe, and a back-off sleep when idle), keeps
+    every worker DEPTH chunks ahead, and tracks in a :class:`~mpicolor.job.schedule.WorkerLedger` what each
+    worker holds. A worker silent longer than ``--stall-timeout`` with work in hand is given up on: its work
+    goes to the others, its late answers are dropped, and it gets nothing more.
+
+    Parameters
+    ----------
+    comm : MPI.Comm
+    coordinator : mpicolor.job.coordinator.Coordinator
+    computer : mpicolor.job.worker.FrameComputer
+        Rank 0's own, for the frames it computes between messages.
+    rank0_computes : bool
+        Whether rank 0 computes frames too (small runs).
+    hosts : list of str
+        Every rank's host, for the log.
     """
-    interrupted = Interrupted()
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    ledger = WorkerLedger(range(1, comm.Get_size()))
-    sends = []                   # (rank, request) of sends not yet complete
-    own = None
-    status = MPI.Status()
-    pause = POLL_MIN
-    next_stall_check = time.monotonic() + STALL_CHECK
-    while True:
-        busy = _receive(comm, coordinator, ledger, status)
-        sends += _hand_out(comm, coordinator, ledger)
-        sends = [(rank, request) for rank, request in sends if not request.Test()]
-        if interrupted.signal:
-            abort(comm, coordinator.interrupt(f"interrupted by {interrupted.signal}"))
-        if time.monotonic() >= next_stall_check:
-            next_stall_check = time.monotonic() + STALL_CHECK
-            for rank in _give_up_on_stalled(coordinator, ledger, hosts):
-                # a send a stuck rank never receives never completes: stop waiting for it
-                sends = [(to, request) for to, request in sends if to != rank]
-            if not ledger.ranks():  # with no worker left, rank 0 computes and writes the sqlite files itself
-                rank0_computes, coordinator.workers_write_sqlite = True, False
-        coordinator.tick()
-        if rank0_computes and not busy:
-            # a frame of its own only when no message waits: coordinating comes first
-            if own is None:
-                chunk = coordinator.next_chunk()
-                own = computer.steps(chunk) if chunk is not None else None
-            if own is not None:
-                busy = True
-                try:
-                    next(own)
-                except StopIteration as finished:
-                    coordinator.accept(finished.value)
-                    own = None
-        if coordinator.finished and own is None and ledger.idle():
-            break
-        pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
-        if not busy:
-            time.sleep(pause)
-    wait_quietly([request for _, request in sends])
-    return ledger.lost
 
+    def __init__(self, comm, coordinator, computer, rank0_computes, hosts):
+        self.comm, self.coordinator, self.computer, self.hosts = comm, coordinator, computer, hosts
+        self.rank0_computes = rank0_computes
+        self.ledger = WorkerLedger(range(1, comm.Get_size()))
+        self.sends = []                   # (rank, request) of sends not yet complete
+        self.own = None                   # rank 0's own chunk in progress (a generator of its frames)
+        self.status = MPI.Status()
+        self.interrupted = Interrupted()
+        self.next_stall_check = time.monotonic() + STALL_CHECK
 
-def _receive(comm, coordinator, ledger, status):
-    """Take in every waiting message; True when there was one."""
-    busy = False
-    while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-        source, tag = status.Get_source(), status.Get_tag()
-        message = comm.recv(source=source, tag=tag)
-        busy = True
-        if tag == TAG_INDEXED:
-            key = ("index", message.number)
-        elif tag == TAG_SQLITE_WRITTEN:
-            key = ("sqlite", message[0])
-        else:
-            key = ("chunk", message.chunk_id)
-        if not ledger.returned(source, key):
-            continue  # the late answer of a rank given up on: its work was handed to others
-        if tag == TAG_INDEXED:
-            coordinator.indexed(message)
-        elif tag == TAG_SQLITE_WRITTEN:
-            coordinator.sqlite_written(*message)
-        else:
-            coordinator.accept(message)
-    return busy
+    def serve(self):
+        """Run until every frame is computed and every output written; returns the ranks given up on.
 
-
-def _hand_out(comm, coordinator, ledger):
-    """Keep every worker DEPTH chunks ahead, and give the least loaded a tarball to index when one is due;
-    returns the ``(rank, request)`` of the sends."""
-    sends = []
-    for rank in ledger.ranks():
-        while ledger.count(rank) < DEPTH:
-            chunk = coordinator.next_chunk()
-            if chunk is None:
+        On SIGTERM / SIGINT it writes a last checkpoint and ends the job with status 4.
+        """
+        signal.signal(signal.SIGTERM, self.interrupted)
+        signal.signal(signal.SIGINT, self.interrupted)
+        pause = POLL_MIN
+        while True:
+            busy = self.receive()
+            self.hand_out()
+            self.forget_completed_sends()
+            self.stop_if_interrupted()
+            self.give_up_on_stalled()
+            self.coordinator.tick()
+            if not busy:
+                busy = self.compute_own_frame()
+            if self.coordinator.all_written and self.own is None and self.ledger.idle():
                 break
-            sends.append((rank, comm.isend(chunk, dest=rank, tag=TAG_WORK)))
-            ledger.hand(rank, ("chunk", chunk.chunk_id), chunk)
-    if not ledger.ranks():
-        return sends
-    job = coordinator.index_job()
-    if job is not None:
-        # the least loaded worker indexes the next tarball while the others compute
-        rank = ledger.least_loaded()
-        sends.append((rank, comm.isend(job, dest=rank, tag=TAG_INDEX)))
-        ledger.hand(rank, ("index", job[0]), job)
-    while (job := coordinator.sqlite_job()) is not None:
-        # a sqlite file costs 0.4 s per 44,470 frames: written by workers, it costs rank 0 nothing
-        rank = ledger.least_loaded()
-        sends.append((rank, comm.isend(job, dest=rank, tag=TAG_SQLITE)))
-        ledger.hand(rank, ("sqlite", job.name), job)
-    return sends
+            pause = POLL_MIN if busy else min(2 * pause, POLL_MAX)
+            if not busy:
+                time.sleep(pause)
+        wait_quietly([request for _, request in self.sends])
+        return self.ledger.lost
 
+    def receive(self):
+        """Take in every waiting message; True when there was one."""
+        busy = False
+        while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self.status):
+            source, tag = self.status.Get_source(), self.status.Get_tag()
+            message = self.comm.recv(source=source, tag=tag)
+            busy = True
+            if tag == TAG_INDEXED:
+                key = ("index", message.number)
+            elif tag == TAG_SQLITE_WRITTEN:
+                key = ("sqlite", message[0])
+            else:
+                key = ("chunk", message.chunk_id)
+            if not self.ledger.returned(source, key):
+                continue  # the late answer of a rank given up on: its work was handed to others
+            if tag == TAG_INDEXED:
+                self.coordinator.indexed(message)
+            elif tag == TAG_SQLITE_WRITTEN:
+                self.coordinator.sqlite_written(*message)
+            else:
+                self.coordinator.accept(message)
+        return busy
 
-def _give_up_on_stalled(coordinator, ledger, hosts):
-    """Give up on every worker silent for longer than ``--stall-timeout``; returns their ranks."""
-    stalled = ledger.stalled(coordinator.config.stall_timeout)
-    for rank, silent, work in stalled:
-        coordinator.rank_lost(rank, f"on {hosts[rank]} held {_work_text(work)} for {silent:.0f} s without answering "
-                                    f"(--stall-timeout {coordinator.config.stall_timeout:g})", ledger.lose(rank))
-    return [rank for rank, _, _ in stalled]
+    def _send(self, rank, key, work, tag):
+        self.sends.append((rank, self.comm.isend(work, dest=rank, tag=tag)))
+        self.ledger.hand(rank, key, work)
+
+    def hand_out(self):
+        """Keep every worker DEPTH chunks ahead; give the least loaded a tarball to index when one is due, and
+        the sqlite files to write."""
+        for rank in self.ledger.ranks():
+            while self.ledger.count(rank) < DEPTH:
+                chunk = self.coordinator.next_chunk()
+                if chunk is None:
+                    break
+                self._send(rank, ("chunk", chunk.chunk_id), chunk, TAG_WORK)
+        if not self.ledger.ranks():
+            return
+        job = self.coordinator.index_job()
+        if job is not None:
+            # the least loaded worker indexes the next tarball while the others compute
+            self._send(self.ledger.least_loaded(), ("index", job[0]), job, TAG_INDEX)
+        while (job := self.coordinator.sqlite_job()) is not None:
+            # a sqlite file costs 0.4 s per 44,470 frames: written by workers, it costs rank 0 nothing
+            self._send(self.ledger.least_loaded(), ("sqlite", job.name), job, TAG_SQLITE)
+
+    def forget_completed_sends(self):
+        self.sends = [(rank, request) for rank, request in self.sends if not request.Test()]
+
+    def stop_if_interrupted(self):
+        """After SIGTERM / SIGINT: a last checkpoint, then the job ends with status 4."""
+        if self.interrupted.signal:
+            abort(self.comm, self.coordinator.interrupt(f"interrupted by {self.interrupted.signal}"))
+
+    def give_up_on_stalled(self):
+        """Give up on every worker silent for longer than ``--stall-timeout`` (checked every STALL_CHECK s)."""
+        if time.monotonic() < self.next_stall_check:
+            return
+        self.next_stall_check = time.monotonic() + STALL_CHECK
+        timeout = self.coordinator.config.stall_timeout
+        for rank, silent, work in self.ledger.stalled(timeout):
+            self.coordinator.rank_lost(rank, f"on {self.hosts[rank]} held {_work_text(work)} for {silent:.0f} s "
+                                             f"without answering (--stall-timeout {timeout:g})", self.ledger.lose(rank))
+            # a send a stuck rank never receives never completes: stop waiting for it
+            self.sends = [(to, request) for to, request in self.sends if to != rank]
+        if not self.ledger.ranks():  # with no worker left, rank 0 computes and writes the sqlite files itself
+            self.rank0_computes, self.coordinator.workers_write_sqlite = True, False
+
+    def compute_own_frame(self):
+        """One frame of rank 0's own chunk, when it computes and no message waits (coordinating comes first);
+        True when it computed one."""
+        if not self.rank0_computes:
+            return False
+        if self.own is None:
+            chunk = self.coordinator.next_chunk()
+            if chunk is None:
+                return False
+            self.own = self.computer.steps(chunk)
+        try:
+            next(self.own)
+        except StopIteration as finished:
+            self.coordinator.accept(finished.value)
+            self.own = None
+        return True
 
 
 def _work_text(work):
@@ -279,7 +311,7 @@ def run_job(make_config):
     Parameters
     ----------
     make_config : callable
-        Returns the validated :class:`~mpicolor.config.RunConfig`; called on rank 0 only, and may raise
+        Returns the validated :class:`~mpicolor.job.config.RunConfig`; called on rank 0 only, and may raise
         ValueError for a bad setting.
 
     Returns
@@ -304,7 +336,7 @@ def _run_job(comm, rank, size, make_config):
         try:
             config = make_config()
             coordinator = Coordinator(config, size if rank0_computes else size - 1, delegate_indexing=size > 1)
-            coordinator.start()
+            coordinator.open_run()
             setup = (config, None)
         except ValueError as error:
             log.error("%s", error)
@@ -331,10 +363,10 @@ def _run_job(comm, rank, size, make_config):
         if rank == 0:
             log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size,
                      sum(p.role == "gpu" for p in placements), *config.split, library_version())
-            coordinator.begin()
+            coordinator.start_clocks()
             try:
-                lost = serve(comm, coordinator, computer, rank0_computes, hosts)
-                code = coordinator.finish(placements)
+                lost = Server(comm, coordinator, computer, rank0_computes, hosts).serve()
+                code = coordinator.close_run(placements)
                 # workers are told to stop only now: they would otherwise wait in a spinning collective
                 tell_workers(comm, code, TAG_STOP, skip=lost)
                 if lost:

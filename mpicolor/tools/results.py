@@ -26,7 +26,7 @@ from mpicolor.state.atomic import publish, temporary_path
 from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError
 from mpicolor.state.sqlite import sqlite_name
-from mpicolor.progress import Progress
+from mpicolor.job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def each_tarball(reader, names, progress_mode):
     reader : OutputReader
     names : list of str
     progress_mode : str
-        ``auto``, ``bar`` or ``log`` (:class:`mpicolor.progress.Progress`).
+        ``auto``, ``bar`` or ``log`` (:class:`mpicolor.job.progress.Progress`).
 
     Yields
     ------

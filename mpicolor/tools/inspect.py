@@ -9,10 +9,10 @@ import json
 import logging
 from collections.abc import Iterator
 
-from mpicolor import results
+from mpicolor.tools import results
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
-from mpicolor.logs import setup_logging
-from mpicolor.progress import format_duration
+from mpicolor.job.logs import setup_logging
+from mpicolor.job.progress import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def write_json(reader, tarballs, stream):
 
     Parameters
     ----------
-    reader : mpicolor.results.OutputReader
+    reader : mpicolor.tools.results.OutputReader
     tarballs : iterator of dict
         The tarballs' reports.
     stream : binary file

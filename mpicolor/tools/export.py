@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicolor import results
-from mpicolor.logs import setup_logging
+from mpicolor.tools import results
+from mpicolor.job.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def frame_rows(tarball, block_rows=BLOCK_ROWS):
 
     Parameters
     ----------
-    tarball : mpicolor.results.TarballView
+    tarball : mpicolor.tools.results.TarballView
 
     Yields
     ------
@@ -154,8 +154,8 @@ def write_text(reader, tarballs, stream, format_rows):
 
     Parameters
     ----------
-    reader : mpicolor.results.OutputReader
-    tarballs : iterator of mpicolor.results.TarballView
+    reader : mpicolor.tools.results.OutputReader
+    tarballs : iterator of mpicolor.tools.results.TarballView
     stream : binary file
     format_rows : callable
         ``csv_bytes`` or ``json_bytes``; ``csv_bytes`` writes the header first.
@@ -252,8 +252,8 @@ def write_parquet(reader, tarballs, stream):
 
     Parameters
     ----------
-    reader : mpicolor.results.OutputReader
-    tarballs : iterator of mpicolor.results.TarballView
+    reader : mpicolor.tools.results.OutputReader
+    tarballs : iterator of mpicolor.tools.results.TarballView
     stream : binary file
 
     Returns

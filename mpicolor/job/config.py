@@ -40,7 +40,7 @@ class RunConfig:
     simulate : float or None
         When set, every frame costs this many seconds of sleep instead of its palette (benchmarks).
     progress : str
-        ``auto``, ``bar`` or ``log``: how rank 0 shows progress (see :class:`~mpicolor.progress.Progress`).
+        ``auto``, ``bar`` or ``log``: how rank 0 shows progress (see :class:`~mpicolor.job.progress.Progress`).
     crop_borders : bool
         Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.borders`); off by
         default so that results stay comparable with the original's.

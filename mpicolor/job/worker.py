@@ -16,7 +16,7 @@ from mpicolor.borders import crop, detect_borders
 from mpicolor.decode import check_head, decode_frame
 from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
 from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU, PENDING
-from mpicolor.tarballs import BadTarball, Member, index_tarball, read_member
+from mpicolor.state.tarballs import BadTarball, Member, index_tarball, read_member
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ class IndexedTarball:
         Where each frame's bytes lie.
     skipped : dict of str to int
     incomplete : str or None
-        As in :class:`~mpicolor.tarballs.TarballIndex`.
+        As in :class:`~mpicolor.state.tarballs.TarballIndex`.
     error : str or None
         Why the tarball cannot be read at all (then it has no frames).
-    fingerprint : mpicolor.tarballs.Fingerprint or None
+    fingerprint : mpicolor.state.tarballs.Fingerprint or None
         What tells whether stored results belong to this tarball (None when it cannot be read).
     stamp : tuple or None
         The tarball's :func:`file_stamp`, taken before it was indexed.

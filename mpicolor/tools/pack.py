@@ -23,9 +23,9 @@ import time
 import cv2
 
 from mpicolor.state.atomic import publish, temporary_path
-from mpicolor.launch import launcher_rank
-from mpicolor.logs import setup_logging
-from mpicolor.progress import format_duration
+from mpicolor.job.launch import launcher_rank
+from mpicolor.job.logs import setup_logging
+from mpicolor.job.progress import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def main(args):
         setting.
     """
     if launcher_rank() is not None:
-        from mpicolor.mpi import gather_to_root, round_robin
+        from mpicolor.job.mpi import gather_to_root, round_robin
 
         rank, size, mine = round_robin(args.videos)
     else:
