@@ -12,6 +12,9 @@ import simplejpeg
 from mpicolor import palette
 from mpicolor.decode import BadFrame, decode_frame
 
+# in the portable subset, which run/power-check.sh runs on ppc64le under emulation
+pytestmark = pytest.mark.portable
+
 
 def smooth_image(height=48, width=64):
     """A BGR gradient: compresses well and survives JPEG nearly unchanged."""

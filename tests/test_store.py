@@ -8,6 +8,9 @@ import pytest
 
 from mpicolor import store
 
+# in the portable subset, which run/power-check.sh runs on ppc64le under emulation
+pytestmark = pytest.mark.portable
+
 SETTINGS = {"clusters": 2, "method": "fast", "seed": 0, "scale": 2, "max_pixels": 10, "simulate": None,
             "label": "db", "version": "0"}
 
