@@ -58,8 +58,9 @@ print_summary() {
     echo
     echo "power-check summary: Debian $release ppc64el under $(qemu-ppc64le-static --version | head -1)"
     printf '%s\n' "${summary[@]}"
-    [ ! -s "$cache/versions.txt" ] || { echo "versions (ppc64le, then x86_64):"; paste "$cache/versions.txt" \
-        "$cache/host-versions.txt" | awk -F'\t' '{printf "  %-44s %s\n", $1, $2}'; }
+    [ ! -s "$cache/versions.txt" ] || awk -F'\t' 'NR == FNR {host[$1] = $2; next}
+        FNR == 1 {printf "  %-14s %-34s %s\n", "versions", "ppc64le (Debian)", "x86_64 (PyPI)"}
+        {printf "  %-14s %-34s %s\n", $1, $2, host[$1]}' "$cache/host-versions.txt" "$cache/versions.txt"
     [ ! -s "$cache/palettes.txt" ] || { echo "palettes, ppc64le against x86_64:"; sed 's/^/  /' "$cache/palettes.txt"; }
     echo "total $((SECONDS - started)) s: $([ "$failed" = 0 ] && echo PASSED || echo FAILED)"
 }
@@ -114,7 +115,6 @@ host_reference() {  # the demo on this host (x86_64, PyPI's wheels), into $cache
         (cd "$repo/tests" && python -c 'import sys, helpers; helpers.pack_scenes(sys.argv[1])' "$cache/demo/input")
         mpiexec -n 2 mpicolor run "$cache/demo/input" "$cache/demo/x86_64" --checkpoint-every 10
         python "$repo/run/power/versions.py" >"$cache/host-versions.txt"
-        mpicolor info | head -1 | sed 's/^/  /' >>"$cache/host-versions.txt"
     )
 }
 
@@ -175,7 +175,6 @@ if [ ! -e "$root$venv/installed-simplejpeg" ]; then
 fi
 step "mpicolor: copied into the chroot, pip install --no-deps" install_mpicolor
 in_chroot python "$checkout/run/power/versions.py" >"$cache/versions.txt" 2>>"$log" || true
-in_chroot mpicolor info 2>>"$log" | head -1 | sed 's/^/  /' >>"$cache/versions.txt" || true
 step "emulated: numba kernels compiled (or loaded from cache)" \
     in_chroot python -c 'from mpicolor import kernels; kernels.warm_up()' || true
 step "emulated: demo, mpiexec -n 2 mpicolor run" emulated_demo || true

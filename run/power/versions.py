@@ -1,12 +1,16 @@
-"""Print the versions of mpicolor's dependencies as this Python imports them, one `name version` a line."""
+"""Print what mpicolor runs with, one `name<TAB>version` a line: Python, its dependencies, the MPI library."""
 
 import importlib
+import importlib.metadata
 import platform
 
-MODULES = {"numpy": "numpy", "numba": "numba", "llvmlite": "llvmlite", "scikit-learn": "sklearn",
-           "opencv": "cv2", "simplejpeg": "simplejpeg", "h5py": "h5py", "mpi4py": "mpi4py",
-           "threadpoolctl": "threadpoolctl", "pytest": "pytest"}
+from mpicolor.mpi import library_version
 
-print(f"python {platform.python_version()} ({platform.machine()})")
+MODULES = {"numpy": "numpy", "numba": "numba", "llvmlite": "llvmlite", "scikit-learn": "sklearn",
+           "opencv": "cv2", "simplejpeg": "simplejpeg", "h5py": "h5py", "threadpoolctl": "threadpoolctl"}
+
+print(f"python\t{platform.python_version()} ({platform.machine()})")
 for name, module in MODULES.items():
-    print(name, importlib.import_module(module).__version__)
+    print(f"{name}\t{importlib.import_module(module).__version__}")
+print(f"mpi4py\t{importlib.metadata.version('mpi4py')}")
+print(f"MPI\t{' '.join(library_version().split(',')[0].split())}")
