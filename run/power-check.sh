@@ -61,7 +61,10 @@ print_summary() {
     [ ! -s "$cache/versions.txt" ] || awk -F'\t' 'NR == FNR {host[$1] = $2; next}
         FNR == 1 {printf "  %-14s %-34s %s\n", "versions", "ppc64le (Debian)", "x86_64 (PyPI)"}
         {printf "  %-14s %-34s %s\n", $1, $2, host[$1]}' "$cache/host-versions.txt" "$cache/versions.txt"
-    [ ! -s "$cache/palettes.txt" ] || { echo "palettes, ppc64le against x86_64:"; sed 's/^/  /' "$cache/palettes.txt"; }
+    if [ -s "$cache/palettes.txt" ]; then
+        echo "palettes, ppc64le against x86_64:"
+        sed 's/^/  /' "$cache/palettes.txt"
+    fi
     echo "total $((SECONDS - started)) s: $([ "$failed" = 0 ] && echo PASSED || echo FAILED)"
 }
 trap print_summary EXIT
@@ -87,15 +90,16 @@ host_tools() {
 
 make_chroot() {  # mmdebstrap: apt resolves and downloads on this host; only dpkg runs emulated
     local mirror="${MPICOLOR_POWER_MIRROR:-}"
-    [ -n "$mirror" ] || mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
-    [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
+    [ -n "$mirror" ] || mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources || true)"
+    [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list || true)"
     [ -n "$mirror" ] || { echo "no Debian mirror in this host's apt sources: set MPICOLOR_POWER_MIRROR"; return 1; }
     if grep -q " $root" /proc/mounts; then echo "$root has mounts: not removing it"; return 1; fi
     rm -rf "$root" "$root.partial"
     # eatmydata: dpkg's fsync of every file would cost minutes
     nice mmdebstrap --variant=apt --arch=ppc64el --include="$(IFS=,; echo "${packages[*]}")" \
-        --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' "$release" "$root.partial" "$mirror"
+        --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        "$release" "$root.partial" "$mirror"
     echo "${packages[*]}" >"$root.partial/.mpicolor-packages"
     mv "$root.partial" "$root"
 }
@@ -122,12 +126,11 @@ chroot_python() {  # a sysconfig or numpy path of the chroot's Python, as seen f
     echo "$root$(in_chroot python3 -c "$1")"
 }
 
-install_simplejpeg() {  # cross-compiled, the version this host's demo used, into the chroot's venv
-    local version site
-    version="$(awk '$1 == "simplejpeg" {print $2}' "$cache/host-versions.txt")"
+install_simplejpeg() {  # cross-compiled, into the chroot's venv
+    local site
     [ -x "$root$venv/bin/python" ] || in_chroot python3 -m venv --system-site-packages "$venv"
     site="$(in_chroot "$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    bash "$repo/run/power/simplejpeg.sh" "$version" \
+    bash "$repo/run/power/simplejpeg.sh" "$simplejpeg_version" \
         "$(chroot_python 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
         "$(chroot_python 'import numpy; print(numpy.get_include())')" \
         "$(in_chroot python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" \
@@ -169,15 +172,18 @@ else
     summary+=("$(printf '%-58s %5s    %s' "chroot: Debian $release ppc64el" - "cached in $root")")
 fi
 step "host: the demo with PyPI's wheels (x86_64 reference)" host_reference
-if [ ! -e "$root$venv/installed-simplejpeg" ]; then
-    step "simplejpeg: cross-compiled, into a venv of the chroot" install_simplejpeg
-    touch "$root$venv/installed-simplejpeg"
+# the simplejpeg (so the libjpeg-turbo) of the host's demo, rebuilt when that changes
+simplejpeg_version="$(awk '$1 == "simplejpeg" {print $2}' "$cache/host-versions.txt")"
+if [ "$(cat "$root$venv/installed-simplejpeg" 2>/dev/null)" != "$simplejpeg_version" ]; then
+    step "simplejpeg $simplejpeg_version: cross-compiled, into a venv of the chroot" install_simplejpeg
+    echo "$simplejpeg_version" >"$root$venv/installed-simplejpeg"
 fi
 step "mpicolor: copied into the chroot, pip install --no-deps" install_mpicolor
 in_chroot python "$checkout/run/power/versions.py" >"$cache/versions.txt" 2>>"$log" || true
 step "emulated: numba kernels compiled (or loaded from cache)" \
     in_chroot python -c 'from mpicolor import kernels; kernels.warm_up()' || true
 step "emulated: demo, mpiexec -n 2 mpicolor run" emulated_demo || true
-step "emulated: pytest -m portable" in_chroot sh -c "cd $checkout && python -m pytest -m portable -q -p no:cacheprovider --timeout=900" || true
+step "emulated: pytest -m portable" \
+    in_chroot sh -c "cd $checkout && python -m pytest -m portable -q -p no:cacheprovider --timeout=900" || true
 step "palettes: ppc64le against x86_64" compare_palettes || true
 [ "$failed" = 0 ]
