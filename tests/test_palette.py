@@ -16,6 +16,9 @@ from mpicolor.decode import decode_frame
 from mpicolor.palette import (METHODS, BadFrame, default_scale, extract_palette,
                               palette_from_bytes)
 
+# in the portable subset, which run/power-check.sh runs on ppc64le under emulation
+pytestmark = pytest.mark.portable
+
 FRAMES = pathlib.Path(__file__).parent / "data" / "frames"
 REPO = pathlib.Path(__file__).parents[1]
 

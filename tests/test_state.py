@@ -18,6 +18,9 @@ from mpicolor.state.results import COMPLETE, CPU, FAILED, PARTIAL, PENDING, Tarb
 from mpicolor.state.sqlite import write_sqlite
 from mpicolor.state.tarballs import Fingerprint
 
+# in the portable subset, which run/power-check.sh runs on ppc64le under emulation
+pytestmark = pytest.mark.portable
+
 SETTINGS = {"clusters": 2, "method": "fast", "seed": 0, "scale": 2, "max_pixels": 10, "simulate": None,
             "label": "db", "version": "0"}
 CHECKPOINT_0_1 = os.path.join(TESTS, "data", "checkpoint-0.1.0.h5")
