@@ -54,7 +54,7 @@ def build_parser():
                      help="fast: histogram k-means (default); seed: the original's KMeans on all pixels")
     run.add_argument("--seed", type=int, default=0, help="random seed of every frame's k-means (default 0)")
     run.add_argument("--scale", type=int, default=None, choices=(1, 2, 4, 8),
-                     help="JPEG decode scale (default: the method's own, see README)")
+                     help="JPEG decode scale (default: the method's own, see docs/palette.md)")
     run.add_argument("--max-pixels", type=int, default=50_000_000,
                      help="refuse frames larger than this many pixels (default 50 megapixels)")
     add_placement_arguments(run)

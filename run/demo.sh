@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled real frames: bash run/demo.sh [RANKS]
-# Packs tests/data/frames into three tarballs, runs `mpiexec -n RANKS mpicolor run`, and prints the results.
+# Packs tests/data/frames into three tarballs, runs `mpiexec -n RANKS mpicolor run`, prints the results and
+# renders their barcode.
 source "$(dirname "$0")/env.sh"
 ranks="${1:-2}"
 out="$repo/demo-out"
@@ -21,3 +22,6 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/hist_*.sqlite")):
     for name, color, share in rows:
         print(f"  {name:28s} dominant #{color:06x} ({share:.0%})")
 PY
+# 12 frames: each is drawn 40 columns wide, so that the picture can be seen
+mpicolor render "$out/output" --out "$out/barcode.png" --height 120 --width 480
+echo "the barcode of the demo run (one column per frame): $out/barcode.png"

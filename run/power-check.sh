@@ -10,7 +10,7 @@
 #
 #   MPICOLOR_POWER_CACHE    the chroot and the builds, kept between runs and clones
 #                           (default ${XDG_CACHE_HOME:-~/.cache}/mpicolor-power)
-#   MPICOLOR_POWER_RELEASE  the Debian release (default bookworm: see the README's "Installing on Power")
+#   MPICOLOR_POWER_RELEASE  the Debian release (default bookworm: see docs/power.md)
 #   MPICOLOR_POWER_MIRROR   the Debian mirror (default: the first one in this host's apt sources)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"

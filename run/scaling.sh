@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The scaling benchmarks of the README, into bench-out/ (about 15 minutes on a 2-core machine):
+# The scaling benchmarks of docs/benchmarks.md, into bench-out/ (about 15 minutes on a 2-core machine):
 #   bash run/scaling.sh
 # 1. real runs: 1 rank against 2, and 2 ranks with one sharing its core with a CPU hog (bench run);
 # 2. simulated strong scaling, 1 to 64 ranks at 20 ms per frame: the coordinator and the load balance,

@@ -10,7 +10,7 @@ import sys
 PLACEHOLDER_HINT = (
     "On ppc64le `pip install mpich` installs an empty placeholder that provides no MPI: use the site's MPI "
     "(`pip install --no-binary=mpi4py mpi4py` against it) or conda-forge's external MPI builds "
-    "(channel conda-forge/label/mpi-external); see the README's 'Installing on Power'.")
+    "(channel conda-forge/label/mpi-external); see docs/power.md.")
 
 
 def mpich_placeholder():
