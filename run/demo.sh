@@ -24,4 +24,4 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/hist_*.sqlite")):
 PY
 # 12 frames: each is drawn 40 columns wide, so that the picture can be seen
 mpicolor render "$out/output" --out "$out/barcode.png" --height 120 --width 480
-echo "the barcode of the demo run (one column per frame): $out/barcode.png"
+echo "the barcode of the demo run: $out/barcode.png"
