@@ -25,6 +25,7 @@ from mpicolor.palette import extract_palette
 from mpicolor.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
+VIDEOS = pathlib.Path(__file__).parents[2] / "shared" / "data" / "video"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,23 @@ def test_numpy_array_kernel_gives_the_cpu_palettes_on_hd_frames():
     if not HD_FRAMES.is_dir():
         pytest.skip(f"HD frames not present at {HD_FRAMES}")
     images = [decode_frame(path.read_bytes()) for path in sorted(HD_FRAMES.glob("*.jpg"))]
+    assert gpu.extract_palettes(images, xp=np) == cpu_palettes(images)
+
+
+def test_numpy_array_kernel_gives_the_cpu_palettes_on_video_frames():
+    # animated film and street footage: dark frames whose heavy bins split to exact colours
+    images = []
+    for name in ("Megamind.avi", "vtest.avi"):
+        path = VIDEOS / name
+        if not path.is_file():
+            pytest.skip(f"video not present at {path}")
+        capture = cv2.VideoCapture(str(path))
+        for index in range(30, 180, 30):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            read, image = capture.read()
+            assert read, f"{path}: frame {index}"
+            images.append(image)
+        capture.release()
     assert gpu.extract_palettes(images, xp=np) == cpu_palettes(images)
 
 
