@@ -159,53 +159,58 @@ def _timed(function, *arguments, **keywords):
 
 
 def _bench_frames(frames, variants, repeat, palette_of):
-    records = []
+    records, timings = [], []
     for name, frame_bytes in frames:
         original = decode_frame(frame_bytes)  # the original's pixels: what inertia is measured on
-        pixels = original.reshape(-1, 3)
-        record = {"frame": name, "height": original.shape[0], "width": original.shape[1], "variants": {}}
-        timings = {"simplejpeg_ms": [], "opencv_ms": []}
-        timings.update({_label(*variant): ([], []) for variant in variants})
-        # Every run of a variant sits beside one of each other variant, so load from
-        # other processes on the machine falls on all of them alike.
-        for run in range(repeat):
+        records.append({"frame": name, "height": original.shape[0], "width": original.shape[1], "variants": {}})
+        timing = {"simplejpeg_ms": [], "opencv_ms": []}
+        timing.update({_label(*variant): ([], []) for variant in variants})
+        timings.append(timing)
+    # Each run times every frame once, and each variant beside one of each other variant: a
+    # burst of load from other processes falls on one run of many frames and on all variants
+    # alike, not on every run of one frame.
+    for run in range(repeat):
+        for (name, frame_bytes), record, timing in zip(frames, records, timings):
             if frame_bytes.startswith(b"\xff\xd8"):
-                timings["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
+                timing["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
             encoded = np.frombuffer(frame_bytes, np.uint8)
-            timings["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
+            timing["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
             for method, scale in variants:
                 if method == "seed" and run > 0:
                     continue
                 image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale, smooth_chroma=smooth_chroma(method))
                 palette, palette_ms = _timed(palette_of, image, method)
-                decode_list, palette_list = timings[_label(method, scale)]
+                decode_list, palette_list = timing[_label(method, scale)]
                 decode_list.append(decode_ms)
                 palette_list.append(palette_ms)
                 if run == 0:
-                    bgr = palette.rgb[:, ::-1].astype(np.float64)
+                    pixels = decode_frame(frame_bytes).reshape(-1, 3)
                     record["variants"][_label(method, scale)] = {
-                        "inertia": kernels.palette_inertia(pixels, bgr),
+                        "inertia": kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64)),
                         "packed": palette.packed.tolist()}
-        for decoder in ("simplejpeg_ms", "opencv_ms"):
-            record[decoder] = float(np.median(timings[decoder])) if timings[decoder] else None
-        record["fastest_decode_ms"] = min(ms for ms in (record["simplejpeg_ms"], record["opencv_ms"]) if ms is not None)
-        for method, scale in variants:
-            entry = record["variants"][_label(method, scale)]
-            decode_list, palette_list = timings[_label(method, scale)]
-            entry["decode_ms"] = float(np.median(decode_list))
-            entry["palette_ms"] = float(np.median(palette_list))
-            entry["total_ms"] = float(np.median(np.add(decode_list, palette_list)))
-            entry["over_decode"] = entry["total_ms"] / record["fastest_decode_ms"]
-            if "seed" in record["variants"]:
-                seed_inertia = record["variants"]["seed"]["inertia"]
-                # a frame of one colour: seed's inertia is 0, and so must ours be
-                entry["inertia_ratio"] = (entry["inertia"] / seed_inertia if seed_inertia
-                                          else 1.0 if entry["inertia"] == 0 else float("inf"))
-        records.append(record)
-        print(f"  {name}: " + ", ".join(
-            f"{label} {entry['total_ms']:.1f} ms" for label, entry in record["variants"].items()),
-            flush=True)
+        print(f"  run {run + 1} of {repeat}: {len(frames)} frames", flush=True)
+    for record, timing in zip(records, timings):
+        _frame_medians(record, timing, variants)
     return records
+
+
+def _frame_medians(record, timing, variants):
+    """A frame's median times over the runs, total over fastest decode, inertia relative to seed's."""
+    for decoder in ("simplejpeg_ms", "opencv_ms"):
+        record[decoder] = float(np.median(timing[decoder])) if timing[decoder] else None
+    record["fastest_decode_ms"] = min(ms for ms in (record["simplejpeg_ms"], record["opencv_ms"]) if ms is not None)
+    for method, scale in variants:
+        entry = record["variants"][_label(method, scale)]
+        decode_list, palette_list = timing[_label(method, scale)]
+        entry["decode_ms"] = float(np.median(decode_list))
+        entry["palette_ms"] = float(np.median(palette_list))
+        entry["total_ms"] = float(np.median(np.add(decode_list, palette_list)))
+        entry["over_decode"] = entry["total_ms"] / record["fastest_decode_ms"]
+        if "seed" in record["variants"]:
+            seed_inertia = record["variants"]["seed"]["inertia"]
+            # a frame of one colour: seed's inertia is 0, and so must ours be
+            entry["inertia_ratio"] = (entry["inertia"] / seed_inertia if seed_inertia
+                                      else 1.0 if entry["inertia"] == 0 else float("inf"))
 
 
 def _summarise(records, variants):

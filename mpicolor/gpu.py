@@ -176,7 +176,7 @@ def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT //
 def _plan(xp, image, clusters, seed):
     # Only the sample goes to the device: at most 2**17 pixels, 384 kB.
     sample = xp.asarray(image.reshape(-1, 3)[sample_indices(*image.shape[:2])])
-    return plan_fast(lambda *thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
+    return plan_fast(lambda thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
                      clusters, seed, _mean_variance(xp, _bins(xp, sample, FINE_BITS)), sample.shape[0])
 
 

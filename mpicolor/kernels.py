@@ -357,8 +357,8 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
     ups, coarser
         The coarser histograms (`coarsen`), finest first; the last is the coarsest a point
         can be.
-    thresholds : tuple of two float
-        One level per threshold.
+    thresholds : ndarray of shape (n_levels,), float64
+        One level per threshold, at most 8.
     exact_slot : ndarray of shape (n_occupied,), int64
         For a fine bin heavier than the smallest threshold allows, its index into
         ``offsets`` (see `exact_colours`), else -1: the bin then stands as one point.
@@ -369,22 +369,26 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
 
     Returns
     -------
-    tuple of two (points, weights, moments)
-        Per threshold: points, ndarray of shape (3, n), float64, channel-major, in the order
-        the sample first reached each point's bin, the exact colours of a bin in the order of
-        `exact_colours`; weights, ndarray of shape (n,), float64; moments, ndarray of shape
-        (3, n), float64, colour sums, whole numbers (see `lloyd`).
+    points : ndarray of shape (n_levels, 3, most), float64
+        Level ``l`` is ``points[l, :, :sizes[l]]``: channel-major, in the order the sample
+        first reached each point's bin, the exact colours of a bin in the order of
+        `exact_colours`.
+    weights : ndarray of shape (n_levels, most), float64
+    moments : ndarray of shape (n_levels, 3, most), float64
+        Colour sums, whole numbers (see `lloyd`).
+    sizes : ndarray of shape (n_levels,), int64
     """
     bases = _bases(bits, ups)
     fine_area = float(1 << (2 * (8 - bits)))
     most = occupied.shape[0] + exact_weights.shape[0]
-    points = np.empty((2, 3, most), np.float64)
-    weights = np.empty((2, most), np.float64)
-    moments = np.empty((2, 3, most), np.float64)
-    rows = np.zeros(2, np.int64)
+    levels = thresholds.shape[0]
+    points = np.empty((levels, 3, most), np.float64)
+    weights = np.empty((levels, most), np.float64)
+    moments = np.empty((levels, 3, most), np.float64)
+    rows = np.zeros(levels, np.int64)
     for i in range(occupied.shape[0]):
         j = occupied[i]
-        for level in range(2):
+        for level in range(levels):
             threshold = thresholds[level]
             row = rows[level]
             source = -1  # the coarser row of the point, -2 the fine bin itself, -1 none (placed or exact)
@@ -419,9 +423,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
     for j in occupied:
         for k in range(len(ups)):
             seen[bases[k] + (j >> (3 * ups[k]))] = 0
-    first, second = rows[0], rows[1]
-    return ((points[0, :, :first].copy(), weights[0, :first].copy(), moments[0, :, :first].copy()),
-            (points[1, :, :second].copy(), weights[1, :second].copy(), moments[1, :, :second].copy()))
+    return points, weights, moments, rows
 
 
 @njit(cache=True, nogil=True)
@@ -443,8 +445,8 @@ def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, col
 
 @njit(cache=True, nogil=True)
 def sample_levels(colours, bins, occupied, bits, ups, coarser, thresholds, slots, seen):
-    """`heavy_bins` at the smaller threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
-    heavy, exact_slot = heavy_bins(bins, occupied, bits, min(thresholds[0], thresholds[1]))
+    """`heavy_bins` at the smallest threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
+    heavy, exact_slot = heavy_bins(bins, occupied, bits, thresholds.min())
     exact_points, exact_weights, offsets = exact_colours(colours, bits, heavy, slots,
                                                          np.zeros(heavy.shape[0] << (3 * (8 - bits)), np.int32))
     return adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights,
@@ -633,6 +635,7 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
     distances = np.empty(n, np.float64)
     sums = np.zeros((clusters, 3), np.float64)
     mass = np.zeros(clusters, np.float64)
+    settled = False
     for _ in range(max_iter):
         _assign(points, centres, labels, distances)
         changed = 0
@@ -650,6 +653,7 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
                     for c in range(3):
                         sums[was, c] -= moments[c, i]
         if changed == 0:
+            settled = True  # labels and distances are those of the final centres already
             break
         shift = 0.0
         for j in range(clusters):
@@ -665,7 +669,8 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
                 shift = np.inf
         if shift <= tol:
             break
-    _assign(points, centres, labels, distances)
+    if not settled:
+        _assign(points, centres, labels, distances)
     return labels, _weighted_sum(weights, distances)
 
 
@@ -721,7 +726,7 @@ def _same_configuration(first, second, radius):
 
 @njit(cache=True, nogil=True)
 def distinct_runs(centres, inertia, radius, limit):
-    """The best run of each distinct configuration, and how many runs share the best one's.
+    """The best run of each distinct configuration, lowest inertia first.
 
     Two runs share a configuration when every centre of each lies within ``radius`` of a
     centre of the other.
@@ -732,32 +737,28 @@ def distinct_runs(centres, inertia, radius, limit):
     inertia : ndarray of shape (n_runs,), float64
     radius : float
     limit : int
-        Most runs returned.
+        Most runs chosen.
 
     Returns
     -------
-    chosen : ndarray of shape (<= limit,), int64
+    ndarray of shape (<= limit,), int64
         Runs of distinct configurations, lowest inertia first (the first run on ties).
-    best_runs : int
-        Runs whose configuration is that of ``chosen[0]``, itself included.
     """
     order = np.argsort(inertia, kind="mergesort")
     chosen = np.empty(limit, np.int64)
     found = 0
-    best_runs = 0
     for run in order:
-        if _same_configuration(centres[run], centres[order[0]], radius):
-            best_runs += 1
-        if found < limit:
-            distinct = True
-            for other in range(found):
-                if _same_configuration(centres[run], centres[chosen[other]], radius):
-                    distinct = False
-                    break
-            if distinct:
-                chosen[found] = run
-                found += 1
-    return chosen[:found], best_runs
+        if found == limit:
+            break
+        distinct = True
+        for other in range(found):
+            if _same_configuration(centres[run], centres[chosen[other]], radius):
+                distinct = False
+                break
+        if distinct:
+            chosen[found] = run
+            found += 1
+    return chosen[:found]
 
 
 @njit(cache=True, nogil=True)
@@ -805,8 +806,9 @@ def warm_up():
     coarser = np.zeros((coarser_rows(4, ups), 4), np.int32)
     occupied, bins, _ = sample_bins(image, 4, np.arange(4), np.zeros(4, np.int64), 1, table, ups, coarser, colours)
     seen = np.zeros(coarser.shape[0], np.uint8)
-    _, (points, weights, moments) = sample_levels(colours, bins, occupied, 4, ups, coarser, (1.0, 0.0),
-                                                  np.zeros(1 << 12, np.int32), seen)
+    points, weights, moments, sizes = sample_levels(colours, bins, occupied, 4, ups, coarser, np.array([1.0, 0.0]),
+                                                    np.zeros(1 << 12, np.int32), seen)
+    points, weights, moments = points[1, :, :sizes[1]].copy(), weights[1, :sizes[1]].copy(), moments[1, :, :sizes[1]].copy()
     clear_coarser(occupied, 4, ups, coarser)
     uniforms = np.zeros((1, 2, local_trials(2)), np.float64)
     uniforms.setflags(write=False)  # as the fast method's, drawn once and shared

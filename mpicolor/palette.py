@@ -20,21 +20,21 @@ METHODS = ("fast", "seed")
 # Fast method settings, chosen by the measurements in docs/palette-design.md.
 SAMPLE_FRACTION = 8  # the sample is a grid of about one pixel in SAMPLE_FRACTION ...
 SAMPLE_MIN = 1 << 14  # ... but at least this many pixels (or the whole frame) ...
-SAMPLE_MAX = 1 << 17  # ... and at most this many; keeps int32 sums exact
+SAMPLE_MAX = 9 << 14  # ... and at most this many (1080p: one in 15); keeps int32 sums exact
 FINE_BITS = 6  # colour bins of 4 levels per channel, the finest before exact colours
 COARSER_BITS = (5, 4, 3)  # the coarser bins a point can stand for (8, 16 and 32 levels per channel)
 # A bin of width w holding n sampled pixels stands as one point while n * w**2 <= DETAIL *
 # (sampled pixels) * (mean channel variance), else it splits (adaptive_level).
 RESTART_DETAIL = 0.002  # the level the restarts converge on
 FINAL_DETAIL = 0.002 / 32  # the level that ranks the candidates and gives the palette
-RESTARTS_FIRST = 8  # k-means++ restarts in the first round ...
-RESTARTS_MORE = 8  # ... and in each further round ...
-RESTARTS_MAX = 16  # ... until the answer is settled, or this many
-SETTLED_RUNS = 3  # settled: this many runs share the best run's configuration
+RESTARTS = 16  # k-means++ restarts, each converged on the restart level
 SAME_CONFIGURATION = 6.0  # colour levels: runs whose centres are all this close share a configuration
-CANDIDATES = 3  # best runs of distinct configurations ranked on the final level ...
-RANK_ITER = 8  # ... after this many Lloyd iterations there; the winner then converges
+SCORED = 6  # the best runs of this many distinct configurations are scored ...
+SCORE_ITER = 3  # ... after this many Lloyd iterations on the ranking level ...
+CANDIDATES = 3  # ... the best of them ranked there ...
+RANK_ITER = 6  # ... after this many more; the winner then converges
 MAX_ITER = 300  # Lloyd iterations at most, as scikit-learn
+FINAL_ITER = 20  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
 TOL = 1e-4  # Lloyd stops at a centre shift of TOL * mean channel variance, as scikit-learn
 
 
@@ -308,10 +308,10 @@ class FastPlan:
 
     Attributes
     ----------
-    levels : list of Level
-        Restarts converge on ``levels[0]``; the best runs of distinct configurations converge on
-        ``levels[-1]``, where the lowest inertia wins.
-    uniforms : ndarray of shape (RESTARTS_MAX, clusters, trials), float64, or None
+    levels : tuple of two Level
+        Restarts converge on the first; the best runs of distinct configurations are ranked on
+        the second, where the winner converges (the two may be one).
+    uniforms : ndarray of shape (RESTARTS, clusters, trials), float64, or None
         Random numbers of the k-means++ restarts; None when the frame has at most ``clusters``
         colours, each then its own cluster (``levels`` holds the exact colours alone).
     tol : float
@@ -381,9 +381,8 @@ def plan_fast(levels_at, clusters, seed, variance, sample_size):
     Parameters
     ----------
     levels_at : callable
-        ``levels_at(restart_threshold, final_threshold)`` returns the two `Level` of
-        `kernels.adaptive_levels` with those thresholds; a threshold of 0 gives every exact
-        colour of the sample.
+        ``levels_at(thresholds)`` returns a `Level` of `kernels.adaptive_levels` per threshold; a
+        threshold of 0 gives every exact colour of the sample.
     clusters, seed : int
     variance : float
         Mean channel variance of the fine bins (`kernels.histogram_variance`).
@@ -395,21 +394,22 @@ def plan_fast(levels_at, clusters, seed, variance, sample_size):
     FastPlan
     """
     scale = variance * sample_size
-    restart, final = levels_at(RESTART_DETAIL * scale, FINAL_DETAIL * scale)
+    restart, final = levels_at([RESTART_DETAIL * scale, FINAL_DETAIL * scale])
     if final.size <= clusters:
         # too few points for the clusters: the exact colours, or each colour its own cluster
-        _, final = levels_at(0.0, 0.0)
+        (final,) = levels_at([0.0])
         if final.size <= clusters:
-            return FastPlan([final], None, 0.0)
+            return FastPlan((final, final), None, 0.0)
         restart = final
-    levels = [final] if restart is final or restart.size < clusters else [restart, final]
-    return FastPlan(levels, _restart_uniforms(seed, clusters), TOL * variance)
+    # too few points for the clusters on the restart level: the restarts run on the final one
+    restart = restart if restart.size >= clusters else final
+    return FastPlan((restart, final), _restart_uniforms(seed, clusters), TOL * variance)
 
 
 @functools.lru_cache(maxsize=8)
 def _restart_uniforms(seed, clusters):
     # the same for every frame of a run: drawn once, read-only
-    uniforms = np.random.default_rng(seed).random((RESTARTS_MAX, clusters, kernels.local_trials(clusters)))
+    uniforms = np.random.default_rng(seed).random((RESTARTS, clusters, kernels.local_trials(clusters)))
     uniforms.setflags(write=False)
     return uniforms
 
@@ -417,9 +417,10 @@ def _restart_uniforms(seed, clusters):
 def solve_plans(plans, clusters, engine):
     """Run the fast k-means of several frames, stage by stage, so that an engine can batch each stage.
 
-    Rounds of k-means++ restarts converge on ``levels[0]`` until the best configuration has been
-    reached by ``SETTLED_RUNS`` runs, or ``RESTARTS_MAX`` ran; then the best run of each of the
-    ``CANDIDATES`` best configurations converges on ``levels[-1]``, and the lowest inertia there wins.
+    ``RESTARTS`` k-means++ restarts converge on ``levels[0]``; the best run of each of the
+    ``SCORED`` best configurations runs ``SCORE_ITER`` Lloyd iterations on ``levels[1]``, the
+    ``CANDIDATES`` best of those ``RANK_ITER`` more, and the best of those converges there
+    (``FINAL_ITER`` more at most).
 
     Parameters
     ----------
@@ -439,44 +440,37 @@ def solve_plans(plans, clusters, engine):
         Per plan, the rounded BGR centres and the sampled pixels nearest each.
     """
     probed = [plan for plan in plans if plan.uniforms is not None]
-    runs = [(np.empty((RESTARTS_MAX, clusters, 3)), np.empty(RESTARTS_MAX)) for _ in probed]
-    chosen = [None] * len(probed)
-    pending, start, size = list(range(len(probed))), 0, RESTARTS_FIRST
-    while pending:
-        results = engine.probe([(probed[p].levels[0], probed[p].uniforms[start:start + size], probed[p].tol)
-                                for p in pending], MAX_ITER)
-        unsettled = []
-        for p, (centres, inertia) in zip(pending, results):
-            run_centres, run_inertia = runs[p]
-            run_centres[start:start + size], run_inertia[start:start + size] = centres, inertia
-            best, best_runs = kernels.distinct_runs(run_centres[:start + size], run_inertia[:start + size],
-                                                    SAME_CONFIGURATION, CANDIDATES)
-            chosen[p] = run_centres[best]
-            if best_runs < SETTLED_RUNS and start + size < RESTARTS_MAX:
-                unsettled.append(p)
-        pending = unsettled
-        start += size
-        size = min(RESTARTS_MORE, RESTARTS_MAX - start)
-    candidates = [(p, centres) for p in range(len(probed)) for centres in chosen[p]]
-    results = engine.converge([(probed[p].levels[-1], centres, probed[p].tol) for p, centres in candidates],
-                              RANK_ITER)
-    leaders = [None] * len(probed)
-    for (p, _), (centres, _, inertia) in zip(candidates, results):
-        # the first of equal inertias wins, as in a loop over the candidates in order
-        if leaders[p] is None or inertia < leaders[p][1]:
-            leaders[p] = (centres, inertia)
-    winners = engine.converge([(plan.levels[-1], centres, plan.tol) for plan, (centres, _) in zip(probed, leaders)],
-                              MAX_ITER)
+    runs = engine.probe([(plan.levels[0], plan.uniforms, plan.tol) for plan in probed], MAX_ITER)
+    chosen = [(p, centres) for p, (run_centres, inertia) in enumerate(runs)
+              for centres in run_centres[kernels.distinct_runs(run_centres, inertia, SAME_CONFIGURATION, SCORED)]]
+    # the coarse level can rank configurations wrongly: all go on on the final level, a few
+    # iterations at a time, and the best stay
+    for keep, iterations in ((CANDIDATES, SCORE_ITER), (1, RANK_ITER)):
+        stepped = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], iterations)
+        chosen = _best_of_each(chosen, stepped, keep)
+    winners = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], FINAL_ITER)
     solved, won = [], iter(winners)
     for plan in plans:
         if plan.uniforms is None:
-            exact = plan.levels[0]
+            exact = plan.levels[-1]
             solved.append((np.rint(engine.to_host(exact.points).T).astype(np.uint8), engine.to_host(exact.weights)))
         else:
             centres, labels, _ = next(won)
             # means of colours lie in [0, 255]: rounding needs no clipping
             solved.append((np.rint(centres).astype(np.uint8), engine.counts(plan.levels[-1], labels, clusters)))
     return solved
+
+
+def _best_of_each(chosen, stepped, keep):
+    # per plan, the `keep` lowest inertias of `stepped`, the first of equal ones first, in plan order
+    ranked = sorted(range(len(chosen)), key=lambda index: (chosen[index][0], stepped[index][2], index))
+    kept, taken = [], {}
+    for index in ranked:
+        plan = chosen[index][0]
+        if taken.get(plan, 0) < keep:
+            taken[plan] = taken.get(plan, 0) + 1
+            kept.append((plan, stepped[index][0]))
+    return kept
 
 
 class _NumbaEngine:
@@ -507,15 +501,21 @@ class _NumbaEngine:
 _UPS = tuple(FINE_BITS - bits for bits in COARSER_BITS)
 
 
+def _levels(colours, bins, occupied, thresholds):
+    points, weights, moments, sizes = kernels.sample_levels(colours, bins, occupied, FINE_BITS, _UPS, _WORK.coarser,
+                                                            np.array(thresholds), _WORK.slots, _WORK.seen)
+    return [Level(points[k, :, :size].copy(), weights[k, :size].copy(), moments[k, :, :size].copy())
+            for k, size in enumerate(sizes)]
+
+
 def _fast_palette(image, clusters, seed):
     rows, offsets, column_step, size = sample_rows(*image.shape[:2])
     colours = _WORK.colours(size)
     occupied, bins, variance = kernels.sample_bins(image, FINE_BITS, rows, offsets, column_step, _WORK.fine, _UPS,
                                                    _WORK.coarser, colours)
     try:
-        plan = plan_fast(lambda *thresholds: [Level(*level) for level in kernels.sample_levels(
-            colours[:size], bins, occupied, FINE_BITS, _UPS, _WORK.coarser, thresholds, _WORK.slots, _WORK.seen)],
-                         clusters, seed, variance, size)
+        plan = plan_fast(lambda thresholds: _levels(colours[:size], bins, occupied, thresholds), clusters, seed,
+                         variance, size)
     finally:
         kernels.clear_coarser(occupied, FINE_BITS, _UPS, _WORK.coarser)
     return solve_plans([plan], clusters, _NumbaEngine)[0]

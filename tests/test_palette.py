@@ -214,7 +214,7 @@ def test_sample_is_a_jittered_grid_of_about_one_pixel_in_eight(height, width):
 
 
 def adaptive_levels(image, thresholds):
-    """The two levels of `kernels.sample_levels` of an image's whole sample, and the sample."""
+    """The levels of `kernels.sample_levels` of an image's whole sample, and the sample."""
     pixels = image.reshape(-1, 3).astype(np.int32)
     ups = (1, 2, 3)
     coarser = np.zeros((kernels.coarser_rows(6, ups), 4), np.int32)
@@ -222,8 +222,10 @@ def adaptive_levels(image, thresholds):
     occupied, bins, _ = kernels.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64), 1,
                                             np.zeros((1 << 18, 4), np.int32), ups, coarser, colours)
     np.testing.assert_array_equal(colours, (pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2])
-    return kernels.sample_levels(colours, bins, occupied, 6, ups, coarser, thresholds, np.zeros(1 << 18, np.int32),
-                                 np.zeros(coarser.shape[0], np.uint8)), pixels
+    points, weights, moments, sizes = kernels.sample_levels(colours, bins, occupied, 6, ups, coarser,
+                                                            np.array(thresholds, np.float64),
+                                                            np.zeros(1 << 18, np.int32), np.zeros(coarser.shape[0], np.uint8))
+    return [(points[k, :, :size], weights[k, :size], moments[k, :, :size]) for k, size in enumerate(sizes)], pixels
 
 
 def test_adaptive_levels_keep_every_pixel_and_follow_the_threshold():
@@ -235,7 +237,7 @@ def test_adaptive_levels_keep_every_pixel_and_follow_the_threshold():
         np.testing.assert_array_equal(points, moments / weights)
     (coarse, _, _), (fine, _, _) = levels
     assert coarse.shape[1] <= 512 < fine.shape[1]  # 3-bit bins at most, then finer where heavy
-    ((exact, weights, _), _), _ = adaptive_levels(image, (0.0, 0.0))
+    ((exact, weights, _),), _ = adaptive_levels(image, (0.0,))
     distinct, counts = np.unique(pixels, axis=0, return_counts=True)
     order = np.lexsort(exact[::-1])
     np.testing.assert_array_equal(exact.T[order], distinct)
@@ -294,36 +296,34 @@ def test_distinct_runs_keeps_the_best_of_each_configuration():
     base = np.array([[0.0, 0, 0], [100, 100, 100], [200, 0, 0]])
     runs = np.stack([base + 1, base, base + [[0, 0, 0], [0, 0, 0], [0, 90, 0]], base + 2, base * 0.5])
     inertia = np.array([5.0, 3.0, 4.0, 6.0, 3.0])
-    chosen, best_runs = kernels.distinct_runs(runs, inertia, 6.0, 3)
-    assert chosen.tolist() == [1, 4, 2]  # lowest first, the first of equal inertias, one per configuration
-    assert best_runs == 3  # runs 1, 0 and 3 are within 6 levels of each other
-    assert kernels.distinct_runs(runs, inertia, 6.0, 1)[0].tolist() == [1]
+    # lowest first, the first of equal inertias first, one per configuration (runs 1, 0 and 3 are within 6 levels)
+    assert kernels.distinct_runs(runs, inertia, 6.0, 4).tolist() == [1, 4, 2]
+    assert kernels.distinct_runs(runs, inertia, 6.0, 1).tolist() == [1]
+    assert kernels.distinct_runs(runs, inertia, 0.5, 5).tolist() == [1, 4, 2, 0, 3]
 
 
 class CountingEngine(palette._NumbaEngine):
-    """The numba engine, counting the restarts it runs."""
+    """The numba engine, counting the restarts and the Lloyd iterations it is asked for."""
 
     restarts = 0
+    converged = []
 
     @classmethod
     def probe(cls, tasks, max_iter):
         cls.restarts += sum(len(uniforms) for _, uniforms, _ in tasks)
         return super().probe(tasks, max_iter)
 
-
-def restarts_of(image, monkeypatch):
-    CountingEngine.restarts = 0
-    monkeypatch.setattr(palette, "_NumbaEngine", CountingEngine)
-    extract_palette(image)
-    return CountingEngine.restarts
+    @classmethod
+    def converge(cls, tasks, max_iter):
+        cls.converged.append((len(tasks), max_iter))
+        return super().converge(tasks, max_iter)
 
 
-def test_restarts_stop_when_settled_and_go_on_when_not(monkeypatch):
-    # five flat colours with a little noise: every restart finds them
+def test_restarts_then_distinct_configurations_are_ranked_on_the_final_level(monkeypatch):
     rng = np.random.default_rng(0)
-    settled = blocks([(0, 0, 200), (0, 200, 0), (200, 0, 0), (90, 90, 90), (250, 250, 250)], [40] * 5, height=60)
-    settled = np.clip(settled + rng.normal(0, 3, settled.shape), 0, 255).astype(np.uint8)
-    assert restarts_of(settled, monkeypatch) == palette.RESTARTS_FIRST
-    # uniform noise has no clusters to settle on
-    noise = rng.integers(0, 256, (60, 200, 3), dtype=np.uint8)
-    assert restarts_of(noise, monkeypatch) == palette.RESTARTS_MAX
+    noise = rng.integers(0, 256, (60, 200, 3), dtype=np.uint8)  # no clusters: many configurations
+    monkeypatch.setattr(palette, "_NumbaEngine", CountingEngine)
+    extract_palette(noise)
+    assert CountingEngine.restarts == palette.RESTARTS
+    assert CountingEngine.converged == [(palette.SCORED, palette.SCORE_ITER), (palette.CANDIDATES, palette.RANK_ITER),
+                                        (1, palette.FINAL_ITER)]
