@@ -166,15 +166,17 @@ def _bench_frames(frames, variants, repeat, palette_of):
         timing = {"simplejpeg_ms": [], "opencv_ms": []}
         timing.update({_label(*variant): ([], []) for variant in variants})
         timings.append(timing)
-    # Each run times every frame once, and each variant beside one of each other variant: a
-    # burst of load from other processes falls on one run of many frames and on all variants
-    # alike, not on every run of one frame.
+    # Each run times every frame once: a burst of load from other processes falls on one run of
+    # many frames, not on every run of one. The decoders alone go over all frames first, then the
+    # variants, each frame's decode and palette one after the other as in a run of mpicolor (the
+    # other decoders' output in between would push the palette's tables out of the caches).
     for run in range(repeat):
-        for (name, frame_bytes), record, timing in zip(frames, records, timings):
+        for (_, frame_bytes), timing in zip(frames, timings):
             if frame_bytes.startswith(b"\xff\xd8"):
                 timing["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
             encoded = np.frombuffer(frame_bytes, np.uint8)
             timing["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
+        for (name, frame_bytes), record, timing in zip(frames, records, timings):
             for method, scale in variants:
                 if method == "seed" and run > 0:
                     continue

@@ -18,8 +18,8 @@ import numpy as np
 
 from mpicolor.devices import probe_gpus
 from mpicolor.kernels import LANES, SPREAD
-from mpicolor.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast, sample_indices, seed_colours,
-                              solve_plans, sorted_palette)
+from mpicolor.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast, sample_indices,
+                              seed_colours, solve_plans, sorted_palette)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 
@@ -184,7 +184,8 @@ def _codes(xp, channels, bits):
     # `kernels.colour_bin` of every pixel
     shift = 8 - bits
     spread = xp.asarray(SPREAD)
-    return (spread[channels[:, 0] >> shift] << 2) | (spread[channels[:, 1] >> shift] << 1) | spread[channels[:, 2] >> shift]
+    b, g, r = (spread[channels[:, c] >> shift] for c in range(3))
+    return (b << 2) | (g << 1) | r
 
 
 def _first_seen(xp, codes):

@@ -74,7 +74,7 @@ def _channel_of_bin(index, channel):
 
 
 @njit(cache=True, nogil=True)
-def colour_histogram(image, bits, rows, offsets, column_step, table, colours):
+def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
     """Quantise a sample of the pixels and sum them per colour bin.
 
     The sample is every ``column_step``-th pixel from ``offsets[k]`` of row ``rows[k]``.
@@ -93,8 +93,9 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, colours):
         sums cannot overflow.
     table : ndarray of shape (2 ** (3 * bits), 4), int32, all zero
         Filled with, per bin, the sampled pixel count, then the sums of B, G and R.
-    colours : ndarray of shape (>= sample size,), int32
-        Filled with the sampled colours ``b << 16 | g << 8 | r`` in sample order.
+    codes : ndarray of shape (>= sample size,), int32
+        Filled with each sampled colour, in sample order, as its bin shifted left by ``3 * (8 -
+        bits)`` bits, or the colour's low bits in each channel (B highest): its cell in the bin.
 
     Returns
     -------
@@ -103,7 +104,8 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, colours):
         that later passes (`gather_bins`) skip the empty ones.
     """
     shift = 8 - bits
-    occupied = np.empty(min(table.shape[0], colours.shape[0]), np.int64)
+    mask = (1 << shift) - 1
+    occupied = np.empty(min(table.shape[0], codes.shape[0]), np.int64)
     found = 0
     sampled = 0
     for k in range(rows.shape[0]):
@@ -112,9 +114,9 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, colours):
             b = np.int32(image[y, x, 0])
             g = np.int32(image[y, x, 1])
             r = np.int32(image[y, x, 2])
-            colours[sampled] = (b << 16) | (g << 8) | r
-            sampled += 1
             index = colour_bin(b, g, r, shift)
+            codes[sampled] = (index << (3 * shift)) | ((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask)
+            sampled += 1
             if table[index, 0] == 0:
                 occupied[found] = index
                 found += 1
@@ -126,7 +128,7 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, colours):
 
 
 def coarser_rows(bits, ups):
-    """Rows of the table that holds the histograms of ``bits - up`` bits per channel for each of ``ups``, one after the other."""
+    """Rows of the table of `coarsen`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
     return sum(1 << (3 * (bits - up)) for up in ups)
 
 
@@ -266,7 +268,7 @@ def heavy_bins(bins, occupied, bits, threshold):
 
 
 @njit(cache=True, nogil=True)
-def exact_colours(colours, bits, heavy, slots, counts):
+def exact_colours(codes, bits, heavy, slots, counts):
     """Every distinct colour of the sample inside some bins, with its pixel count.
 
     Counts exact colours inside the given bins only, so memory follows the number of
@@ -274,7 +276,7 @@ def exact_colours(colours, bits, heavy, slots, counts):
 
     Parameters
     ----------
-    colours : ndarray of shape (n_sampled,), int32
+    codes : ndarray of shape (n_sampled,), int32
         The sampled colours, as `colour_histogram` records them.
     bits : int
         Bits per channel of the bins.
@@ -302,13 +304,10 @@ def exact_colours(colours, bits, heavy, slots, counts):
         slots[heavy[slot]] = slot + 1
     distinct = 0
     if heavy.shape[0] > 0:
-        for colour in colours:
-            b = colour >> 16
-            g = (colour >> 8) & 255
-            r = colour & 255
-            slot = slots[colour_bin(b, g, r, shift)]
+        for code in codes:
+            slot = slots[code >> (3 * shift)]
             if slot > 0:
-                cell = (slot - 1) * cells + (((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask))
+                cell = (slot - 1) * cells + (code & (cells - 1))
                 if counts[cell] == 0:
                     distinct += 1
                 counts[cell] += 1
@@ -427,7 +426,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
 
 
 @njit(cache=True, nogil=True)
-def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, colours):
+def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes):
     """`colour_histogram`, `gather_bins`, `coarsen` and `histogram_variance` in one call.
 
     Returns
@@ -437,17 +436,17 @@ def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, col
     variance : float
         `histogram_variance` of the bins.
     """
-    occupied = colour_histogram(image, bits, rows, offsets, column_step, fine, colours)
+    occupied = colour_histogram(image, bits, rows, offsets, column_step, fine, codes)
     bins = gather_bins(fine, occupied)
     coarsen(bins, occupied, bits, ups, coarser)
     return occupied, bins, histogram_variance(bins)
 
 
 @njit(cache=True, nogil=True)
-def sample_levels(colours, bins, occupied, bits, ups, coarser, thresholds, slots, seen):
+def sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, seen):
     """`heavy_bins` at the smallest threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
     heavy, exact_slot = heavy_bins(bins, occupied, bits, thresholds.min())
-    exact_points, exact_weights, offsets = exact_colours(colours, bits, heavy, slots,
+    exact_points, exact_weights, offsets = exact_colours(codes, bits, heavy, slots,
                                                          np.zeros(heavy.shape[0] << (3 * (8 - bits)), np.int32))
     return adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights,
                            offsets, seen)
@@ -526,7 +525,7 @@ def _pick_by_potential(cumulative, target):
 
 
 @njit(cache=True, nogil=True)
-def kmeans_plusplus(points, weights, uniforms):
+def kmeans_plusplus(points, weights, uniforms, centres, potential, closest, candidate, best_closest):
     """Greedy weighted k-means++ seeding, driven by given uniform numbers.
 
     Parameters
@@ -536,15 +535,13 @@ def kmeans_plusplus(points, weights, uniforms):
     uniforms : ndarray of shape (clusters, n_trials), float64 in [0, 1)
         Random numbers for the first centre (``uniforms[0, 0]``) and for the
         candidates of every later step; ``clusters <= n_points``.
-
-    Returns
-    -------
     centres : ndarray of shape (clusters, 3), float64
+        Filled with the seeds.
+    potential, closest, candidate, best_closest : ndarray of shape (n_points,), float64
+        Work space.
     """
     clusters, trials = uniforms.shape
     n = points.shape[1]
-    centres = np.empty((clusters, 3), np.float64)
-    potential = np.empty(n, np.float64)
     running = 0.0
     for i in range(n):
         running += weights[i]
@@ -552,9 +549,7 @@ def kmeans_plusplus(points, weights, uniforms):
     first = _pick_by_potential(potential, uniforms[0, 0] * potential[-1])
     for c in range(3):
         centres[0, c] = points[c, first]
-    closest = np.full(n, np.inf)
-    candidate = np.empty(n, np.float64)
-    best_closest = np.empty(n, np.float64)
+    closest[:] = np.inf
     _closer_to(points, weights, centres[0, 0], centres[0, 1], centres[0, 2], closest, closest)
     for step in range(1, clusters):
         running = 0.0
@@ -575,7 +570,6 @@ def kmeans_plusplus(points, weights, uniforms):
         for c in range(3):
             centres[step, c] = points[c, best_index]
         closest, best_closest = best_closest, closest
-    return centres
 
 
 @njit(cache=True, nogil=True)
@@ -597,7 +591,7 @@ def _assign(points, centres, labels, distances):
 
 
 @njit(cache=True, nogil=True)
-def lloyd(points, weights, moments, centres, max_iter, tol):
+def lloyd(points, weights, moments, centres, max_iter, tol, labels, previous, distances):
     """Weighted Lloyd iterations until the centres settle.
 
     Stops as scikit-learn does: when no label changes, or when the summed squared
@@ -620,19 +614,20 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
     max_iter : int
     tol : float
         Absolute tolerance on the summed squared centre shift.
+    labels : ndarray of shape (n_points,), int64
+        Filled with the nearest final centre of every point (lowest index on ties).
+    previous : ndarray of shape (n_points,), int64
+    distances : ndarray of shape (n_points,), float64
+        Work space.
 
     Returns
     -------
-    labels : ndarray of shape (n_points,), int64
-        Nearest final centre of every point (lowest index on ties).
-    inertia : float
-        Weighted sum of squared distances to the final centres.
+    float
+        The inertia: weighted sum of squared distances to the final centres.
     """
     n = points.shape[1]
     clusters = centres.shape[0]
-    labels = np.zeros(n, np.int64)
-    previous = np.full(n, -1, np.int64)
-    distances = np.empty(n, np.float64)
+    previous[:] = -1
     sums = np.zeros((clusters, 3), np.float64)
     mass = np.zeros(clusters, np.float64)
     settled = False
@@ -671,7 +666,7 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
             break
     if not settled:
         _assign(points, centres, labels, distances)
-    return labels, _weighted_sum(weights, distances)
+    return _weighted_sum(weights, distances)
 
 
 @njit(cache=True, nogil=True)
@@ -698,13 +693,40 @@ def kmeans_runs(points, weights, moments, uniforms, max_iter, tol):
     inertia : ndarray of shape (n_init,), float64
         Weighted inertia of every run on ``points``.
     """
-    runs = uniforms.shape[0]
+    runs, n = uniforms.shape[0], points.shape[1]
     centres = np.empty((runs, uniforms.shape[1], 3), np.float64)
     inertia = np.empty(runs, np.float64)
+    work = np.empty((4, n))
+    labels, previous = np.empty(n, np.int64), np.empty(n, np.int64)
     for run in range(runs):
-        centres[run] = kmeans_plusplus(points, weights, uniforms[run])
-        _, inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol)
+        kmeans_plusplus(points, weights, uniforms[run], centres[run], work[0], work[1], work[2], work[3])
+        inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol, labels, previous, work[0])
     return centres, inertia
+
+
+@njit(cache=True, nogil=True)
+def lloyd_runs(points, weights, moments, centres, max_iter, tol):
+    """`lloyd` from several starts on the same points.
+
+    Parameters
+    ----------
+    points, weights, moments, max_iter, tol
+        As `lloyd`.
+    centres : ndarray of shape (n_runs, clusters, 3), float64
+        Starting centres of every run; updated in place.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_runs, n_points), int64
+    inertia : ndarray of shape (n_runs,), float64
+    """
+    n = points.shape[1]
+    labels = np.empty((centres.shape[0], n), np.int64)
+    inertia = np.empty(centres.shape[0], np.float64)
+    previous, distances = np.empty(n, np.int64), np.empty(n)
+    for run in range(centres.shape[0]):
+        inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol, labels[run], previous, distances)
+    return labels, inertia
 
 
 @njit(cache=True, nogil=True)
@@ -801,19 +823,20 @@ def warm_up():
     start = time.perf_counter()
     image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     table = np.zeros((1 << 12, 4), np.int32)
-    colours = np.empty(16, np.int32)
+    codes = np.empty(16, np.int32)
     ups = (1, 2)
     coarser = np.zeros((coarser_rows(4, ups), 4), np.int32)
-    occupied, bins, _ = sample_bins(image, 4, np.arange(4), np.zeros(4, np.int64), 1, table, ups, coarser, colours)
+    occupied, bins, _ = sample_bins(image, 4, np.arange(4), np.zeros(4, np.int64), 1, table, ups, coarser, codes)
     seen = np.zeros(coarser.shape[0], np.uint8)
-    points, weights, moments, sizes = sample_levels(colours, bins, occupied, 4, ups, coarser, np.array([1.0, 0.0]),
+    points, weights, moments, sizes = sample_levels(codes, bins, occupied, 4, ups, coarser, np.array([1.0, 0.0]),
                                                     np.zeros(1 << 12, np.int32), seen)
-    points, weights, moments = points[1, :, :sizes[1]].copy(), weights[1, :sizes[1]].copy(), moments[1, :, :sizes[1]].copy()
+    size = sizes[1]
+    points, weights, moments = points[1, :, :size].copy(), weights[1, :size].copy(), moments[1, :, :size].copy()
     clear_coarser(occupied, 4, ups, coarser)
     uniforms = np.zeros((1, 2, local_trials(2)), np.float64)
     uniforms.setflags(write=False)  # as the fast method's, drawn once and shared
     centres, inertia = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
-    lloyd(points, weights, moments, centres[0], 10, 0.0)
+    lloyd_runs(points, weights, moments, centres, 10, 0.0)
     distinct_runs(centres, inertia, 1.0, 2)
     palette_inertia(image.reshape(16, 3), centres[0])
     return time.perf_counter() - start

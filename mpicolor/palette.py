@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import itertools
 import threading
 import warnings
 from typing import NamedTuple
@@ -29,9 +30,9 @@ RESTART_DETAIL = 0.002  # the level the restarts converge on
 FINAL_DETAIL = 0.002 / 32  # the level that ranks the candidates and gives the palette
 RESTARTS = 16  # k-means++ restarts, each converged on the restart level
 SAME_CONFIGURATION = 6.0  # colour levels: runs whose centres are all this close share a configuration
-SCORED = 6  # the best runs of this many distinct configurations are scored ...
+SCORED = 4  # the best runs of this many distinct configurations are scored ...
 SCORE_ITER = 3  # ... after this many Lloyd iterations on the ranking level ...
-CANDIDATES = 3  # ... the best of them ranked there ...
+CANDIDATES = 2  # ... the best of them ranked there ...
 RANK_ITER = 6  # ... after this many more; the winner then converges
 MAX_ITER = 300  # Lloyd iterations at most, as scikit-learn
 FINAL_ITER = 20  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
@@ -268,7 +269,7 @@ class _WorkTables(threading.local):
         self.slots = np.zeros(1 << (3 * FINE_BITS), np.int32)
         self.sampled = np.empty(0, np.int32)
 
-    def colours(self, size):
+    def codes(self, size):
         if self.sampled.size < size:
             self.sampled = np.empty(size, np.int32)
         return self.sampled
@@ -370,7 +371,8 @@ def sample_indices(height, width):
     ndarray of shape (size,), int64, read-only
     """
     rows, offsets, column_step, _ = sample_rows(height, width)
-    indices = np.concatenate([row * width + np.arange(offset, width, column_step) for row, offset in zip(rows, offsets)])
+    indices = np.concatenate([row * width + np.arange(offset, width, column_step)
+                              for row, offset in zip(rows, offsets)])
     indices.setflags(write=False)
     return indices
 
@@ -474,7 +476,7 @@ def _best_of_each(chosen, stepped, keep):
 
 
 class _NumbaEngine:
-    """The heavy parts of `solve_plans` as the numba kernels, one task after the other."""
+    """The heavy parts of `solve_plans` as the numba kernels, the tasks of a level in one call."""
 
     @staticmethod
     def probe(tasks, max_iter):
@@ -483,10 +485,13 @@ class _NumbaEngine:
     @staticmethod
     def converge(tasks, max_iter):
         results = []
-        for level, centres, tol in tasks:
-            centres = centres.copy()
-            labels, inertia = kernels.lloyd(*level, centres, max_iter, tol)
-            results.append((centres, labels, inertia))
+        for _, group in itertools.groupby(tasks, key=lambda task: id(task[0])):
+            group = list(group)
+            centres = np.empty((len(group),) + group[0][1].shape)
+            for row, (_, start, _) in enumerate(group):
+                centres[row] = start
+            labels, inertia = kernels.lloyd_runs(*group[0][0], centres, max_iter, group[0][2])
+            results += zip(centres, labels, inertia)
         return results
 
     @staticmethod
@@ -501,8 +506,8 @@ class _NumbaEngine:
 _UPS = tuple(FINE_BITS - bits for bits in COARSER_BITS)
 
 
-def _levels(colours, bins, occupied, thresholds):
-    points, weights, moments, sizes = kernels.sample_levels(colours, bins, occupied, FINE_BITS, _UPS, _WORK.coarser,
+def _levels(codes, bins, occupied, thresholds):
+    points, weights, moments, sizes = kernels.sample_levels(codes, bins, occupied, FINE_BITS, _UPS, _WORK.coarser,
                                                             np.array(thresholds), _WORK.slots, _WORK.seen)
     return [Level(points[k, :, :size].copy(), weights[k, :size].copy(), moments[k, :, :size].copy())
             for k, size in enumerate(sizes)]
@@ -510,11 +515,11 @@ def _levels(colours, bins, occupied, thresholds):
 
 def _fast_palette(image, clusters, seed):
     rows, offsets, column_step, size = sample_rows(*image.shape[:2])
-    colours = _WORK.colours(size)
+    codes = _WORK.codes(size)
     occupied, bins, variance = kernels.sample_bins(image, FINE_BITS, rows, offsets, column_step, _WORK.fine, _UPS,
-                                                   _WORK.coarser, colours)
+                                                   _WORK.coarser, codes)
     try:
-        plan = plan_fast(lambda thresholds: _levels(colours[:size], bins, occupied, thresholds), clusters, seed,
+        plan = plan_fast(lambda thresholds: _levels(codes[:size], bins, occupied, thresholds), clusters, seed,
                          variance, size)
     finally:
         kernels.clear_coarser(occupied, FINE_BITS, _UPS, _WORK.coarser)

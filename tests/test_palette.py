@@ -218,13 +218,15 @@ def adaptive_levels(image, thresholds):
     pixels = image.reshape(-1, 3).astype(np.int32)
     ups = (1, 2, 3)
     coarser = np.zeros((kernels.coarser_rows(6, ups), 4), np.int32)
-    colours = np.empty(len(pixels), np.int32)
+    codes = np.empty(len(pixels), np.int32)
     occupied, bins, _ = kernels.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64), 1,
-                                            np.zeros((1 << 18, 4), np.int32), ups, coarser, colours)
-    np.testing.assert_array_equal(colours, (pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2])
-    points, weights, moments, sizes = kernels.sample_levels(colours, bins, occupied, 6, ups, coarser,
-                                                            np.array(thresholds, np.float64),
-                                                            np.zeros(1 << 18, np.int32), np.zeros(coarser.shape[0], np.uint8))
+                                            np.zeros((1 << 18, 4), np.int32), ups, coarser, codes)
+    bin_numbers = [kernels.colour_bin(*pixel, 2) for pixel in pixels]
+    np.testing.assert_array_equal(codes >> 6, bin_numbers)
+    np.testing.assert_array_equal(codes & 63, ((pixels[:, 0] & 3) << 4) | ((pixels[:, 1] & 3) << 2) | (pixels[:, 2] & 3))
+    points, weights, moments, sizes = kernels.sample_levels(
+        codes, bins, occupied, 6, ups, coarser, np.array(thresholds, np.float64), np.zeros(1 << 18, np.int32),
+        np.zeros(coarser.shape[0], np.uint8))
     return [(points[k, :, :size], weights[k, :size], moments[k, :, :size]) for k, size in enumerate(sizes)], pixels
 
 
@@ -274,8 +276,9 @@ def test_lloyd_is_the_gold_answer_though_it_updates_only_the_points_that_move():
     weights = rng.integers(1, 30, 400).astype(np.float64)
     start = points[:, :4].T.copy()
     for max_iter, tol in ((300, 0.0), (3, 0.0), (300, 5.0)):
-        centres = start.copy()
-        labels, inertia = kernels.lloyd(points, weights, points * weights, centres, max_iter, tol)
+        runs = start[None].copy()
+        labels, inertia = kernels.lloyd_runs(points, weights, points * weights, runs, max_iter, tol)
+        centres, labels, inertia = runs[0], labels[0], inertia[0]
         gold_centres, gold_labels = gold_lloyd(points, weights, start, max_iter, tol)
         np.testing.assert_allclose(centres, gold_centres, rtol=1e-12)
         np.testing.assert_array_equal(labels, gold_labels)
