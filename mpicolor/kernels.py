@@ -824,9 +824,13 @@ def warm_up():
     image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     table = np.zeros((1 << 12, 4), np.int32)
     codes = np.empty(16, np.int32)
-    ups = (1, 2)
+    # the types the fast method passes: read-only sample rows (cached), a tuple of three coarser levels
+    rows, offsets = np.arange(4), np.zeros(4, np.int64)
+    rows.setflags(write=False)
+    offsets.setflags(write=False)
+    ups = (1, 2, 3)
     coarser = np.zeros((coarser_rows(4, ups), 4), np.int32)
-    occupied, bins, _ = sample_bins(image, 4, np.arange(4), np.zeros(4, np.int64), 1, table, ups, coarser, codes)
+    occupied, bins, _ = sample_bins(image, 4, rows, offsets, 1, table, ups, coarser, codes)
     seen = np.zeros(coarser.shape[0], np.uint8)
     points, weights, moments, sizes = sample_levels(codes, bins, occupied, 4, ups, coarser, np.array([1.0, 0.0]),
                                                     np.zeros(1 << 12, np.int32), seen)
