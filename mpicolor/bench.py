@@ -1,5 +1,6 @@
 """`mpicolor bench kernel`: per-frame time and quality of the palette methods on real frames."""
 
+import gc
 import json
 import os
 import sys
@@ -167,33 +168,45 @@ def _bench_frames(frames, variants, repeat, palette_of):
         timing.update({_label(*variant): ([], []) for variant in variants})
         timings.append(timing)
     # Each run times every frame once: a burst of load from other processes falls on one run of
-    # many frames, not on every run of one. The decoders alone go over all frames first, then the
-    # variants, each frame's decode and palette one after the other as in a run of mpicolor (the
-    # other decoders' output in between would push the palette's tables out of the caches).
+    # many frames, not on every run of one.
     for run in range(repeat):
-        for (_, frame_bytes), timing in zip(frames, timings):
-            if frame_bytes.startswith(b"\xff\xd8"):
-                timing["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
-            encoded = np.frombuffer(frame_bytes, np.uint8)
-            timing["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
-        for (name, frame_bytes), record, timing in zip(frames, records, timings):
-            for method, scale in variants:
-                if method == "seed" and run > 0:
-                    continue
-                image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale, smooth_chroma=smooth_chroma(method))
-                palette, palette_ms = _timed(palette_of, image, method)
-                decode_list, palette_list = timing[_label(method, scale)]
-                decode_list.append(decode_ms)
-                palette_list.append(palette_ms)
-                if run == 0:
-                    pixels = decode_frame(frame_bytes).reshape(-1, 3)
-                    record["variants"][_label(method, scale)] = {
-                        "inertia": kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64)),
-                        "packed": palette.packed.tolist()}
+        # a collection of the benchmark's own garbage would land on the same frame of every run
+        gc.collect()
+        gc.disable()
+        try:
+            _time_run(frames, records, timings, variants, run, palette_of)
+        finally:
+            gc.enable()
         print(f"  run {run + 1} of {repeat}: {len(frames)} frames", flush=True)
     for record, timing in zip(records, timings):
         _frame_medians(record, timing, variants)
     return records
+
+
+def _time_run(frames, records, timings, variants, run, palette_of):
+    """One run of `_bench_frames`: each frame's reference decodes, then each method's decode and palette.
+
+    Side by side, the decoders and the methods meet the same caches and allocator: timed in
+    passes of their own, each sped up or slowed down by what the other pass left behind.
+    """
+    for (_, frame_bytes), record, timing in zip(frames, records, timings):
+        if frame_bytes.startswith(b"\xff\xd8"):
+            timing["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
+        encoded = np.frombuffer(frame_bytes, np.uint8)
+        timing["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
+        for method, scale in variants:
+            if method == "seed" and run > 0:
+                continue
+            image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale, smooth_chroma=smooth_chroma(method))
+            palette, palette_ms = _timed(palette_of, image, method)
+            decode_list, palette_list = timing[_label(method, scale)]
+            decode_list.append(decode_ms)
+            palette_list.append(palette_ms)
+            if run == 0:
+                pixels = decode_frame(frame_bytes).reshape(-1, 3)
+                record["variants"][_label(method, scale)] = {
+                    "inertia": kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64)),
+                    "packed": palette.packed.tolist()}
 
 
 def _frame_medians(record, timing, variants):

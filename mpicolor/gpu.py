@@ -6,7 +6,7 @@ stages, the random numbers and the ranking of restarts are the same Python (`pla
 (``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames of a call. Sums whose order
 could change a result are either exact (colour sums are whole numbers) or taken in the numba
 kernels' order (a running sum, ``cumsum``), so that NumPy gives the CPU kernel's palettes bit for
-bit (notes/gpu.md).
+bit (docs/gpu-design.md).
 
 CuPy is imported only when a GPU is asked for, never at import, so CPU-only installs never touch CUDA.
 """
@@ -39,7 +39,7 @@ def extract_palettes(images, clusters=5, seed=0, xp=None):
 
     The same answer as ``[extract_palette(image, clusters, "fast", seed) for image in images]``:
     with ``xp=numpy`` identical palettes (tested on real frames), on CuPy identical unless a
-    reduction run in the device's order breaks a near-tie another way (notes/gpu.md).
+    reduction run in the device's order breaks a near-tie another way (docs/gpu-design.md).
 
     Parameters
     ----------

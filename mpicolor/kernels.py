@@ -730,18 +730,24 @@ def lloyd_runs(points, weights, moments, centres, max_iter, tol):
 
 
 @njit(cache=True, nogil=True)
+def _nearest(c0, c1, c2, colours):
+    # squared distance from (c0, c1, c2) to the nearest of colours (n, 3)
+    best = np.inf
+    for j in range(colours.shape[0]):
+        d0 = c0 - colours[j, 0]
+        d1 = c1 - colours[j, 1]
+        d2 = c2 - colours[j, 2]
+        best = min(best, d0 * d0 + d1 * d1 + d2 * d2)
+    return best
+
+
+@njit(cache=True, nogil=True)
 def _same_configuration(first, second, radius):
     # Every centre of each set within radius of some centre of the other (Hausdorff distance).
     squared = radius * radius
     for a, b in ((first, second), (second, first)):
         for i in range(a.shape[0]):
-            nearest = np.inf
-            for j in range(b.shape[0]):
-                d0 = a[i, 0] - b[j, 0]
-                d1 = a[i, 1] - b[j, 1]
-                d2 = a[i, 2] - b[j, 2]
-                nearest = min(nearest, d0 * d0 + d1 * d1 + d2 * d2)
-            if nearest > squared:
+            if _nearest(a[i, 0], a[i, 1], a[i, 2], b) > squared:
                 return False
     return True
 
@@ -800,15 +806,7 @@ def palette_inertia(pixels, colours):
     """
     total = 0.0
     for i in range(pixels.shape[0]):
-        best = np.inf
-        for j in range(colours.shape[0]):
-            d0 = pixels[i, 0] - colours[j, 0]
-            d1 = pixels[i, 1] - colours[j, 1]
-            d2 = pixels[i, 2] - colours[j, 2]
-            distance = d0 * d0 + d1 * d1 + d2 * d2
-            if distance < best:
-                best = distance
-        total += best
+        total += _nearest(np.float64(pixels[i, 0]), np.float64(pixels[i, 1]), np.float64(pixels[i, 2]), colours)
     return total
 
 
