@@ -319,7 +319,7 @@ class FastPlan:
         Absolute Lloyd tolerance: ``TOL`` times the mean channel variance of the fine bins.
     """
 
-    levels: list
+    levels: tuple
     uniforms: np.ndarray | None
     tol: float
 
@@ -431,10 +431,11 @@ def solve_plans(plans, clusters, engine):
     engine
         Runs the heavy parts on its arrays: ``probe(tasks, max_iter)`` with tasks ``(level,
         uniforms, tol)`` returns per task the centres (restarts, clusters, 3) and inertias
-        (restarts,) of k-means++ then ``max_iter`` Lloyd iterations; ``converge(tasks,
+        (restarts,) of k-means++ then Lloyd (``max_iter`` iterations at most); ``converge(tasks,
         max_iter)`` with tasks ``(level, centres, tol)`` returns per task ``(centres, labels,
-        inertia)`` after Lloyd to convergence; ``counts(level, labels, clusters)`` the weight
-        per label; ``to_host(array)`` a NumPy array. Centres and inertias are NumPy values.
+        inertia)`` after at most ``max_iter`` Lloyd iterations from the given centres;
+        ``counts(level, labels, clusters)`` the weight per label; ``to_host(array)`` a NumPy
+        array. Centres and inertias are NumPy values.
 
     Returns
     -------
@@ -445,8 +446,8 @@ def solve_plans(plans, clusters, engine):
     runs = engine.probe([(plan.levels[0], plan.uniforms, plan.tol) for plan in probed], MAX_ITER)
     chosen = [(p, centres) for p, (run_centres, inertia) in enumerate(runs)
               for centres in run_centres[kernels.distinct_runs(run_centres, inertia, SAME_CONFIGURATION, SCORED)]]
-    # the coarse level can rank configurations wrongly: all go on on the final level, a few
-    # iterations at a time, and the best stay
+    # the restart level can rank configurations wrongly: they continue on the final level, a few
+    # iterations at a time, and only the best of each step carry on
     for keep, iterations in ((CANDIDATES, SCORE_ITER), (1, RANK_ITER)):
         stepped = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], iterations)
         chosen = _best_of_each(chosen, stepped, keep)
