@@ -1,5 +1,6 @@
 """`mpicolor bench kernel`: per-frame time and quality of the palette methods on real frames."""
 
+import gc
 import json
 import os
 import sys
@@ -13,11 +14,17 @@ from threadpoolctl import threadpool_limits
 from mpicolor import kernels
 from mpicolor.decode import SCALES, decode_frame
 from mpicolor.gpu import Backend, GpuUnavailable
-from mpicolor.palette import METHODS, extract_palette, sorted_palette
+from mpicolor.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
+from mpicolor.state.tarballs import BadTarball, index_tarball, read_member
 
 DEFAULT_FRAMES = os.path.join("..", "shared", "data", "frames", "hd")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BACKENDS = ("cpu", "gpu", "numpy")
+# frame-size classes of the summary: name, test on (height, width), target of total / fastest decode
+SIZE_CLASSES = (("1920x1080", lambda height, width: (height, width) == (1080, 1920), 1.4),
+                ("<= 0.5 MP", lambda height, width: height * width <= 500_000, 1.7),
+                ("other", lambda height, width: True, None))
+WORST_TARGET = 3.0  # no frame's total above this many times its decode
 
 
 def add_kernel_arguments(parser):
@@ -27,11 +34,14 @@ def add_kernel_arguments(parser):
     ----------
     parser : argparse.ArgumentParser
     """
-    parser.add_argument("--frames", nargs="+", metavar="DIR", default=[DEFAULT_FRAMES],
-                        help=f"folders of frames, one table each (default: {DEFAULT_FRAMES})")
+    parser.add_argument("--frames", nargs="+", metavar="SOURCE", default=[DEFAULT_FRAMES],
+                        help="folders of frames or tarballs of frames (as `mpicolor pack` writes them), one table "
+                             f"each (default: {DEFAULT_FRAMES})")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="every N-th frame of each source, for a quick look (default: 1, all)")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
-    parser.add_argument("--scale", nargs="+", type=int, default=[1, 2, 4], metavar="N",
-                        help="decode scales of the fast method, one row each (default: 1 2 4)")
+    parser.add_argument("--scale", nargs="+", type=int, default=[1], metavar="N",
+                        help="decode scales of the fast method, one row each (default: 1)")
     parser.add_argument("--methods", default="fast,seed",
                         help="comma-separated methods (default: fast,seed)")
     parser.add_argument("--repeat", type=int, default=5, metavar="R",
@@ -53,18 +63,24 @@ def run_kernel_bench(args):
     Returns
     -------
     int
-        Exit code: 0, or 2 for a bad option or a missing frames folder.
+        Exit code: 0, or 2 for a bad option or a missing or unreadable source of frames.
     """
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     problems = [f"method {name!r} should be one of {', '.join(METHODS)}"
                 for name in methods if name not in METHODS]
     problems += [f"--scale {scale} should be one of {SCALES}" for scale in args.scale if scale not in SCALES]
-    if args.repeat < 1:
-        problems.append(f"--repeat {args.repeat} should be >= 1")
-    problems += [f"frames folder {folder!r} not found (from {os.getcwd()}); pass --frames DIR"
-                 for folder in args.frames if not os.path.isdir(folder)]
+    for option in ("repeat", "every"):
+        if getattr(args, option) < 1:
+            problems.append(f"--{option} {getattr(args, option)} should be >= 1")
+    problems += [f"frames source {source!r} not found (from {os.getcwd()}); pass --frames DIR or TARBALL"
+                 for source in args.frames if not os.path.exists(source)]
     if problems:
         print("mpicolor bench kernel: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        sources = {source: _frames(source)[::args.every] for source in args.frames}
+    except (BadTarball, OSError) as error:
+        print(f"mpicolor bench kernel: {error}", file=sys.stderr)
         return 2
     variants = [("seed", 1)] if "seed" in methods else []
     variants += [("fast", scale) for scale in args.scale] if "fast" in methods else []
@@ -77,22 +93,24 @@ def run_kernel_bench(args):
     compile_seconds = kernels.warm_up()
     print(f"numba kernels, first call (compile or cache load): {compile_seconds:.2f} s")
     report = {"numba_first_call_s": compile_seconds, "backend": args.backend, "repeat": args.repeat,
-              "folders": {}}
+              "every": args.every, "sources": {}}
     palette_of = _palette_function(backends)
     if backends:
         tiny = np.arange(192, dtype=np.uint8).reshape(8, 8, 3)
         report["array_first_call_s"] = _timed(palette_of, tiny, "fast")[1] / 1e3
         print(f"array kernels ({args.backend}), first call: {report['array_first_call_s']:.2f} s")
     with threadpool_limits(1):
-        for folder in args.frames:
-            frames = _bench_folder(folder, variants, args.repeat, palette_of)
-            summary = _summarise(frames, variants)
-            _print_folder(folder, frames, summary, variants)
+        for source, frames in sources.items():
+            records = _bench_frames(frames, variants, args.repeat, palette_of)
+            summary = _summarise(records, variants)
+            _print_source(source, summary)
             if "fast" in backends:
-                summary["batched_fast_ms_per_frame"] = _batched(folder, backends["fast"], args.repeat)
+                summary["batched_fast_ms_per_frame"] = _batched(frames, backends["fast"], args.repeat)
                 print(f"fast@scale1, all {summary['frames']} frames in one call: "
                       f"{summary['batched_fast_ms_per_frame']:.2f} ms per frame (palette only)")
-            report["folders"][folder] = {"frames": frames, "summary": summary}
+            report["sources"][source] = {"frames": records, "summary": summary}
+    report["size_classes"] = _by_size_class(report["sources"], variants)
+    _print_size_classes(report["size_classes"])
     if args.json:
         with open(args.json, "w", encoding="utf-8") as stream:
             json.dump(report, stream, indent=1)
@@ -107,17 +125,28 @@ def _palette_function(backends):
     return lambda image, method: sorted_palette(*backends[method].colours([image], 5, 0)[0], 5)
 
 
-def _batched(folder, backend, repeat):
+def _batched(frames, backend, repeat):
     # the GPU path's real use: one call for many frames
-    images = [decode_frame(frame_bytes) for _, frame_bytes in _frames(folder)]
+    images = [decode_frame(frame_bytes, smooth_chroma=smooth_chroma("fast")) for _, frame_bytes in frames]
     runs = [_timed(backend.colours, images, 5, 0)[1] for _ in range(repeat)]
     return float(np.median(runs)) / len(images)
 
 
-def _frames(folder):
-    for name in sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES)):
-        with open(os.path.join(folder, name), "rb") as stream:
-            yield name, stream.read()
+def _frames(source):
+    """``(name, bytes)`` of every frame of a folder (image files, by name) or of a tarball (in tar order)."""
+    if os.path.isdir(source):
+        names = sorted(name for name in os.listdir(source) if name.lower().endswith(IMAGE_SUFFIXES))
+        frames = []
+        for name in names:
+            with open(os.path.join(source, name), "rb") as stream:
+                frames.append((name, stream.read()))
+        return frames
+    index = index_tarball(source)
+    fd = os.open(index.path, os.O_RDONLY)
+    try:
+        return [(member.name, read_member(fd, member)) for member in index.members]
+    finally:
+        os.close(fd)
 
 
 def _label(method, scale):
@@ -130,80 +159,109 @@ def _timed(function, *arguments, **keywords):
     return result, (time.perf_counter() - start) * 1e3
 
 
-def _bench_folder(folder, variants, repeat, palette_of):
-    frames = []
-    for name, frame_bytes in _frames(folder):
-        pixels = decode_frame(frame_bytes).reshape(-1, 3)
-        record = {"frame": name, "pixels": len(pixels), "variants": {}}
-        timings = {"simplejpeg_ms": [], "opencv_ms": []}
-        timings.update({_label(*variant): ([], []) for variant in variants})
-        # Every run of a variant sits beside one of each other variant, so load from
-        # other processes on the machine falls on all of them alike.
-        for run in range(repeat):
-            if frame_bytes.startswith(b"\xff\xd8"):
-                timings["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
-            encoded = np.frombuffer(frame_bytes, np.uint8)
-            timings["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
-            for method, scale in variants:
-                if method == "seed" and run > 0:
-                    continue
-                image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale)
-                palette, palette_ms = _timed(palette_of, image, method)
-                decode_list, palette_list = timings[_label(method, scale)]
-                decode_list.append(decode_ms)
-                palette_list.append(palette_ms)
-                if run == 0:
-                    bgr = palette.rgb[:, ::-1].astype(np.float64)
-                    record["variants"][_label(method, scale)] = {
-                        "inertia": kernels.palette_inertia(pixels, bgr),
-                        "packed": palette.packed.tolist()}
-        for decoder in ("simplejpeg_ms", "opencv_ms"):
-            record[decoder] = float(np.median(timings[decoder])) if timings[decoder] else None
+def _bench_frames(frames, variants, repeat, palette_of):
+    records, timings = [], []
+    for name, frame_bytes in frames:
+        original = decode_frame(frame_bytes)  # the original's pixels: what inertia is measured on
+        records.append({"frame": name, "height": original.shape[0], "width": original.shape[1], "variants": {}})
+        timing = {"simplejpeg_ms": [], "opencv_ms": []}
+        timing.update({_label(*variant): ([], []) for variant in variants})
+        timings.append(timing)
+    # Each run times every frame once: a burst of load from other processes falls on one run of
+    # many frames, not on every run of one.
+    for run in range(repeat):
+        # a collection of the benchmark's own garbage would land on the same frame of every run
+        gc.collect()
+        gc.disable()
+        try:
+            _time_run(frames, records, timings, variants, run, palette_of)
+        finally:
+            gc.enable()
+        print(f"  run {run + 1} of {repeat}: {len(frames)} frames", flush=True)
+    for record, timing in zip(records, timings):
+        _frame_medians(record, timing, variants)
+    return records
+
+
+def _time_run(frames, records, timings, variants, run, palette_of):
+    """One run of `_bench_frames`: each frame's reference decodes, then each method's decode and palette.
+
+    Side by side, the decoders and the methods meet the same caches and allocator: timed in
+    passes of their own, each sped up or slowed down by what the other pass left behind.
+    """
+    for (_, frame_bytes), record, timing in zip(frames, records, timings):
+        if frame_bytes.startswith(b"\xff\xd8"):
+            timing["simplejpeg_ms"].append(_timed(simplejpeg.decode_jpeg, frame_bytes, "BGR")[1])
+        encoded = np.frombuffer(frame_bytes, np.uint8)
+        timing["opencv_ms"].append(_timed(cv2.imdecode, encoded, cv2.IMREAD_COLOR)[1])
         for method, scale in variants:
-            entry = record["variants"][_label(method, scale)]
-            decode_list, palette_list = timings[_label(method, scale)]
-            entry["decode_ms"] = float(np.median(decode_list))
-            entry["palette_ms"] = float(np.median(palette_list))
-            entry["total_ms"] = float(np.median(np.add(decode_list, palette_list)))
-            if "seed" in record["variants"]:
-                entry["inertia_ratio"] = entry["inertia"] / record["variants"]["seed"]["inertia"]
-        frames.append(record)
-        print(f"  {name}: " + ", ".join(
-            f"{label} {entry['total_ms']:.1f} ms" for label, entry in record["variants"].items()),
-            flush=True)
-    return frames
+            if method == "seed" and run > 0:
+                continue
+            image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale, smooth_chroma=smooth_chroma(method))
+            palette, palette_ms = _timed(palette_of, image, method)
+            decode_list, palette_list = timing[_label(method, scale)]
+            decode_list.append(decode_ms)
+            palette_list.append(palette_ms)
+            if run == 0:
+                pixels = decode_frame(frame_bytes).reshape(-1, 3)
+                record["variants"][_label(method, scale)] = {
+                    "inertia": kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64)),
+                    "packed": palette.packed.tolist()}
 
 
-def _summarise(frames, variants):
-    fastest_decode = [min(ms for ms in (frame["simplejpeg_ms"], frame["opencv_ms"]) if ms is not None)
-                      for frame in frames]
+def _frame_medians(record, timing, variants):
+    """A frame's median times over the runs, total over fastest decode, inertia relative to seed's."""
+    for decoder in ("simplejpeg_ms", "opencv_ms"):
+        record[decoder] = float(np.median(timing[decoder])) if timing[decoder] else None
+    record["fastest_decode_ms"] = min(ms for ms in (record["simplejpeg_ms"], record["opencv_ms"]) if ms is not None)
+    for method, scale in variants:
+        entry = record["variants"][_label(method, scale)]
+        decode_list, palette_list = timing[_label(method, scale)]
+        entry["decode_ms"] = float(np.median(decode_list))
+        entry["palette_ms"] = float(np.median(palette_list))
+        entry["total_ms"] = float(np.median(np.add(decode_list, palette_list)))
+        entry["over_decode"] = entry["total_ms"] / record["fastest_decode_ms"]
+        if "seed" in record["variants"]:
+            seed_inertia = record["variants"]["seed"]["inertia"]
+            # a frame of one colour: seed's inertia is 0, and so must ours be
+            entry["inertia_ratio"] = (entry["inertia"] / seed_inertia if seed_inertia
+                                      else 1.0 if entry["inertia"] == 0 else float("inf"))
+
+
+def _summarise(records, variants):
     summary = {
-        "frames": len(frames),
-        "simplejpeg_full_decode_ms": _median([frame["simplejpeg_ms"] for frame in frames]),
-        "opencv_full_decode_ms": _median([frame["opencv_ms"] for frame in frames]),
-        "fastest_full_decode_ms": _median(fastest_decode),
+        "frames": len(records),
+        "sizes": sorted({f"{record['width']}x{record['height']}" for record in records}),
+        "simplejpeg_full_decode_ms": _median([record["simplejpeg_ms"] for record in records]),
+        "opencv_full_decode_ms": _median([record["opencv_ms"] for record in records]),
+        "fastest_full_decode_ms": _median([record["fastest_decode_ms"] for record in records]),
         "variants": {},
     }
-    seed_total = (_median([frame["variants"]["seed"]["total_ms"] for frame in frames])
+    seed_total = (_median([record["variants"]["seed"]["total_ms"] for record in records])
                   if variants and variants[0][0] == "seed" else None)
     for method, scale in variants:
-        entries = [frame["variants"][_label(method, scale)] for frame in frames]
-        total = _median([entry["total_ms"] for entry in entries])
+        label = _label(method, scale)
+        total = _median([record["variants"][label]["total_ms"] for record in records])
         row = {
-            "decode_ms": _median([entry["decode_ms"] for entry in entries]),
-            "palette_ms": _median([entry["palette_ms"] for entry in entries]),
+            "decode_ms": _median([record["variants"][label]["decode_ms"] for record in records]),
+            "palette_ms": _median([record["variants"][label]["palette_ms"] for record in records]),
             "total_ms": total,
             "frames_per_s": 1e3 / total,
             "speedup_over_seed": seed_total / total if seed_total else None,
-            "total_over_fastest_decode": total / summary["fastest_full_decode_ms"],
         }
+        row.update(_spread(records, label, "over_decode", "over_decode"))
         if seed_total:
-            ratios = [entry["inertia_ratio"] for entry in entries]
-            worst = int(np.argmax(ratios))
-            row.update(inertia_ratio_median=_median(ratios), inertia_ratio_worst=ratios[worst],
-                       worst_frame=frames[worst]["frame"])
-        summary["variants"][_label(method, scale)] = row
+            row.update(_spread(records, label, "inertia_ratio", "inertia_ratio"))
+        summary["variants"][label] = row
     return summary
+
+
+def _spread(records, label, key, name):
+    """Median and worst (largest) of a per-frame value, and the worst frame's name."""
+    values = [record["variants"][label][key] for record in records]
+    worst = int(np.argmax(values))
+    return {f"{name}_median": _median(values), f"{name}_worst": values[worst],
+            f"{name}_worst_frame": records[worst]["frame"]}
 
 
 def _median(values):
@@ -211,23 +269,75 @@ def _median(values):
     return float(np.median(values)) if values else None
 
 
-def _print_folder(folder, frames, summary, variants):
-    print(f"\n{folder}: {summary['frames']} frames, medians per frame, one core")
-    header = (f"{'method':<14}{'decode ms':>10}{'palette ms':>11}{'total ms':>10}{'frames/s':>10}"
-              f"{'x seed':>9}{'x decode':>9}{'inertia/seed median':>21}{'worst':>8}  worst frame")
-    print(header)
-    print("-" * len(header))
-    for label, row in summary["variants"].items():
-        speedup = f"{row['speedup_over_seed']:.0f}" if row["speedup_over_seed"] else "-"
-        quality = (f"{row['inertia_ratio_median']:>21.4f}{row['inertia_ratio_worst']:>8.4f}  "
-                   f"{row['worst_frame']}" if "inertia_ratio_median" in row else f"{'-':>21}{'-':>8}")
-        print(f"{label:<14}{row['decode_ms']:>10.2f}{row['palette_ms']:>11.2f}{row['total_ms']:>10.2f}"
-              f"{row['frames_per_s']:>10.1f}{speedup:>9}{row['total_over_fastest_decode']:>9.2f}{quality}")
+def _by_size_class(sources, variants):
+    """Per variant and frame-size class: frames, sets, median and worst total/decode and inertia/seed."""
+    classes = {}
+    for method, scale in variants:
+        label = _label(method, scale)
+        for name, belongs, target in SIZE_CLASSES:
+            records = [dict(record, frame=f"{os.path.basename(source.rstrip(os.sep))}/{record['frame']}")
+                       for source, result in sources.items() for record in result["frames"]
+                       if _size_class(record) == name]
+            if not records:
+                continue
+            row = {"frames": len(records), "target": target,
+                   "sources": sorted({source for source, result in sources.items()
+                                      for record in result["frames"] if _size_class(record) == name})}
+            row.update(_spread(records, label, "over_decode", "over_decode"))
+            if "inertia_ratio" in records[0]["variants"][label]:
+                row.update(_spread(records, label, "inertia_ratio", "inertia_ratio"))
+            classes.setdefault(label, {})[name] = row
+    return classes
+
+
+def _size_class(record):
+    return next(name for name, belongs, _ in SIZE_CLASSES if belongs(record["height"], record["width"]))
+
+
+def _print_source(source, summary):
+    print(f"\n{source}: {summary['frames']} frames ({', '.join(summary['sizes'])}), medians per frame, one core")
+    rows = [[label, f"{row['decode_ms']:.2f}", f"{row['palette_ms']:.2f}", f"{row['total_ms']:.2f}",
+             f"{row['frames_per_s']:.1f}", f"{row['speedup_over_seed']:.0f}" if row["speedup_over_seed"] else "-"]
+            + _ratio_cells(row) for label, row in summary["variants"].items()]
+    _print_table(["method", "decode ms", "palette ms", "total ms", "frames/s", "x seed"] + _RATIO_HEADER, rows)
     simplejpeg_ms = summary["simplejpeg_full_decode_ms"]
     simplejpeg_text = f"{simplejpeg_ms:.2f} ms" if simplejpeg_ms else "-"
-    print(f"decode floor (full size, alone): simplejpeg {simplejpeg_text}, "
-          f"OpenCV {summary['opencv_full_decode_ms']:.2f} ms; 'x decode' = total / fastest "
-          f"({summary['fastest_full_decode_ms']:.2f} ms)")
-    print("total = median of decode + palette per run, so not the sum of the two medians; "
-          "x seed = seed's median total / this one's; inertia on full-size pixels, "
-          "relative to seed's on the same frame")
+    print(f"full decode alone, medians: simplejpeg {simplejpeg_text}, OpenCV "
+          f"{summary['opencv_full_decode_ms']:.2f} ms; x decode = a frame's total (decode + palette) over its "
+          "fastest full decode (either, default settings); inertia on the original's pixels, relative to seed's")
+
+
+def _print_size_classes(classes):
+    print("\nby frame size, over all sources: x decode and inertia/seed per frame")
+    rows = [[label, name, str(row["frames"]), f"<= {row['target']}" if row["target"] else "-"] + _ratio_cells(row)
+            for label, per_class in classes.items() for name, row in per_class.items()]
+    _print_table(["method", "size", "frames", "target"] + _RATIO_HEADER, rows)
+    print(f"targets: the median x decode shown per class, no frame above {WORST_TARGET}x; inertia/seed median "
+          "<= 1.000, worst <= 1.003")
+
+
+_RATIO_HEADER = ["x decode", "worst", "(frame)", "inertia/seed", "worst", "(frame)"]
+
+
+def _ratio_cells(row):
+    # median and worst of total/decode, then of inertia/seed when seed ran
+    cells = [f"{row['over_decode_median']:.2f}", f"{row['over_decode_worst']:.2f}", row["over_decode_worst_frame"]]
+    if "inertia_ratio_median" in row:
+        return cells + [f"{row['inertia_ratio_median']:.4f}", f"{row['inertia_ratio_worst']:.4f}",
+                        row["inertia_ratio_worst_frame"]]
+    return cells + ["-", "-", ""]
+
+
+def _print_table(header, rows):
+    # columns as wide as their widest cell; text left, numbers right
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    left = [not any(cell[:1].isdigit() or cell[:2] == "<=" for cell in column[1:]) for column in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(cell.ljust(width) if is_left else cell.rjust(width)
+                         for cell, width, is_left in zip(cells, widths, left)).rstrip()
+
+    print(line(header))
+    print("-" * len(line(header)))
+    for row in rows:
+        print(line(row))

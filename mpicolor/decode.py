@@ -38,7 +38,7 @@ class BadFrame(ValueError):
     """The bytes of a frame are not a whole, decodable image of an allowed size."""
 
 
-def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1):
+def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1, smooth_chroma=True):
     """Decode JPEG or PNG bytes to a BGR image.
 
     Grayscale, alpha, 16-bit and CMYK images are converted to 8-bit BGR (alpha is
@@ -54,6 +54,10 @@ def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1):
         Decode at 1/scale of the size in each direction (``ceil(size / scale)``).
         JPEG is reduced in the DCT domain; PNG is decoded fully, then resized with
         ``cv2.INTER_AREA``.
+    smooth_chroma : bool, default True
+        JPEG chroma stored at half resolution (4:2:0, 4:2:2) is interpolated, as OpenCV
+        decodes it (libjpeg's "fancy upsampling"); False repeats each chroma sample
+        instead (libjpeg-turbo's ``fastupsample``), about 15% faster on such frames.
 
     Returns
     -------
@@ -76,7 +80,7 @@ def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1):
     if not data:
         raise BadFrame("empty frame data (0 bytes)")
     if data.startswith(_JPEG_START):
-        image = _decode_jpeg(data, max_pixels, scale)
+        image = _decode_jpeg(data, max_pixels, scale, smooth_chroma)
     elif data.startswith(_PNG_SIGNATURE):
         image = _decode_png(data, max_pixels, scale)
     else:
@@ -176,7 +180,7 @@ def _check_size(kind, width, height, max_pixels):
                        f"max_pixels={max_pixels:,}")
 
 
-def _decode_jpeg(data, max_pixels, scale):
+def _decode_jpeg(data, max_pixels, scale, smooth_chroma):
     try:
         height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data, strict=True)
     except ValueError as error:
@@ -191,7 +195,8 @@ def _decode_jpeg(data, max_pixels, scale):
     try:
         # strict=True turns libjpeg's warnings ("Corrupt JPEG data", "Premature end of
         # JPEG file") into errors instead of grey padding and a line on stderr.
-        image = simplejpeg.decode_jpeg(data, "CMYK" if cmyk else "BGR", strict=True, **target)
+        image = simplejpeg.decode_jpeg(data, "CMYK" if cmyk else "BGR", fastupsample=not smooth_chroma, strict=True,
+                                       **target)
     except ValueError as error:
         raise BadFrame(f"corrupt JPEG data: {error}") from None
     if cmyk:

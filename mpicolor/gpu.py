@@ -6,20 +6,20 @@ stages, the random numbers and the ranking of restarts are the same Python (`pla
 (``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames of a call. Sums whose order
 could change a result are either exact (colour sums are whole numbers) or taken in the numba
 kernels' order (a running sum, ``cumsum``), so that NumPy gives the CPU kernel's palettes bit for
-bit (notes/gpu.md).
+bit (docs/gpu-design.md).
 
 CuPy is imported only when a GPU is asked for, never at import, so CPU-only installs never touch CUDA.
 """
 
 import contextlib
-import math
 import os
 
 import numpy as np
 
 from mpicolor.devices import probe_gpus
-from mpicolor.palette import (FINE_BITS, TOL, Level, check_image, check_settings, plan_fast, sample_steps,
-                              seed_colours, solve_plans, sorted_palette)
+from mpicolor.kernels import LANES, SPREAD
+from mpicolor.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast, sample_indices,
+                              sample_rows, seed_colours, solve_plans, sorted_palette)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 
@@ -43,7 +43,7 @@ def extract_palettes(images, clusters=5, seed=0, xp=None):
 
     The same answer as ``[extract_palette(image, clusters, "fast", seed) for image in images]``:
     with ``xp=numpy`` identical palettes (tested on real frames), on CuPy identical unless a
-    reduction run in the device's order breaks a near-tie another way (notes/gpu.md).
+    reduction run in the device's order breaks a near-tie another way (docs/gpu-design.md).
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ class Backend:
                 from cuml.cluster import KMeans
             except ImportError as error:
                 raise GpuUnavailable(f"cuML is not installed ({error}); method 'seed' on a GPU needs it "
-                                     "(x86_64 and aarch64 only; see notes/gpu.md)") from None
+                                     "(x86_64 and aarch64 only; see docs/gpus.md)") from None
             self.kmeans = KMeans
         if self.xp is not np:
             with self.bound():
@@ -139,8 +139,7 @@ class Backend:
     @staticmethod
     def frame_bytes(image):
         """Device bytes ``image`` (height, width, 3) takes in a batch of :meth:`colours`, at most."""
-        row_step, column_step = sample_steps(*image.shape[:2])
-        sampled = math.ceil(image.shape[0] / row_step) * math.ceil(image.shape[1] / column_step)
+        *_, sampled = sample_rows(*image.shape[:2])
         return PLAN_BYTES_PER_SAMPLED_PIXEL * sampled
 
     def colours(self, images, clusters, seed):
@@ -171,42 +170,66 @@ def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT //
 
 
 def _plan(xp, image, clusters, seed):
-    row_step, column_step = sample_steps(*image.shape[:2])
-    # Only the row sample goes to the device: at most 2**17 pixels, 384 kB.
-    sample = xp.asarray(np.ascontiguousarray(image[::row_step, ::column_step]).reshape(-1, 3))
-    fine, slots = _bins(xp, sample, FINE_BITS)
-    return plan_fast(fine, lambda bits: _bins(xp, sample, bits)[0], lambda: _exact_colours(xp, sample, slots),
-                     clusters, seed, TOL * _mean_variance(xp, fine))
+    # Only the sample goes to the device: at most SAMPLE_MAX pixels, 432 kB.
+    sample = xp.asarray(image.reshape(-1, 3)[sample_indices(*image.shape[:2])])
+    return plan_fast(lambda thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
+                     clusters, seed, _mean_variance(xp, _bins(xp, sample, FINE_BITS)), sample.shape[0])
 
 
-def _bins(xp, sample, bits):
-    # The colour histogram of `kernels.colour_histogram` + `occupied_bins`: bins in the order the
-    # sample first reaches them, mean colours from whole-number sums.
+def _codes(xp, channels, bits):
+    # `kernels.colour_bin` of every pixel
     shift = 8 - bits
-    channels = sample.astype(xp.int32)
-    codes = ((channels[:, 0] >> shift) << (2 * bits)) | ((channels[:, 1] >> shift) << bits) | (channels[:, 2] >> shift)
+    spread = xp.asarray(SPREAD)
+    b, g, r = (spread[channels[:, c] >> shift] for c in range(3))
+    return (b << 2) | (g << 1) | r
+
+
+def _first_seen(xp, codes):
+    # distinct codes numbered in the order the sample first reaches them, and each pixel's number
     _, first, inverse, counts = xp.unique(codes, return_index=True, return_inverse=True, return_counts=True)
     order = xp.argsort(first)
     rank = xp.empty_like(order)
     rank[order] = xp.arange(order.shape[0])
-    slots = rank[inverse.reshape(-1)]
-    weights = counts[order].astype(xp.float64)
-    moments = xp.stack([xp.bincount(slots, weights=channels[:, c].astype(xp.float64), minlength=order.shape[0])
-                        for c in range(3)])
-    return Level(moments / weights, weights, moments), slots
+    return rank[inverse.reshape(-1)], counts[order], first[order]
 
 
-def _exact_colours(xp, sample, slots):
-    # `kernels.exact_colours`: distinct colours ordered by their fine bin's slot, then by the cell in it.
-    shift = 8 - FINE_BITS
-    mask = (1 << shift) - 1
-    channels = sample.astype(xp.int64)
-    cells = ((channels[:, 0] & mask) << (2 * shift)) | ((channels[:, 1] & mask) << shift) | (channels[:, 2] & mask)
-    _, first, counts = xp.unique((slots.astype(xp.int64) << (3 * shift)) | cells, return_index=True,
-                                 return_counts=True)
-    points = sample[first].T.astype(xp.float64)
+def _bins(xp, sample, bits):
+    # The colour histogram of `kernels.colour_histogram` as points: bins in the order the
+    # sample first reaches them, mean colours from whole-number sums.
+    channels = sample.astype(xp.int32)
+    slots, counts, _ = _first_seen(xp, _codes(xp, channels, bits))
+    return _level(xp, channels, slots, counts)
+
+
+def _level(xp, channels, slots, counts):
     weights = counts.astype(xp.float64)
-    return Level(points, weights, points * weights)
+    moments = xp.stack([xp.bincount(slots, weights=channels[:, c].astype(xp.float64), minlength=counts.shape[0])
+                        for c in range(3)])
+    return Level(moments / weights, weights, moments)
+
+
+def _adaptive_level(xp, sample, threshold):
+    # `kernels.adaptive_level` on the sample: each pixel goes to the coarsest of its bins light enough
+    # for the threshold, or to its exact colour; points in the order the sample first reaches their
+    # bin (a split fine bin's exact colours at its place, by cell), as the kernel emits them.
+    channels = sample.astype(xp.int64)
+    shift = 8 - FINE_BITS
+    tagged = None  # per pixel: (depth << 3 * FINE_BITS) | bin of the point it goes to, once placed
+    for bits in sorted(COARSER_BITS) + [FINE_BITS]:
+        codes = _codes(xp, channels, bits)
+        _, inverse, counts = xp.unique(codes, return_inverse=True, return_counts=True)
+        light = counts[inverse.reshape(-1)] * float(1 << (2 * (8 - bits))) <= threshold
+        tag = ((FINE_BITS - bits) << (3 * FINE_BITS)) | codes
+        fresh = light if tagged is None else light & (tagged < 0)
+        tagged = xp.where(fresh, tag, -1 if tagged is None else tagged)
+    exact = tagged < 0
+    tagged = xp.where(exact, _codes(xp, channels, FINE_BITS), tagged)
+    group, _, first = _first_seen(xp, tagged)
+    mask = (1 << shift) - 1
+    cells = ((channels[:, 0] & mask) << (2 * shift)) | ((channels[:, 1] & mask) << shift) | (channels[:, 2] & mask)
+    _, inverse, counts = xp.unique(first[group] * (1 << (3 * shift)) + xp.where(exact, cells, 0),
+                                   return_inverse=True, return_counts=True)
+    return _level(xp, channels, inverse.reshape(-1), counts)
 
 
 def _prefix_sum(values):
@@ -219,8 +242,14 @@ def _running_sum(values):
     return _prefix_sum(values)[..., -1]
 
 
+def _lane_sum(products):
+    """`kernels.lane_sum` along the last axis, whose length is a multiple of its lanes (padded levels are)."""
+    lanes = _running_sum(products.reshape(products.shape[:-1] + (-1, LANES)).swapaxes(-1, -2))
+    return (lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])
+
+
 def _mean_variance(xp, level):
-    # `kernels.mean_variance`, operation for operation.
+    # `kernels.histogram_variance`, operation for operation.
     total = float(_running_sum(level.weights))
     variance = 0.0
     for c in range(3):
@@ -329,7 +358,7 @@ class ArrayEngine:
             picked = self._pick(potential[:, None, :], uniforms[:, step, :] * potential[:, -1:], last[:, None])
             trials = points[rows[:, None], :, picked]  # (runs, trials, 3)
             candidate = xp.minimum(closest[:, None, :], _squared_distances(points, trials))
-            best = xp.argmin(_running_sum(weights[:, None, :] * candidate), axis=1)  # first of equal potentials
+            best = xp.argmin(_lane_sum(weights[:, None, :] * candidate), axis=1)  # first of equal potentials
             centres[:, step] = trials[rows, best]
             closest = candidate[rows, best]
         return centres

@@ -14,6 +14,9 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 
+LANES = 4  # running sums of `lane_sum`
+
+
 def local_trials(clusters):
     """Number of candidate centres tried per greedy k-means++ step.
 
@@ -30,12 +33,51 @@ def local_trials(clusters):
     return 2 + int(np.log(clusters))
 
 
+def _spread_bits():
+    # bit k of a byte moved to bit 3 * k
+    return np.array([sum(((value >> k) & 1) << (3 * k) for k in range(8)) for value in range(256)], np.int64)
+
+
+SPREAD = _spread_bits()
+
+
 @njit(cache=True, nogil=True)
-def colour_histogram(image, bits, row_step, column_step, table):
+def colour_bin(b, g, r, shift):
+    """The bin of colour ``(b, g, r)`` with ``8 - shift`` bits per channel: its bits interleaved, B highest.
+
+    Interleaved (Morton) bin numbers put similar colours in nearby bins, so that a frame's
+    histogram touches few cache lines, and make the bin of fewer bits holding a bin a shift:
+    ``colour_bin(...) >> 3 * d`` is the bin with ``d`` bits fewer per channel.
+
+    Parameters
+    ----------
+    b, g, r : int
+        0..255.
+    shift : int
+        Bits dropped per channel.
+
+    Returns
+    -------
+    int
+    """
+    return (SPREAD[b >> shift] << 2) | (SPREAD[g >> shift] << 1) | SPREAD[r >> shift]
+
+
+@njit(cache=True, nogil=True)
+def _channel_of_bin(index, channel):
+    # the bits of one channel (0: B, 1: G, 2: R) of an interleaved bin number
+    value = 0
+    index >>= 2 - channel
+    for k in range(8):
+        value |= ((index >> (3 * k)) & 1) << k
+    return value
+
+
+@njit(cache=True, nogil=True)
+def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
     """Quantise a sample of the pixels and sum them per colour bin.
 
-    The sample is every ``column_step``-th pixel of every ``row_step``-th row: whole
-    rows keep the memory read proportional to the sample, not to the image.
+    The sample is every ``column_step``-th pixel from ``offsets[k]`` of row ``rows[k]``.
 
     Parameters
     ----------
@@ -43,30 +85,38 @@ def colour_histogram(image, bits, row_step, column_step, table):
         BGR pixels.
     bits : int
         Bits kept per channel, 1..8: pixel ``(b, g, r)`` falls in bin
-        ``(b >> s) << 2 * bits | (g >> s) << bits | (r >> s)`` with ``s = 8 - bits``.
-    row_step, column_step : int
-        Sampling steps, >= 1; the caller keeps the sample below 2 ** 31 / 255 pixels
-        so that the int32 sums cannot overflow.
+        ``colour_bin(b, g, r, 8 - bits)``.
+    rows, offsets : ndarray of shape (n_rows,), int64
+        Sampled rows and the first sampled column of each.
+    column_step : int
+        >= 1; the caller keeps the sample below 2 ** 31 / 255 pixels so that the int32
+        sums cannot overflow.
     table : ndarray of shape (2 ** (3 * bits), 4), int32, all zero
         Filled with, per bin, the sampled pixel count, then the sums of B, G and R.
+    codes : ndarray of shape (>= sample size,), int32
+        Filled with each sampled colour, in sample order, as its bin shifted left by ``3 * (8 -
+        bits)`` bits, or the colour's low bits in each channel (B highest): its cell in the bin.
 
     Returns
     -------
     occupied : ndarray of shape (n_occupied,), int64
         Indices of the non-empty bins in the order the sample first reached them, so
-        that later passes, and `clear_rows`, skip the empty ones.
+        that later passes (`gather_bins`) skip the empty ones.
     """
     shift = 8 - bits
-    rows = (image.shape[0] + row_step - 1) // row_step
-    columns = (image.shape[1] + column_step - 1) // column_step
-    occupied = np.empty(min(table.shape[0], rows * columns), np.int64)
+    mask = (1 << shift) - 1
+    occupied = np.empty(min(table.shape[0], codes.shape[0]), np.int64)
     found = 0
-    for y in range(0, image.shape[0], row_step):
-        for x in range(0, image.shape[1], column_step):
+    sampled = 0
+    for k in range(rows.shape[0]):
+        y = rows[k]
+        for x in range(offsets[k], image.shape[1], column_step):
             b = np.int32(image[y, x, 0])
             g = np.int32(image[y, x, 1])
             r = np.int32(image[y, x, 2])
-            index = ((b >> shift) << (2 * bits)) | ((g >> shift) << bits) | (r >> shift)
+            index = colour_bin(b, g, r, shift)
+            codes[sampled] = (index << (3 * shift)) | ((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask)
+            sampled += 1
             if table[index, 0] == 0:
                 occupied[found] = index
                 found += 1
@@ -77,152 +127,329 @@ def colour_histogram(image, bits, row_step, column_step, table):
     return occupied[:found]
 
 
+def coarser_rows(bits, ups):
+    """Rows of the table of `coarsen`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
+    return sum(1 << (3 * (bits - up)) for up in ups)
+
+
 @njit(cache=True, nogil=True)
-def coarsen(table, occupied, bits, coarse_bits, coarse):
+def _bases(bits, ups):
+    # first row in `coarser` (see `coarsen`) of each histogram of `ups`
+    bases = np.zeros(len(ups), np.int64)
+    for k in range(1, len(ups)):
+        bases[k] = bases[k - 1] + (1 << (3 * (bits - ups[k - 1])))
+    return bases
+
+
+@njit(cache=True, nogil=True)
+def gather_bins(table, occupied):
+    """The occupied rows of a histogram, in the order of ``occupied``, and the table all zero again.
+
+    Later passes then read the bins in order instead of across the 4 MB table.
+
+    Parameters
+    ----------
+    table : ndarray of shape (n_bins, 4), int32
+    occupied : ndarray of shape (n_occupied,), int64
+
+    Returns
+    -------
+    ndarray of shape (n_occupied, 4), int32
+        Pixel count, then sums of B, G and R, per occupied bin.
+    """
+    bins = np.empty((occupied.shape[0], 4), np.int32)
+    for i in range(occupied.shape[0]):
+        for c in range(4):
+            bins[i, c] = table[occupied[i], c]
+            table[occupied[i], c] = 0
+    return bins
+
+
+@njit(cache=True, nogil=True)
+def coarsen(bins, occupied, bits, ups, coarser):
     """Merge the bins of a colour histogram into bins of fewer bits per channel.
 
     Parameters
     ----------
-    table : ndarray of shape (2 ** (3 * bits), 4), int32
+    bins : ndarray of shape (n_occupied, 4), int32
+        As `gather_bins` returns them.
     occupied : ndarray of shape (n_occupied,), int64
-        As returned by `colour_histogram` with ``bits``.
-    bits, coarse_bits : int
-        Bits per channel of ``table`` and of ``coarse``, ``coarse_bits <= bits``.
-    coarse : ndarray of shape (2 ** (3 * coarse_bits), 4), int32, all zero
-        Filled as `colour_histogram` fills its table.
+        Their bin numbers (`colour_bin`) with ``bits`` per channel.
+    bits : int
+    ups : tuple of int
+        Bits fewer per channel of each coarser histogram.
+    coarser : ndarray of shape (coarser_rows(bits, ups), 4), int32, all zero
+        Filled with the coarser histograms, one after the other, rows as `colour_histogram`
+        fills its table; `clear_coarser` zeroes them again.
+    """
+    bases = _bases(bits, ups)
+    for i in range(occupied.shape[0]):
+        for k in range(len(ups)):
+            row = bases[k] + (occupied[i] >> (3 * ups[k]))
+            for c in range(4):
+                coarser[row, c] += bins[i, c]
+
+
+@njit(cache=True, nogil=True)
+def clear_coarser(occupied, bits, ups, coarser):
+    """Zero what `coarsen` filled, so that the table can serve the next frame."""
+    bases = _bases(bits, ups)
+    for j in occupied:
+        for k in range(len(ups)):
+            coarser[bases[k] + (j >> (3 * ups[k])), :] = 0
+
+
+@njit(cache=True, nogil=True)
+def histogram_variance(bins):
+    """Variance of each channel over the bins' mean colours weighted by their pixels, averaged over the channels.
+
+    Running sums in bin order, which `mpicolor.gpu` repeats operation for operation: the
+    total weight, then per channel the weighted mean and the weighted squared spread.
+
+    Parameters
+    ----------
+    bins : ndarray of shape (n_bins, 4), int32
+        As `gather_bins` returns them.
 
     Returns
     -------
-    coarse_occupied : ndarray of shape (n_coarse_occupied,), int64
-        Non-empty coarse bins, in the order of ``occupied``.
+    float
+        scikit-learn's scale for the k-means tolerance.
     """
-    drop = bits - coarse_bits
-    mask = (1 << bits) - 1
-    coarse_occupied = np.empty(occupied.shape[0], np.int64)
+    # each running sum is its own chain, so that the chains of a pass overlap
+    total = weighted_b = weighted_g = weighted_r = 0.0
+    for i in range(bins.shape[0]):
+        count = bins[i, 0]
+        total += count
+        weighted_b += count * (bins[i, 1] / count)
+        weighted_g += count * (bins[i, 2] / count)
+        weighted_r += count * (bins[i, 3] / count)
+    mean_b, mean_g, mean_r = weighted_b / total, weighted_g / total, weighted_r / total
+    spread_b = spread_g = spread_r = 0.0
+    for i in range(bins.shape[0]):
+        count = bins[i, 0]
+        spread_b += count * (bins[i, 1] / count - mean_b) ** 2
+        spread_g += count * (bins[i, 2] / count - mean_g) ** 2
+        spread_r += count * (bins[i, 3] / count - mean_r) ** 2
+    variance = spread_b / total
+    variance += spread_g / total
+    variance += spread_r / total
+    return variance / 3.0
+
+
+@njit(cache=True, nogil=True)
+def heavy_bins(bins, occupied, bits, threshold):
+    """The bins too heavy to stand as one point at ``threshold`` (see `adaptive_levels`).
+
+    Parameters
+    ----------
+    bins : ndarray of shape (n_occupied, 4), int32
+    occupied : ndarray of shape (n_occupied,), int64
+    bits : int
+    threshold : float
+
+    Returns
+    -------
+    heavy : ndarray of shape (n_heavy,), int64
+        Those of ``occupied``, in its order.
+    slot : ndarray of shape (n_occupied,), int64
+        The position of ``occupied[i]`` in ``heavy``, or -1.
+    """
+    area = float(1 << (2 * (8 - bits)))
+    heavy = np.empty(occupied.shape[0], np.int64)
+    slot = np.full(occupied.shape[0], -1, np.int64)
     found = 0
-    for j in occupied:
-        b = (j >> (2 * bits)) >> drop
-        g = ((j >> bits) & mask) >> drop
-        r = (j & mask) >> drop
-        index = (b << (2 * coarse_bits)) | (g << coarse_bits) | r
-        if coarse[index, 0] == 0:
-            coarse_occupied[found] = index
+    for i in range(occupied.shape[0]):
+        if bins[i, 0] * area > threshold:
+            heavy[found] = occupied[i]
+            slot[i] = found
             found += 1
-        for c in range(4):
-            coarse[index, c] += table[j, c]
-    return coarse_occupied[:found]
+    return heavy[:found], slot
 
 
 @njit(cache=True, nogil=True)
-def clear_rows(table, occupied):
-    """Zero the occupied rows of a table, so that it can serve the next frame.
+def exact_colours(codes, bits, heavy, slots, counts):
+    """Every distinct colour of the sample inside some bins, with its pixel count.
+
+    Counts exact colours inside the given bins only, so memory follows the number of
+    those bins rather than 2 ** 24 colours.
 
     Parameters
     ----------
-    table : ndarray of shape (n_bins, 4), int32
-    occupied : ndarray of shape (n_occupied,), int64
-    """
-    for j in occupied:
-        table[j, :] = 0
-
-
-@njit(cache=True, nogil=True)
-def occupied_bins(table, occupied):
-    """Mean colour, pixel count and colour sums of every non-empty bin.
-
-    Parameters
-    ----------
-    table : ndarray of shape (n_bins, 4), int32
-    occupied : ndarray of shape (n_occupied,), int64
-        As returned by `colour_histogram` or `coarsen`.
-
-    Returns
-    -------
-    points : ndarray of shape (3, n_occupied), float64
-        Mean B, G and R of each occupied bin, channel-major so that distance loops
-        vectorise.
-    weights : ndarray of shape (n_occupied,), float64
-        Pixel count of each occupied bin.
-    moments : ndarray of shape (3, n_occupied), float64
-        Sums of B, G and R of each occupied bin: whole numbers, so that the centre
-        sums of `lloyd` are exact in any order (the array kernels of
-        `mpicolor.gpu` add them in another order and must get the same centres).
-    """
-    points = np.empty((3, occupied.shape[0]), np.float64)
-    weights = np.empty(occupied.shape[0], np.float64)
-    moments = np.empty((3, occupied.shape[0]), np.float64)
-    for row in range(occupied.shape[0]):
-        count = table[occupied[row], 0]
-        weights[row] = count
-        for c in range(3):
-            moments[c, row] = table[occupied[row], c + 1]
-            points[c, row] = table[occupied[row], c + 1] / count
-    return points, weights, moments
-
-
-@njit(cache=True, nogil=True)
-def exact_colours(image, bits, row_step, column_step, table, occupied, counts):
-    """Every distinct colour of the sample, with its pixel count.
-
-    A second pass over the sample of `colour_histogram` that counts exact colours
-    inside its occupied bins only, so memory follows the number of occupied bins
-    rather than 2 ** 24 colours.
-
-    Parameters
-    ----------
-    image : ndarray of shape (height, width, 3), uint8
-    bits, row_step, column_step : int
-        As given to `colour_histogram`.
-    table : ndarray of shape (2 ** (3 * bits), 4), int32
-        Its table; the counts column is overwritten with bin slot numbers.
-    occupied : ndarray of shape (n_occupied,), int64
-        Its occupied bins.
-    counts : ndarray of shape (>= n_occupied * 2 ** (3 * (8 - bits)),), int32, all zero
+    codes : ndarray of shape (n_sampled,), int32
+        The sampled colours, as `colour_histogram` records them.
+    bits : int
+        Bits per channel of the bins.
+    heavy : ndarray of shape (n_heavy,), int64
+        The bins whose colours are wanted.
+    slots : ndarray of shape (2 ** (3 * bits),), int32, all zero
+        Work space, left all zero again.
+    counts : ndarray of shape (>= n_heavy * 2 ** (3 * (8 - bits)),), int32, all zero
         Work space, left all zero again.
 
     Returns
     -------
     points : ndarray of shape (3, n_colours), float64
-        B, G and R of each distinct colour, channel-major.
+        B, G and R of each distinct colour, channel-major: the colours of ``heavy[0]``
+        first, by increasing cell (B, then G, then R low bits), then those of ``heavy[1]``...
     weights : ndarray of shape (n_colours,), float64
         Sampled pixel count of each colour.
-    moments : ndarray of shape (3, n_colours), float64
-        ``points * weights``, whole numbers (see `occupied_bins`).
+    offsets : ndarray of shape (n_heavy + 1,), int64
+        The colours of ``heavy[i]`` are ``offsets[i]:offsets[i + 1]``.
     """
     shift = 8 - bits
     mask = (1 << shift) - 1
     cells = 1 << (3 * shift)
-    for slot in range(occupied.shape[0]):
-        table[occupied[slot], 0] = slot
+    for slot in range(heavy.shape[0]):
+        slots[heavy[slot]] = slot + 1
     distinct = 0
-    for y in range(0, image.shape[0], row_step):
-        for x in range(0, image.shape[1], column_step):
-            b = np.int64(image[y, x, 0])
-            g = np.int64(image[y, x, 1])
-            r = np.int64(image[y, x, 2])
-            index = ((b >> shift) << (2 * bits)) | ((g >> shift) << bits) | (r >> shift)
-            cell = table[index, 0] * cells + (((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask))
-            if counts[cell] == 0:
-                distinct += 1
-            counts[cell] += 1
+    if heavy.shape[0] > 0:
+        for code in codes:
+            slot = slots[code >> (3 * shift)]
+            if slot > 0:
+                cell = (slot - 1) * cells + (code & (cells - 1))
+                if counts[cell] == 0:
+                    distinct += 1
+                counts[cell] += 1
     points = np.empty((3, distinct), np.float64)
     weights = np.empty(distinct, np.float64)
+    offsets = np.empty(heavy.shape[0] + 1, np.int64)
     row = 0
-    for slot in range(occupied.shape[0]):
-        j = occupied[slot]
-        base_b = (j >> (2 * bits)) << shift
-        base_g = ((j >> bits) & ((1 << bits) - 1)) << shift
-        base_r = (j & ((1 << bits) - 1)) << shift
+    for slot in range(heavy.shape[0]):
+        j = heavy[slot]
+        slots[j] = 0
+        offsets[slot] = row
+        base_b = _channel_of_bin(j, 0) << shift
+        base_g = _channel_of_bin(j, 1) << shift
+        base_r = _channel_of_bin(j, 2) << shift
         for cell in range(cells):
             count = counts[slot * cells + cell]
-            counts[slot * cells + cell] = 0
             if count > 0:
+                counts[slot * cells + cell] = 0
                 points[0, row] = base_b + (cell >> (2 * shift))
                 points[1, row] = base_g + ((cell >> shift) & mask)
                 points[2, row] = base_r + (cell & mask)
                 weights[row] = count
                 row += 1
-    return points, weights, points * weights
+    offsets[heavy.shape[0]] = row
+    return points, weights, offsets
+
+
+@njit(cache=True, nogil=True)
+def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights, offsets,
+                    seen):
+    """Points of levels whose resolution follows the mass: bins split while they are heavy.
+
+    A bin of width ``w`` per channel holding ``n`` sampled pixels stands as one point at
+    their mean colour while ``n * w ** 2 <= threshold``; otherwise it splits into its bins
+    of the next finer histogram, down to the fine bins, whose heavy ones split into their
+    exact colours. ``n * w ** 2`` bounds what putting all of the bin's pixels in one
+    cluster can cost, so dense regions, where cluster borders matter, get fine points and
+    sparse ones few.
+
+    Parameters
+    ----------
+    bins, occupied
+        The fine bins, as `gather_bins` returns them, and their numbers.
+    bits : int
+        Bits per channel of the fine bins.
+    ups, coarser
+        The coarser histograms (`coarsen`), finest first; the last is the coarsest a point
+        can be.
+    thresholds : ndarray of shape (n_levels,), float64
+        One level per threshold, at most 8.
+    exact_slot : ndarray of shape (n_occupied,), int64
+        For a fine bin heavier than the smallest threshold allows, its index into
+        ``offsets`` (see `exact_colours`), else -1: the bin then stands as one point.
+    exact_points, exact_weights, offsets
+        As `exact_colours` returns them.
+    seen : ndarray of shape (coarser_rows(bits, ups),), uint8, all zero
+        Work space, left all zero again.
+
+    Returns
+    -------
+    points : ndarray of shape (n_levels, 3, most), float64
+        Level ``l`` is ``points[l, :, :sizes[l]]``: channel-major, in the order the sample
+        first reached each point's bin, the exact colours of a bin in the order of
+        `exact_colours`.
+    weights : ndarray of shape (n_levels, most), float64
+    moments : ndarray of shape (n_levels, 3, most), float64
+        Colour sums, whole numbers (see `lloyd`).
+    sizes : ndarray of shape (n_levels,), int64
+    """
+    bases = _bases(bits, ups)
+    fine_area = float(1 << (2 * (8 - bits)))
+    most = occupied.shape[0] + exact_weights.shape[0]
+    levels = thresholds.shape[0]
+    points = np.empty((levels, 3, most), np.float64)
+    weights = np.empty((levels, most), np.float64)
+    moments = np.empty((levels, 3, most), np.float64)
+    rows = np.zeros(levels, np.int64)
+    for i in range(occupied.shape[0]):
+        j = occupied[i]
+        for level in range(levels):
+            threshold = thresholds[level]
+            row = rows[level]
+            source = -1  # the coarser row of the point, -2 the fine bin itself, -1 none (placed or exact)
+            for k in range(len(ups) - 1, -1, -1):
+                index = bases[k] + (j >> (3 * ups[k]))
+                if coarser[index, 0] * (fine_area * (1 << (2 * ups[k]))) <= threshold:
+                    if not seen[index] & (1 << level):
+                        seen[index] |= 1 << level
+                        source = index
+                    break
+            else:
+                if bins[i, 0] * fine_area <= threshold or exact_slot[i] < 0:
+                    source = -2
+                else:
+                    slot = exact_slot[i]
+                    for e in range(offsets[slot], offsets[slot + 1]):
+                        weights[level, row] = exact_weights[e]
+                        for c in range(3):
+                            points[level, c, row] = exact_points[c, e]
+                            moments[level, c, row] = exact_points[c, e] * exact_weights[e]
+                        row += 1
+            if source != -1:
+                # one point at a bin's mean colour, from its whole-number sums
+                count = coarser[source, 0] if source >= 0 else bins[i, 0]
+                weights[level, row] = count
+                for c in range(3):
+                    total = coarser[source, c + 1] if source >= 0 else bins[i, c + 1]
+                    moments[level, c, row] = total
+                    points[level, c, row] = total / count
+                row += 1
+            rows[level] = row
+    for j in occupied:
+        for k in range(len(ups)):
+            seen[bases[k] + (j >> (3 * ups[k]))] = 0
+    return points, weights, moments, rows
+
+
+@njit(cache=True, nogil=True)
+def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes):
+    """`colour_histogram`, `gather_bins`, `coarsen` and `histogram_variance` in one call.
+
+    Returns
+    -------
+    occupied, bins : ndarray
+        As `colour_histogram` and `gather_bins` return them; ``fine`` is all zero again.
+    variance : float
+        `histogram_variance` of the bins.
+    """
+    occupied = colour_histogram(image, bits, rows, offsets, column_step, fine, codes)
+    bins = gather_bins(fine, occupied)
+    coarsen(bins, occupied, bits, ups, coarser)
+    return occupied, bins, histogram_variance(bins)
+
+
+@njit(cache=True, nogil=True)
+def sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, seen):
+    """`heavy_bins` at the smallest threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
+    heavy, exact_slot = heavy_bins(bins, occupied, bits, thresholds.min())
+    exact_points, exact_weights, offsets = exact_colours(codes, bits, heavy, slots,
+                                                         np.zeros(heavy.shape[0] << (3 * (8 - bits)), np.int32))
+    return adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights,
+                           offsets, seen)
 
 
 @njit(cache=True, nogil=True)
@@ -235,42 +462,52 @@ def _weighted_sum(weights, values):
 
 
 @njit(cache=True, nogil=True)
-def mean_variance(points, weights):
-    """Weighted variance of each channel, averaged over the channels.
+def _closer_to(points, weights, c0, c1, c2, closest, candidate):
+    # candidate = min(closest, squared distance to (c0, c1, c2)); returns its weighted sum.
+    return lane_sum(weights, _nearer(points, c0, c1, c2, closest, candidate))
+
+
+@njit(cache=True, nogil=True)
+def _nearer(points, c0, c1, c2, closest, candidate):
+    for i in range(points.shape[1]):
+        d0 = points[0, i] - c0
+        d1 = points[1, i] - c1
+        d2 = points[2, i] - c2
+        candidate[i] = min(closest[i], d0 * d0 + d1 * d1 + d2 * d2)
+    return candidate
+
+
+@njit(cache=True, nogil=True)
+def lane_sum(weights, values):
+    """Weighted sum in ``LANES`` running sums, point ``i`` in sum ``i % LANES``, then added in pairs.
+
+    A single running sum waits for each addition before the next; four independent ones
+    let the processor overlap them. The order is fixed, so the array kernels of
+    `mpicolor.gpu` can take the same sums.
 
     Parameters
     ----------
-    points : ndarray of shape (3, n_points), float64
-    weights : ndarray of shape (n_points,), float64
+    weights, values : ndarray of shape (n,), float64
 
     Returns
     -------
     float
-        scikit-learn's scale for the k-means tolerance.
     """
-    total = weights.sum()
-    variance = 0.0
-    for c in range(3):
-        mean = _weighted_sum(weights, points[c]) / total
-        spread = 0.0
-        for i in range(weights.shape[0]):
-            spread += weights[i] * (points[c, i] - mean) ** 2
-        variance += spread / total
-    return variance / 3.0
-
-
-@njit(cache=True, nogil=True)
-def _closer_to(points, weights, centre, closest, candidate):
-    # candidate = min(closest, squared distance to centre); returns its weighted sum.
-    total = 0.0
-    for i in range(points.shape[1]):
-        d0 = points[0, i] - centre[0]
-        d1 = points[1, i] - centre[1]
-        d2 = points[2, i] - centre[2]
-        distance = min(closest[i], d0 * d0 + d1 * d1 + d2 * d2)
-        candidate[i] = distance
-        total += weights[i] * distance
-    return total
+    s0 = s1 = s2 = s3 = 0.0
+    n = weights.shape[0]
+    whole = n - n % LANES
+    for i in range(0, whole, LANES):
+        s0 += weights[i] * values[i]
+        s1 += weights[i + 1] * values[i + 1]
+        s2 += weights[i + 2] * values[i + 2]
+        s3 += weights[i + 3] * values[i + 3]
+    if whole < n:
+        s0 += weights[whole] * values[whole]
+    if whole + 1 < n:
+        s1 += weights[whole + 1] * values[whole + 1]
+    if whole + 2 < n:
+        s2 += weights[whole + 2] * values[whole + 2]
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, nogil=True)
@@ -288,7 +525,7 @@ def _pick_by_potential(cumulative, target):
 
 
 @njit(cache=True, nogil=True)
-def kmeans_plusplus(points, weights, uniforms):
+def kmeans_plusplus(points, weights, uniforms, centres, potential, closest, candidate, best_closest):
     """Greedy weighted k-means++ seeding, driven by given uniform numbers.
 
     Parameters
@@ -298,34 +535,41 @@ def kmeans_plusplus(points, weights, uniforms):
     uniforms : ndarray of shape (clusters, n_trials), float64 in [0, 1)
         Random numbers for the first centre (``uniforms[0, 0]``) and for the
         candidates of every later step; ``clusters <= n_points``.
-
-    Returns
-    -------
     centres : ndarray of shape (clusters, 3), float64
+        Filled with the seeds.
+    potential, closest, candidate, best_closest : ndarray of shape (n_points,), float64
+        Work space.
     """
     clusters, trials = uniforms.shape
-    centres = np.empty((clusters, 3), np.float64)
-    cumulative = np.cumsum(weights)
-    first = _pick_by_potential(cumulative, uniforms[0, 0] * cumulative[-1])
-    centres[0] = points[:, first]
-    closest = np.full(points.shape[1], np.inf)
-    candidate = np.empty_like(closest)
-    _closer_to(points, weights, centres[0].copy(), closest, closest)
-    best_closest = np.empty_like(closest)
+    n = points.shape[1]
+    running = 0.0
+    for i in range(n):
+        running += weights[i]
+        potential[i] = running
+    first = _pick_by_potential(potential, uniforms[0, 0] * potential[-1])
+    for c in range(3):
+        centres[0, c] = points[c, first]
+    closest[:] = np.inf
+    _closer_to(points, weights, centres[0, 0], centres[0, 1], centres[0, 2], closest, closest)
     for step in range(1, clusters):
-        potential = np.cumsum(weights * closest)
+        running = 0.0
+        for i in range(n):
+            running += weights[i] * closest[i]
+            potential[i] = running
         best_potential = np.inf
         best_index = 0
         for trial in range(trials):
             index = _pick_by_potential(potential, uniforms[step, trial] * potential[-1])
-            total = _closer_to(points, weights, points[:, index].copy(), closest, candidate)
+            total = _closer_to(points, weights, points[0, index], points[1, index], points[2, index], closest,
+                               candidate)
             if total < best_potential:
                 best_potential = total
                 best_index = index
-                best_closest[:] = candidate
-        centres[step] = points[:, best_index]
-        closest[:] = best_closest
-    return centres
+                # keep the best trial's distances by swapping buffers instead of copying
+                candidate, best_closest = best_closest, candidate
+        for c in range(3):
+            centres[step, c] = points[c, best_index]
+        closest, best_closest = best_closest, closest
 
 
 @njit(cache=True, nogil=True)
@@ -347,54 +591,64 @@ def _assign(points, centres, labels, distances):
 
 
 @njit(cache=True, nogil=True)
-def lloyd(points, weights, moments, centres, max_iter, tol):
+def lloyd(points, weights, moments, centres, max_iter, tol, labels, previous, distances):
     """Weighted Lloyd iterations until the centres settle.
 
     Stops as scikit-learn does: when no label changes, or when the summed squared
     centre shift is at most ``tol``. An emptied cluster moves to the point farthest
     from its centre. A centre is the sum of its points' ``moments`` over the sum of
-    their weights, both exact, so it does not depend on the order of the sums.
+    their weights, both exact, so it does not depend on the order of the sums; which
+    is also why the sums can follow the points that change cluster instead of being
+    taken again every iteration.
 
     Parameters
     ----------
     points : ndarray of shape (3, n_points), float64
     weights : ndarray of shape (n_points,), float64
+        Whole numbers.
     moments : ndarray of shape (3, n_points), float64
-        ``weights * points`` as whole numbers (see `occupied_bins`).
+        ``weights * points`` as whole numbers, so that centre sums are exact in any order (the
+        array kernels of `mpicolor.gpu` add them in another order and must get the same centres).
     centres : ndarray of shape (clusters, 3), float64
         Starting centres; updated in place.
     max_iter : int
     tol : float
         Absolute tolerance on the summed squared centre shift.
+    labels : ndarray of shape (n_points,), int64
+        Filled with the nearest final centre of every point (lowest index on ties).
+    previous : ndarray of shape (n_points,), int64
+    distances : ndarray of shape (n_points,), float64
+        Work space.
 
     Returns
     -------
-    labels : ndarray of shape (n_points,), int64
-        Nearest final centre of every point (lowest index on ties).
-    inertia : float
-        Weighted sum of squared distances to the final centres.
+    float
+        The inertia: weighted sum of squared distances to the final centres.
     """
     n = points.shape[1]
     clusters = centres.shape[0]
-    labels = np.zeros(n, np.int64)
-    previous = np.full(n, -1, np.int64)
-    distances = np.empty(n, np.float64)
-    sums = np.empty((clusters, 3), np.float64)
-    mass = np.empty(clusters, np.float64)
+    previous[:] = -1
+    sums = np.zeros((clusters, 3), np.float64)
+    mass = np.zeros(clusters, np.float64)
+    settled = False
     for _ in range(max_iter):
         _assign(points, centres, labels, distances)
-        sums[:] = 0.0
-        mass[:] = 0.0
         changed = 0
         for i in range(n):
             j = labels[i]
-            if j != previous[i]:
+            was = previous[i]
+            if j != was:
                 changed += 1
                 previous[i] = j
-            mass[j] += weights[i]
-            for c in range(3):
-                sums[j, c] += moments[c, i]
+                mass[j] += weights[i]
+                for c in range(3):
+                    sums[j, c] += moments[c, i]
+                if was >= 0:
+                    mass[was] -= weights[i]
+                    for c in range(3):
+                        sums[was, c] -= moments[c, i]
         if changed == 0:
+            settled = True  # labels and distances are those of the final centres already
             break
         shift = 0.0
         for j in range(clusters):
@@ -410,8 +664,9 @@ def lloyd(points, weights, moments, centres, max_iter, tol):
                 shift = np.inf
         if shift <= tol:
             break
-    _assign(points, centres, labels, distances)
-    return labels, _weighted_sum(weights, distances)
+    if not settled:
+        _assign(points, centres, labels, distances)
+    return _weighted_sum(weights, distances)
 
 
 @njit(cache=True, nogil=True)
@@ -438,13 +693,100 @@ def kmeans_runs(points, weights, moments, uniforms, max_iter, tol):
     inertia : ndarray of shape (n_init,), float64
         Weighted inertia of every run on ``points``.
     """
-    runs = uniforms.shape[0]
+    runs, n = uniforms.shape[0], points.shape[1]
     centres = np.empty((runs, uniforms.shape[1], 3), np.float64)
     inertia = np.empty(runs, np.float64)
+    work = np.empty((4, n))
+    labels, previous = np.empty(n, np.int64), np.empty(n, np.int64)
     for run in range(runs):
-        centres[run] = kmeans_plusplus(points, weights, uniforms[run])
-        _, inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol)
+        kmeans_plusplus(points, weights, uniforms[run], centres[run], work[0], work[1], work[2], work[3])
+        inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol, labels, previous, work[0])
     return centres, inertia
+
+
+@njit(cache=True, nogil=True)
+def lloyd_runs(points, weights, moments, centres, max_iter, tol):
+    """`lloyd` from several starts on the same points.
+
+    Parameters
+    ----------
+    points, weights, moments, max_iter, tol
+        As `lloyd`.
+    centres : ndarray of shape (n_runs, clusters, 3), float64
+        Starting centres of every run; updated in place.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_runs, n_points), int64
+    inertia : ndarray of shape (n_runs,), float64
+    """
+    n = points.shape[1]
+    labels = np.empty((centres.shape[0], n), np.int64)
+    inertia = np.empty(centres.shape[0], np.float64)
+    previous, distances = np.empty(n, np.int64), np.empty(n)
+    for run in range(centres.shape[0]):
+        inertia[run] = lloyd(points, weights, moments, centres[run], max_iter, tol, labels[run], previous, distances)
+    return labels, inertia
+
+
+@njit(cache=True, nogil=True)
+def _nearest(c0, c1, c2, colours):
+    # squared distance from (c0, c1, c2) to the nearest of colours (n, 3)
+    best = np.inf
+    for j in range(colours.shape[0]):
+        d0 = c0 - colours[j, 0]
+        d1 = c1 - colours[j, 1]
+        d2 = c2 - colours[j, 2]
+        best = min(best, d0 * d0 + d1 * d1 + d2 * d2)
+    return best
+
+
+@njit(cache=True, nogil=True)
+def _same_configuration(first, second, radius):
+    # Every centre of each set within radius of some centre of the other (Hausdorff distance).
+    squared = radius * radius
+    for a, b in ((first, second), (second, first)):
+        for i in range(a.shape[0]):
+            if _nearest(a[i, 0], a[i, 1], a[i, 2], b) > squared:
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def distinct_runs(centres, inertia, radius, limit):
+    """The best run of each distinct configuration, lowest inertia first.
+
+    Two runs share a configuration when every centre of each lies within ``radius`` of a
+    centre of the other.
+
+    Parameters
+    ----------
+    centres : ndarray of shape (n_runs, clusters, 3), float64
+    inertia : ndarray of shape (n_runs,), float64
+    radius : float
+    limit : int
+        Most runs chosen.
+
+    Returns
+    -------
+    ndarray of shape (<= limit,), int64
+        Runs of distinct configurations, lowest inertia first (the first run on ties).
+    """
+    order = np.argsort(inertia, kind="mergesort")
+    chosen = np.empty(limit, np.int64)
+    found = 0
+    for run in order:
+        if found == limit:
+            break
+        distinct = True
+        for other in range(found):
+            if _same_configuration(centres[run], centres[chosen[other]], radius):
+                distinct = False
+                break
+        if distinct:
+            chosen[found] = run
+            found += 1
+    return chosen[:found]
 
 
 @njit(cache=True, nogil=True)
@@ -464,15 +806,7 @@ def palette_inertia(pixels, colours):
     """
     total = 0.0
     for i in range(pixels.shape[0]):
-        best = np.inf
-        for j in range(colours.shape[0]):
-            d0 = pixels[i, 0] - colours[j, 0]
-            d1 = pixels[i, 1] - colours[j, 1]
-            d2 = pixels[i, 2] - colours[j, 2]
-            distance = d0 * d0 + d1 * d1 + d2 * d2
-            if distance < best:
-                best = distance
-        total += best
+        total += _nearest(np.float64(pixels[i, 0]), np.float64(pixels[i, 1]), np.float64(pixels[i, 2]), colours)
     return total
 
 
@@ -487,13 +821,24 @@ def warm_up():
     start = time.perf_counter()
     image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     table = np.zeros((1 << 12, 4), np.int32)
-    occupied = colour_histogram(image, 4, 1, 1, table)
-    coarse = np.zeros((1 << 9, 4), np.int32)
-    points, weights, moments = occupied_bins(coarse, coarsen(table, occupied, 4, 3, coarse))
-    exact_colours(image, 4, 1, 1, table, occupied, np.zeros(occupied.size << 12, np.int32))
-    clear_rows(table, occupied)
+    codes = np.empty(16, np.int32)
+    # the types the fast method passes: read-only sample rows (cached), a tuple of three coarser levels
+    rows, offsets = np.arange(4), np.zeros(4, np.int64)
+    rows.setflags(write=False)
+    offsets.setflags(write=False)
+    ups = (1, 2, 3)
+    coarser = np.zeros((coarser_rows(4, ups), 4), np.int32)
+    occupied, bins, _ = sample_bins(image, 4, rows, offsets, 1, table, ups, coarser, codes)
+    seen = np.zeros(coarser.shape[0], np.uint8)
+    points, weights, moments, sizes = sample_levels(codes, bins, occupied, 4, ups, coarser, np.array([1.0, 0.0]),
+                                                    np.zeros(1 << 12, np.int32), seen)
+    size = sizes[1]
+    points, weights, moments = points[1, :, :size].copy(), weights[1, :size].copy(), moments[1, :, :size].copy()
+    clear_coarser(occupied, 4, ups, coarser)
     uniforms = np.zeros((1, 2, local_trials(2)), np.float64)
-    centres, _ = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
-    lloyd(points, weights, moments, centres[0], 10, mean_variance(points, weights))
+    uniforms.setflags(write=False)  # as the fast method's, drawn once and shared
+    centres, inertia = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
+    lloyd_runs(points, weights, moments, centres, 10, 0.0)
+    distinct_runs(centres, inertia, 1.0, 2)
     palette_inertia(image.reshape(16, 3), centres[0])
     return time.perf_counter() - start

@@ -1,6 +1,8 @@
 """The dominant colours of one frame: the original k-means ("seed") and its fast twin."""
 
 import dataclasses
+import functools
+import itertools
 import threading
 import warnings
 from typing import NamedTuple
@@ -12,25 +14,28 @@ from mpicolor import kernels
 from mpicolor.decode import DEFAULT_MAX_PIXELS, BadFrame, decode_frame
 
 __all__ = ["METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
-           "palette_from_bytes"]
+           "palette_from_bytes", "smooth_chroma"]
 
 METHODS = ("fast", "seed")
 
-# Fast method settings, chosen by the measurements in notes/palette-results.md.
-SAMPLE_PIXELS = 1 << 17  # pixels sampled per frame at most (whole rows); keeps int32 sums exact
-FINE_BITS = 6  # colour bins of 4 levels per channel
-DIRECT_BINS = 4096  # a frame with more occupied fine bins is "busy", otherwise "flat"
-# Flat frames: restarts on the fine bins, the best carried to the exact colours.
-N_INIT = 64  # k-means++ restarts at most ...
-N_INIT_MIN = 8  # ... and at least, within
-RESTART_POINTS = 1 << 14  # restarts x occupied bins
-N_REFINED = 4  # best restarts run to convergence
-# Busy frames: restarts on coarse bins, the best carried to finer ones.
-COARSE_BITS = (4, 5)  # bits per channel of the restart level and of the next
-N_INIT_COARSE = 8
-N_REFINED_COARSE = 2
-PROBE_ITER = 5  # Lloyd iterations of every restart before the best are kept
+# Fast method settings, chosen by the measurements in docs/palette-design.md.
+SAMPLE_FRACTION = 8  # the sample is a grid of about one pixel in SAMPLE_FRACTION ...
+SAMPLE_MIN = 1 << 14  # ... but at least this many pixels (or the whole frame) ...
+SAMPLE_MAX = 9 << 14  # ... and at most this many (1080p: one in 15); keeps int32 sums exact
+FINE_BITS = 6  # colour bins of 4 levels per channel, the finest before exact colours
+COARSER_BITS = (5, 4, 3)  # the coarser bins a point can stand for (8, 16 and 32 levels per channel)
+# A bin of width w holding n sampled pixels stands as one point while n * w**2 <= DETAIL *
+# (sampled pixels) * (mean channel variance), else it splits (adaptive_level).
+RESTART_DETAIL = 0.002  # the level the restarts converge on
+FINAL_DETAIL = 0.002 / 32  # the level that ranks the candidates and gives the palette
+RESTARTS = 16  # k-means++ restarts, each converged on the restart level
+SAME_CONFIGURATION = 6.0  # colour levels: runs whose centres are all this close share a configuration
+SCORED = 4  # the best runs of this many distinct configurations are scored ...
+SCORE_ITER = 3  # ... after this many Lloyd iterations on the ranking level ...
+CANDIDATES = 2  # ... the best of them ranked there ...
+RANK_ITER = 6  # ... after this many more; the winner then converges
 MAX_ITER = 300  # Lloyd iterations at most, as scikit-learn
+FINAL_ITER = 20  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
 TOL = 1e-4  # Lloyd stops at a centre shift of TOL * mean channel variance, as scikit-learn
 
 
@@ -70,7 +75,7 @@ def default_scale(method):
 
     Both methods decode at full size: a reduced JPEG decode smooths fine texture and
     moved the fast palette's inertia up to 1.5% above the original's on detailed 1080p
-    frames, beyond the 0.3% quality bar (notes/palette-results.md).
+    frames, beyond the 0.3% quality bar (docs/palette-design.md).
 
     Parameters
     ----------
@@ -85,12 +90,33 @@ def default_scale(method):
     return 1
 
 
+def smooth_chroma(method):
+    """Whether `palette_from_bytes` decodes ``method``'s frames with interpolated chroma.
+
+    ``"seed"`` decodes as OpenCV does, the original's pixels; ``"fast"`` repeats the chroma
+    samples (libjpeg-turbo's ``fastupsample``), about 15% of a 4:2:0 decode saved at no cost
+    in quality (docs/palette-design.md). libjpeg-turbo's faster IDCT (``fastdct``) is not
+    used: it raised the median inertia on every set.
+
+    Parameters
+    ----------
+    method : {"fast", "seed"}
+
+    Returns
+    -------
+    bool
+        The ``smooth_chroma`` argument of `mpicolor.decode.decode_frame`.
+    """
+    _check_method(method)
+    return method == "seed"
+
+
 def palette_from_bytes(frame_bytes, clusters=5, method="fast", seed=0, scale=None,
                        max_pixels=DEFAULT_MAX_PIXELS):
     """Palette of an encoded frame: what the MPI run computes per frame.
 
-    Exactly ``extract_palette(decode_frame(frame_bytes, max_pixels, scale), clusters,
-    method, seed)``.
+    Exactly ``extract_palette(decode_frame(frame_bytes, max_pixels, scale,
+    smooth_chroma(method)), clusters, method, seed)``.
 
     Parameters
     ----------
@@ -114,7 +140,7 @@ def palette_from_bytes(frame_bytes, clusters=5, method="fast", seed=0, scale=Non
     """
     if scale is None:
         scale = default_scale(method)
-    image = decode_frame(frame_bytes, max_pixels=max_pixels, scale=scale)
+    image = decode_frame(frame_bytes, max_pixels=max_pixels, scale=scale, smooth_chroma=smooth_chroma(method))
     return extract_palette(image, clusters, method, seed)
 
 
@@ -124,17 +150,19 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     ``"seed"`` is the original computation: scikit-learn ``KMeans(clusters, n_init=5,
     random_state=seed)`` on every pixel as float32, colours truncated with ``int()``,
     shares from the label counts. ``"fast"`` solves the same problem on a colour
-    histogram: whole rows of the image, at most ``SAMPLE_PIXELS`` pixels, are binned
-    at ``FINE_BITS`` per channel with per-bin sums, so that each bin stands at its
-    mean colour, and weighted k-means runs on the bins:
+    histogram of a sample of the pixels (`sample_rows`: about one in ``SAMPLE_FRACTION``
+    on a jittered grid, at most ``SAMPLE_MAX``), binned at ``FINE_BITS`` per channel with
+    per-bin sums, so that each bin stands at its mean colour. Two levels of weighted
+    points are cut from the histogram (`kernels.adaptive_levels`): a bin stands as one
+    point while it is light, and splits into finer bins, then into its exact colours,
+    while it is heavy; ``RESTART_DETAIL`` and ``FINAL_DETAIL`` set how light.
 
-    - flat frames (at most ``DIRECT_BINS`` occupied bins) run ``N_INIT_MIN`` to
-      ``N_INIT`` k-means++ restarts on the bins; the ``N_REFINED`` best after
-      ``PROBE_ITER`` Lloyd iterations converge on the bins, then on the exact colours
-      of the sample, and the lowest inertia there wins;
-    - busy frames run ``N_INIT_COARSE`` restarts on 4-bit bins; the
-      ``N_REFINED_COARSE`` best converge on 4-bit then 5-bit bins, and the one with
-      the lowest inertia there converges on the fine bins.
+    - Rounds of k-means++ restarts (``RESTARTS_FIRST``, then ``RESTARTS_MORE`` each)
+      converge on the coarse level until ``SETTLED_RUNS`` runs share the best run's
+      configuration (all centres within ``SAME_CONFIGURATION``), or ``RESTARTS_MAX`` ran.
+    - The best run of each of the ``CANDIDATES`` best configurations runs
+      ``RANK_ITER`` Lloyd iterations on the fine level; the lowest inertia there
+      converges.
 
     Colours are the winning centres rounded to the nearest integer; shares are the
     sampled pixels nearest each centre.
@@ -227,20 +255,24 @@ def seed_colours(image, clusters, seed, kmeans=None):
 
 
 class _WorkTables(threading.local):
-    """All-zero histogram tables kept between frames, one set per thread.
+    """All-zero histogram tables and work space kept between frames, one set per thread.
 
     A fresh 4 MB table per frame costs about 0.2 ms of page faults, a third of the
     sample pass; each user clears the rows it filled.
     """
 
     def __init__(self):
-        self.bins = {}
-        self.cells = np.zeros(DIRECT_BINS << (3 * (8 - FINE_BITS)), np.int32)
+        self.fine = np.zeros((1 << (3 * FINE_BITS), 4), np.int32)
+        rows = kernels.coarser_rows(FINE_BITS, [FINE_BITS - bits for bits in COARSER_BITS])
+        self.coarser = np.zeros((rows, 4), np.int32)
+        self.seen = np.zeros(rows, np.uint8)
+        self.slots = np.zeros(1 << (3 * FINE_BITS), np.int32)
+        self.sampled = np.empty(0, np.int32)
 
-    def table(self, bits):
-        if bits not in self.bins:
-            self.bins[bits] = np.zeros((1 << (3 * bits), 4), np.int32)
-        return self.bins[bits]
+    def codes(self, size):
+        if self.sampled.size < size:
+            self.sampled = np.empty(size, np.int32)
+        return self.sampled
 
 
 _WORK = _WorkTables()
@@ -270,85 +302,127 @@ class Level(NamedTuple):
 
 @dataclasses.dataclass
 class FastPlan:
-    """What the fast k-means of one frame runs: the stages, the restarts' random numbers, the tolerance.
+    """What the fast k-means of one frame runs: its levels, the restarts' random numbers, the tolerance.
 
     Built by `plan_fast` from the frame's colour levels, run by `solve_plans`; the same for the numba
     kernels here and for the array kernels of `mpicolor.gpu`.
 
     Attributes
     ----------
-    levels : list of Level
-        Restarts run on ``levels[0]``; candidates converge on ``levels[:ranked]`` in turn, the
-        lowest inertia on ``levels[ranked - 1]`` wins and converges on ``levels[ranked:]``.
-    uniforms : ndarray of shape (restarts, clusters, trials), float64, or None
+    levels : tuple of two Level
+        Restarts converge on the first; the best runs of distinct configurations are ranked on
+        the second, where the winner converges (the two may be one).
+    uniforms : ndarray of shape (RESTARTS, clusters, trials), float64, or None
         Random numbers of the k-means++ restarts; None when the frame has at most ``clusters``
         colours, each then its own cluster (``levels`` holds the exact colours alone).
-    refined, ranked : int
     tol : float
         Absolute Lloyd tolerance: ``TOL`` times the mean channel variance of the fine bins.
     """
 
-    levels: list
+    levels: tuple
     uniforms: np.ndarray | None
-    refined: int
-    ranked: int
     tol: float
 
 
-def sample_steps(height, width):
-    """Row and column steps of the pixel sample of the fast method: at most ``SAMPLE_PIXELS``, whole rows first.
+@functools.lru_cache(maxsize=32)
+def sample_rows(height, width):
+    """The pixels the fast method samples: about one in ``SAMPLE_FRACTION``, on a jittered grid.
+
+    At least ``SAMPLE_MIN`` pixels (or all of a smaller frame) and at most ``SAMPLE_MAX``. The
+    frame is cut into bands of ``row_step`` rows; each band gives one row, and that row every
+    ``column_step``-th pixel from an offset, row and offset drawn per band by a fixed hash. A
+    regular grid would see the same place of every 8x8 codec block, or of a resampling pattern,
+    and video has both: on real frames that moved a sample's inertia by 2% where the jittered
+    grid moves it as much as a random sample does.
 
     Returns
     -------
-    row_step, column_step : int
+    rows, offsets : ndarray of shape (n_rows,), int64, read-only
+        Sampled rows, and the first sampled column of each.
+    column_step : int
+    size : int
+        Pixels in the sample.
     """
-    step = -(-height * width // SAMPLE_PIXELS)
-    row_step = min(step, height)
-    return row_step, -(-step // row_step)
+    pixels = height * width
+    target = min(pixels, max(SAMPLE_MIN, min(SAMPLE_MAX, pixels // SAMPLE_FRACTION)))
+    row_step = min(height, max(1, round((pixels / target / 2) ** 0.5)))
+    column_step = min(width, -(-pixels // (target * row_step)))
+    bands = np.arange(-(-height // row_step), dtype=np.uint64)
+    hashed = (bands * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    rows = (bands * np.uint64(row_step) + hashed % np.minimum(row_step, height - bands * np.uint64(row_step)))
+    while True:
+        offsets = ((hashed >> np.uint64(16)) % np.uint64(column_step)).astype(np.int64)
+        size = int((-(-(width - offsets) // column_step)).sum())
+        if size <= SAMPLE_MAX:
+            break
+        column_step += 1
+    rows = rows.astype(np.int64)
+    rows.setflags(write=False)
+    offsets.setflags(write=False)
+    return rows, offsets, column_step, size
 
 
-def plan_fast(fine, coarse, exact, clusters, seed, tol):
-    """Choose the stages of a frame's fast k-means from its fine bins.
+@functools.lru_cache(maxsize=32)
+def sample_indices(height, width):
+    """Flat pixel indices of `sample_rows`, in sample order: ``image.reshape(-1, 3)[indices]`` is the sample.
+
+    Returns
+    -------
+    ndarray of shape (size,), int64, read-only
+    """
+    rows, offsets, column_step, _ = sample_rows(height, width)
+    indices = np.concatenate([row * width + np.arange(offset, width, column_step)
+                              for row, offset in zip(rows, offsets)])
+    indices.setflags(write=False)
+    return indices
+
+
+def plan_fast(levels_at, clusters, seed, variance, sample_size):
+    """Choose the levels of a frame's fast k-means.
 
     Parameters
     ----------
-    fine : Level
-        The ``FINE_BITS`` bins, in the order the sample first reaches them.
-    coarse : callable
-        ``coarse(bits)`` returns the `Level` of ``bits`` per channel; called for busy frames only.
-    exact : callable
-        ``exact()`` returns the `Level` of the exact colours; called for flat frames only.
+    levels_at : callable
+        ``levels_at(thresholds)`` returns a `Level` of `kernels.adaptive_levels` per threshold; a
+        threshold of 0 gives every exact colour of the sample.
     clusters, seed : int
-    tol : float
-        Lloyd tolerance (see `FastPlan`).
+    variance : float
+        Mean channel variance of the fine bins (`kernels.histogram_variance`).
+    sample_size : int
+        Pixels in the sample.
 
     Returns
     -------
     FastPlan
     """
-    if fine.size > DIRECT_BINS:
-        # Busy frames: restarts on coarse bins, where fewer points make them cheap;
-        # the best runs settle on finer bins.
-        levels = [level for level in map(coarse, COARSE_BITS) if level.size >= clusters] + [fine]
-        restarts, refined = N_INIT_COARSE, N_REFINED_COARSE
-        # The fine bins only polish the winner: they are many, and rank runs as 5-bit ones do.
-        ranked = max(1, len(levels) - 1)
-    else:
-        # Flat frames: competing optima that only fine bins tell apart (many
-        # restarts), and bins wide against the colour spread (exact colours last).
-        exact_level = exact()
-        if exact_level.size <= clusters:
-            return FastPlan([exact_level], None, 0, 0, tol)
-        levels = [fine, exact_level] if fine.size > clusters else [exact_level]
-        restarts = max(N_INIT_MIN, min(N_INIT, RESTART_POINTS // fine.size))
-        refined = N_REFINED
-        ranked = len(levels)
-    uniforms = np.random.default_rng(seed).random((restarts, clusters, kernels.local_trials(clusters)))
-    return FastPlan(levels, uniforms, refined, ranked, tol)
+    scale = variance * sample_size
+    restart, final = levels_at([RESTART_DETAIL * scale, FINAL_DETAIL * scale])
+    if final.size <= clusters:
+        # too few points for the clusters: the exact colours, or each colour its own cluster
+        (final,) = levels_at([0.0])
+        if final.size <= clusters:
+            return FastPlan((final, final), None, 0.0)
+        restart = final
+    # too few points for the clusters on the restart level: the restarts run on the final one
+    restart = restart if restart.size >= clusters else final
+    return FastPlan((restart, final), _restart_uniforms(seed, clusters), TOL * variance)
+
+
+@functools.lru_cache(maxsize=8)
+def _restart_uniforms(seed, clusters):
+    # the same for every frame of a run: drawn once, read-only
+    uniforms = np.random.default_rng(seed).random((RESTARTS, clusters, kernels.local_trials(clusters)))
+    uniforms.setflags(write=False)
+    return uniforms
 
 
 def solve_plans(plans, clusters, engine):
     """Run the fast k-means of several frames, stage by stage, so that an engine can batch each stage.
+
+    ``RESTARTS`` k-means++ restarts converge on ``levels[0]``; the best run of each of the
+    ``SCORED`` best configurations runs ``SCORE_ITER`` Lloyd iterations on ``levels[1]``, the
+    ``CANDIDATES`` best of those ``RANK_ITER`` more, and the best of those converges there
+    (``FINAL_ITER`` more at most).
 
     Parameters
     ----------
@@ -357,65 +431,53 @@ def solve_plans(plans, clusters, engine):
     engine
         Runs the heavy parts on its arrays: ``probe(tasks, max_iter)`` with tasks ``(level,
         uniforms, tol)`` returns per task the centres (restarts, clusters, 3) and inertias
-        (restarts,) of k-means++ then ``max_iter`` Lloyd iterations; ``converge(tasks,
+        (restarts,) of k-means++ then Lloyd (``max_iter`` iterations at most); ``converge(tasks,
         max_iter)`` with tasks ``(level, centres, tol)`` returns per task ``(centres, labels,
-        inertia)`` after Lloyd to convergence; ``counts(level, labels, clusters)`` the weight
-        per label; ``to_host(array)`` a NumPy array. Centres and inertias are NumPy values.
+        inertia)`` after at most ``max_iter`` Lloyd iterations from the given centres;
+        ``counts(level, labels, clusters)`` the weight per label; ``to_host(array)`` a NumPy
+        array. Centres and inertias are NumPy values.
 
     Returns
     -------
     list of (ndarray of shape (k, 3), uint8, ndarray of shape (k,), float64)
         Per plan, the rounded BGR centres and the sampled pixels nearest each.
     """
-    probed = [index for index, plan in enumerate(plans) if plan.uniforms is not None]
-    results = engine.probe([(plans[index].levels[0], plans[index].uniforms, plans[index].tol)
-                            for index in probed], PROBE_ITER)
-    candidates = [_Candidate(plans[index], runs[run].copy())
-                  for index, (runs, inertia) in zip(probed, results)
-                  for run in np.argsort(inertia, kind="stable")[:plans[index].refined]]
-    _converge(candidates, engine, lambda plan, depth: depth < plan.ranked)
-    winners = {}
-    for candidate in candidates:
-        # the first of equal inertias wins, as in a loop over the candidates in probe order
-        key = id(candidate.plan)
-        if key not in winners or candidate.inertia < winners[key].inertia:
-            winners[key] = candidate
-    _converge(list(winners.values()), engine, lambda plan, depth: plan.ranked <= depth < len(plan.levels))
-    solved = []
+    probed = [plan for plan in plans if plan.uniforms is not None]
+    runs = engine.probe([(plan.levels[0], plan.uniforms, plan.tol) for plan in probed], MAX_ITER)
+    chosen = [(p, centres) for p, (run_centres, inertia) in enumerate(runs)
+              for centres in run_centres[kernels.distinct_runs(run_centres, inertia, SAME_CONFIGURATION, SCORED)]]
+    # the restart level can rank configurations wrongly: they continue on the final level, a few
+    # iterations at a time, and only the best of each step carry on
+    for keep, iterations in ((CANDIDATES, SCORE_ITER), (1, RANK_ITER)):
+        stepped = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], iterations)
+        chosen = _best_of_each(chosen, stepped, keep)
+    winners = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], FINAL_ITER)
+    solved, won = [], iter(winners)
     for plan in plans:
         if plan.uniforms is None:
-            exact = plan.levels[0]
+            exact = plan.levels[-1]
             solved.append((np.rint(engine.to_host(exact.points).T).astype(np.uint8), engine.to_host(exact.weights)))
         else:
-            winner = winners[id(plan)]
-            solved.append((np.clip(np.rint(winner.centres), 0, 255).astype(np.uint8),
-                           engine.counts(plan.levels[-1], winner.labels, clusters)))
+            centres, labels, _ = next(won)
+            # means of colours lie in [0, 255]: rounding needs no clipping
+            solved.append((np.rint(centres).astype(np.uint8), engine.counts(plan.levels[-1], labels, clusters)))
     return solved
 
 
-@dataclasses.dataclass
-class _Candidate:
-    """A run of `solve_plans` on its way: the centres after its last level, the labels and inertia there."""
-
-    plan: FastPlan
-    centres: np.ndarray
-    labels: object = None
-    inertia: float = np.inf
-
-
-def _converge(candidates, engine, runs_at):
-    # Lloyd to convergence, level by level, for the candidates whose plan runs at that depth.
-    for depth in range(max((len(c.plan.levels) for c in candidates), default=0)):
-        active = [c for c in candidates if runs_at(c.plan, depth)]
-        if not active:
-            continue
-        results = engine.converge([(c.plan.levels[depth], c.centres, c.plan.tol) for c in active], MAX_ITER)
-        for candidate, (centres, labels, inertia) in zip(active, results):
-            candidate.centres, candidate.labels, candidate.inertia = centres, labels, inertia
+def _best_of_each(chosen, stepped, keep):
+    # per plan, the `keep` lowest inertias of `stepped`, the first of equal ones first, in plan order
+    ranked = sorted(range(len(chosen)), key=lambda index: (chosen[index][0], stepped[index][2], index))
+    kept, taken = [], {}
+    for index in ranked:
+        plan = chosen[index][0]
+        if taken.get(plan, 0) < keep:
+            taken[plan] = taken.get(plan, 0) + 1
+            kept.append((plan, stepped[index][0]))
+    return kept
 
 
 class _NumbaEngine:
-    """The heavy parts of `solve_plans` as the numba kernels, one task after the other."""
+    """The heavy parts of `solve_plans` as the numba kernels, the tasks of a level in one call."""
 
     @staticmethod
     def probe(tasks, max_iter):
@@ -424,10 +486,13 @@ class _NumbaEngine:
     @staticmethod
     def converge(tasks, max_iter):
         results = []
-        for level, centres, tol in tasks:
-            centres = centres.copy()
-            labels, inertia = kernels.lloyd(*level, centres, max_iter, tol)
-            results.append((centres, labels, inertia))
+        for _, group in itertools.groupby(tasks, key=lambda task: id(task[0])):
+            group = list(group)
+            centres = np.empty((len(group),) + group[0][1].shape)
+            for row, (_, start, _) in enumerate(group):
+                centres[row] = start
+            labels, inertia = kernels.lloyd_runs(*group[0][0], centres, max_iter, group[0][2])
+            results += zip(centres, labels, inertia)
         return results
 
     @staticmethod
@@ -439,28 +504,26 @@ class _NumbaEngine:
         return array
 
 
-def _coarse_bins(fine, occupied, bits):
-    coarse = _WORK.table(bits)
-    coarse_occupied = kernels.coarsen(fine, occupied, FINE_BITS, bits, coarse)
-    try:
-        return Level(*kernels.occupied_bins(coarse, coarse_occupied))
-    finally:
-        kernels.clear_rows(coarse, coarse_occupied)
+_UPS = tuple(FINE_BITS - bits for bits in COARSER_BITS)
+
+
+def _levels(codes, bins, occupied, thresholds):
+    points, weights, moments, sizes = kernels.sample_levels(codes, bins, occupied, FINE_BITS, _UPS, _WORK.coarser,
+                                                            np.array(thresholds), _WORK.slots, _WORK.seen)
+    return [Level(points[k, :, :size].copy(), weights[k, :size].copy(), moments[k, :, :size].copy())
+            for k, size in enumerate(sizes)]
 
 
 def _fast_palette(image, clusters, seed):
-    row_step, column_step = sample_steps(*image.shape[:2])
-    table = _WORK.table(FINE_BITS)
-    occupied = kernels.colour_histogram(image, FINE_BITS, row_step, column_step, table)
+    rows, offsets, column_step, size = sample_rows(*image.shape[:2])
+    codes = _WORK.codes(size)
+    occupied, bins, variance = kernels.sample_bins(image, FINE_BITS, rows, offsets, column_step, _WORK.fine, _UPS,
+                                                   _WORK.coarser, codes)
     try:
-        fine = Level(*kernels.occupied_bins(table, occupied))
-        plan = plan_fast(
-            fine, lambda bits: _coarse_bins(table, occupied, bits),
-            lambda: Level(*kernels.exact_colours(image, FINE_BITS, row_step, column_step, table, occupied,
-                                                 _WORK.cells)),
-            clusters, seed, TOL * kernels.mean_variance(fine.points, fine.weights))
+        plan = plan_fast(lambda thresholds: _levels(codes[:size], bins, occupied, thresholds), clusters, seed,
+                         variance, size)
     finally:
-        kernels.clear_rows(table, occupied)
+        kernels.clear_coarser(occupied, FINE_BITS, _UPS, _WORK.coarser)
     return solve_plans([plan], clusters, _NumbaEngine)[0]
 
 

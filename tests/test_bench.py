@@ -4,6 +4,7 @@ import argparse
 import json
 import pathlib
 import re
+import tarfile
 
 import cv2
 import pytest
@@ -37,16 +38,55 @@ def test_tables_and_json(small_frames, tmp_path, capsys):
                 "--json", str(report_path)]) == 0
     printed = capsys.readouterr().out
     assert "numba kernels, first call" in printed
-    for label in ("seed", "fast@scale1", "fast@scale2", "decode floor", "inertia/seed median"):
+    for label in ("seed", "fast@scale1", "fast@scale2", "full decode alone", "x decode", "inertia/seed",
+                  "by frame size", "<= 0.5 MP"):
         assert label in printed
     report = json.loads(report_path.read_text())
-    summary = report["folders"][str(small_frames)]["summary"]
-    assert summary["frames"] == 2
+    summary = report["sources"][str(small_frames)]["summary"]
+    assert summary["frames"] == 2 and summary["sizes"] == ["64x36"]
     fast = summary["variants"]["fast@scale1"]
     assert fast["speedup_over_seed"] > 1
     assert fast["inertia_ratio_median"] > 0 and fast["inertia_ratio_worst"] >= fast["inertia_ratio_median"]
+    assert fast["over_decode_worst"] >= fast["over_decode_median"] > 0
+    assert fast["over_decode_worst_frame"] in ("car_005.jpg", "bottle_005.jpg")
     assert summary["variants"]["seed"]["inertia_ratio_median"] == 1.0
+    for frame in report["sources"][str(small_frames)]["frames"]:
+        entry = frame["variants"]["fast@scale1"]
+        assert entry["over_decode"] == pytest.approx(entry["total_ms"] / frame["fastest_decode_ms"])
+    sd = report["size_classes"]["fast@scale1"]["<= 0.5 MP"]
+    assert sd["frames"] == 2 and sd["target"] == 1.7 and sd["over_decode_median"] == fast["over_decode_median"]
     assert report["numba_first_call_s"] >= 0
+
+
+def test_tarballs_of_frames_are_sources_and_frame_sizes_are_classed(small_frames, tmp_path, capsys):
+    # a tarball as `mpicolor pack` writes it, beside a folder of 1920x1080 frames
+    tarball = tmp_path / "clip-0000.tar"
+    with tarfile.open(tarball, "w") as archive:
+        for path in sorted(small_frames.glob("*.jpg")):
+            archive.add(path, arcname=f"clip/{path.name}")
+    hd_folder = tmp_path / "hd"
+    hd_folder.mkdir()
+    image = cv2.resize(cv2.imread(str(FRAMES / "car_005.jpg")), (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    cv2.imwrite(str(hd_folder / "wide.jpg"), image)
+    report_path = tmp_path / "report.json"
+    assert run(["--frames", str(tarball), str(hd_folder), "--methods", "fast", "--repeat", "1",
+                "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    frames = report["sources"][str(tarball)]["frames"]
+    assert [frame["frame"] for frame in frames] == ["clip/bottle_005.jpg", "clip/car_005.jpg"]
+    classes = report["size_classes"]["fast@scale1"]
+    assert classes["<= 0.5 MP"]["frames"] == 2 and classes["1920x1080"]["frames"] == 1
+    assert classes["1920x1080"]["target"] == 1.4
+    assert classes["1920x1080"]["over_decode_worst_frame"] == "hd/wide.jpg"
+    assert "clip-0000.tar: 2 frames (64x36)" in capsys.readouterr().out
+
+
+def test_every_takes_every_nth_frame(small_frames, tmp_path):
+    report_path = tmp_path / "report.json"
+    assert run(["--frames", str(small_frames), "--every", "2", "--methods", "fast", "--repeat", "1",
+                "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert [frame["frame"] for frame in report["sources"][str(small_frames)]["frames"]] == ["bottle_005.jpg"]
 
 
 def test_fast_only_has_no_quality_columns(small_frames, capsys):
@@ -55,7 +95,8 @@ def test_fast_only_has_no_quality_columns(small_frames, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--frames", "no/such/folder"], "frames folder 'no/such/folder' not found"),
+    (["--frames", "no/such/folder"], "frames source 'no/such/folder' not found"),
+    (["--every", "0"], "--every 0 should be >= 1"),
     (["--methods", "fast,quick"], "method 'quick' should be one of fast, seed"),
     (["--scale", "3"], r"--scale 3 should be one of \(1, 2, 4, 8\)"),
     (["--repeat", "0"], "--repeat 0 should be >= 1"),
@@ -67,12 +108,20 @@ def test_errors_name_the_problem(argv, message, small_frames, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
+def test_a_source_that_is_not_a_tarball_is_named(tmp_path, capsys):
+    not_a_tar = tmp_path / "frames.tar"
+    not_a_tar.write_bytes(b"not a tar archive" * 100)
+    assert run(["--frames", str(not_a_tar)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mpicolor bench kernel: ") and str(not_a_tar) in error
+
+
 def test_default_folder_is_the_shared_hd_frames(monkeypatch, capsys):
     if not HD_FRAMES.is_dir():
         pytest.skip(f"real frames not present at {HD_FRAMES}")
     monkeypatch.chdir(REPO)
     assert run(["--methods", "fast", "--scale", "4", "--repeat", "1"]) == 0
-    assert f"hd: {len(list(HD_FRAMES.glob('*.jpg')))} frames" in capsys.readouterr().out
+    assert f"hd: {len(list(HD_FRAMES.glob('*.jpg')))} frames (1920x1080)" in capsys.readouterr().out
 
 
 def test_backend_numpy_prints_the_same_table_and_a_batched_line(small_frames, tmp_path, capsys):
@@ -88,7 +137,7 @@ def test_backend_numpy_prints_the_same_table_and_a_batched_line(small_frames, tm
                 "--json", str(report_path)]) == 0
     cpu_report = json.loads(report_path.read_text())
     assert array_report["backend"] == "numpy" and cpu_report["backend"] == "cpu"
-    packed = [[frame["variants"]["fast@scale1"]["packed"] for frame in report["folders"][str(small_frames)]["frames"]]
+    packed = [[frame["variants"]["fast@scale1"]["packed"] for frame in report["sources"][str(small_frames)]["frames"]]
               for report in (array_report, cpu_report)]
     assert packed[0] == packed[1]
 

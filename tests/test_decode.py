@@ -53,6 +53,17 @@ def test_jpeg_scale_is_reduced_dct_decode(scale):
     np.testing.assert_array_equal(image, cv2.imdecode(np.frombuffer(jpeg, np.uint8), reduced[scale]))
 
 
+def test_repeated_chroma_is_fastupsample_and_changes_only_subsampled_chroma():
+    image = smooth_image()
+    image[:, 30:, 2] = 255  # a sharp colour edge, where interpolated and repeated chroma differ
+    subsampled = encode(".jpg", image)  # OpenCV writes 4:2:0
+    repeated = decode_frame(subsampled, smooth_chroma=False)
+    np.testing.assert_array_equal(repeated, simplejpeg.decode_jpeg(subsampled, "BGR", fastupsample=True))
+    assert not np.array_equal(repeated, decode_frame(subsampled))
+    full_chroma = encode(".jpg", image, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    np.testing.assert_array_equal(decode_frame(full_chroma, smooth_chroma=False), decode_frame(full_chroma))
+
+
 def test_png_scale_is_area_resize():
     image = smooth_image(50, 70)
     decoded = decode_frame(encode(".png", image), scale=4)

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mpicolor import kernels
+from mpicolor import kernels, palette
 from mpicolor.decode import decode_frame
 from mpicolor.palette import (METHODS, BadFrame, default_scale, extract_palette,
-                              palette_from_bytes)
+                              palette_from_bytes, smooth_chroma)
 
 # in the portable subset, which run/power-check.sh runs on ppc64le under emulation
 pytestmark = pytest.mark.portable
@@ -147,8 +147,14 @@ def test_same_result_in_another_process_with_other_threads_and_hash_seed():
 def test_palette_from_bytes_is_extract_of_decode(scale):
     data = frame_bytes("car_010.jpg")
     effective = default_scale("fast") if scale is None else scale
-    expected = extract_palette(decode_frame(data, scale=effective), 5, "fast", 3)
+    expected = extract_palette(decode_frame(data, scale=effective, smooth_chroma=smooth_chroma("fast")), 5, "fast", 3)
     assert palette_from_bytes(data, 5, "fast", 3, scale=scale) == expected
+
+
+def test_seed_decodes_as_the_original_and_fast_repeats_chroma():
+    assert smooth_chroma("seed") is True and smooth_chroma("fast") is False
+    with pytest.raises(ValueError, match="method='x' should be one of"):
+        smooth_chroma("x")
 
 
 def test_palette_from_bytes_refuses_bad_frames():
@@ -188,3 +194,142 @@ def test_numba_cache_goes_to_user_folder_when_package_is_read_only(tmp_path):
     printed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=environment,
                              capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     assert printed == str(tmp_path / "chosen")
+
+
+# --- the fast method's parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height, width", [(1080, 1920), (360, 640), (576, 768), (97, 55), (1, 1), (3, 2000)])
+def test_sample_is_a_jittered_grid_of_about_one_pixel_in_eight(height, width):
+    rows, offsets, column_step, size = palette.sample_rows(height, width)
+    pixels = height * width
+    assert min(pixels, palette.SAMPLE_MIN) <= size <= palette.SAMPLE_MAX
+    if palette.SAMPLE_MIN <= pixels // palette.SAMPLE_FRACTION <= palette.SAMPLE_MAX:
+        assert pixels / size == pytest.approx(palette.SAMPLE_FRACTION, rel=0.1)
+    assert np.all((0 <= rows) & (rows < height)) and np.all(np.diff(rows) > 0)
+    assert np.all((0 <= offsets) & (offsets < column_step))
+    indices = palette.sample_indices(height, width)
+    assert indices.size == size == np.unique(indices).size
+    row_step = -(-height // rows.size)
+    if row_step > 1 and rows.size > 20:
+        # every band of rows gives one, not always the same of the band, from varying columns
+        assert np.unique(rows % row_step).size > 1 and np.unique(offsets).size > 1
+
+
+def adaptive_levels(image, thresholds):
+    """The levels of `kernels.sample_levels` of an image's whole sample, and the sample."""
+    pixels = image.reshape(-1, 3).astype(np.int32)
+    ups = (1, 2, 3)
+    coarser = np.zeros((kernels.coarser_rows(6, ups), 4), np.int32)
+    codes = np.empty(len(pixels), np.int32)
+    occupied, bins, _ = kernels.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64), 1,
+                                            np.zeros((1 << 18, 4), np.int32), ups, coarser, codes)
+    bin_numbers = [kernels.colour_bin(*pixel, 2) for pixel in pixels]
+    np.testing.assert_array_equal(codes >> 6, bin_numbers)
+    np.testing.assert_array_equal(codes & 63, ((pixels[:, 0] & 3) << 4) | ((pixels[:, 1] & 3) << 2) | (pixels[:, 2] & 3))
+    points, weights, moments, sizes = kernels.sample_levels(
+        codes, bins, occupied, 6, ups, coarser, np.array(thresholds, np.float64), np.zeros(1 << 18, np.int32),
+        np.zeros(coarser.shape[0], np.uint8))
+    return [(points[k, :, :size], weights[k, :size], moments[k, :, :size]) for k, size in enumerate(sizes)], pixels
+
+
+def test_adaptive_levels_keep_every_pixel_and_follow_the_threshold():
+    image = decode_frame(frame_bytes("person_005.jpg"), scale=4)
+    levels, pixels = adaptive_levels(image, (1e12, 1e4))
+    for points, weights, moments in levels:
+        assert weights.sum() == len(pixels)
+        np.testing.assert_array_equal(moments.sum(axis=1), pixels.sum(axis=0))
+        np.testing.assert_array_equal(points, moments / weights)
+    (coarse, _, _), (fine, _, _) = levels
+    assert coarse.shape[1] <= 512 < fine.shape[1]  # 3-bit bins at most, then finer where heavy
+    ((exact, weights, _),), _ = adaptive_levels(image, (0.0,))
+    distinct, counts = np.unique(pixels, axis=0, return_counts=True)
+    order = np.lexsort(exact[::-1])
+    np.testing.assert_array_equal(exact.T[order], distinct)
+    np.testing.assert_array_equal(weights[order], counts)
+
+
+def gold_lloyd(points, weights, centres, max_iter, tol):
+    """Weighted Lloyd as `kernels.lloyd` documents it, in plain NumPy, sums taken afresh every iteration."""
+    centres = centres.copy()
+    previous = None
+    for _ in range(max_iter):
+        distances = ((points.T[:, None, :] - centres[None]) ** 2).sum(-1)
+        labels = distances.argmin(1)
+        if previous is not None and np.array_equal(labels, previous):
+            break
+        previous = labels
+        updated = centres.copy()
+        for j in range(len(centres)):
+            mass = weights[labels == j].sum()
+            if mass > 0:
+                updated[j] = (points * weights)[:, labels == j].sum(1) / mass
+        assert all(weights[labels == j].sum() > 0 for j in range(len(centres)))  # no empty cluster here
+        shift = ((updated - centres) ** 2).sum()
+        centres = updated
+        if shift <= tol:
+            break
+    labels = ((points.T[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    return centres, labels
+
+
+def test_lloyd_is_the_gold_answer_though_it_updates_only_the_points_that_move():
+    rng = np.random.default_rng(5)
+    points = rng.integers(0, 256, (3, 400)).astype(np.float64)
+    weights = rng.integers(1, 30, 400).astype(np.float64)
+    start = points[:, :4].T.copy()
+    for max_iter, tol in ((300, 0.0), (3, 0.0), (300, 5.0)):
+        runs = start[None].copy()
+        labels, inertia = kernels.lloyd_runs(points, weights, points * weights, runs, max_iter, tol)
+        centres, labels, inertia = runs[0], labels[0], inertia[0]
+        gold_centres, gold_labels = gold_lloyd(points, weights, start, max_iter, tol)
+        np.testing.assert_allclose(centres, gold_centres, rtol=1e-12)
+        np.testing.assert_array_equal(labels, gold_labels)
+        assert inertia == pytest.approx((weights * ((points.T - centres[labels]) ** 2).sum(1)).sum())
+
+
+def test_lane_sum_adds_in_four_running_sums():
+    rng = np.random.default_rng(2)
+    for n in (0, 1, 6, 101):
+        weights, values = rng.random(n), rng.random(n)
+        lanes = [0.0] * 4
+        for i in range(n):
+            lanes[i % 4] += weights[i] * values[i]
+        assert kernels.lane_sum(weights, values) == (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+
+
+def test_distinct_runs_keeps_the_best_of_each_configuration():
+    base = np.array([[0.0, 0, 0], [100, 100, 100], [200, 0, 0]])
+    runs = np.stack([base + 1, base, base + [[0, 0, 0], [0, 0, 0], [0, 90, 0]], base + 2, base * 0.5])
+    inertia = np.array([5.0, 3.0, 4.0, 6.0, 3.0])
+    # lowest first, the first of equal inertias first, one per configuration (runs 1, 0 and 3 are within 6 levels)
+    assert kernels.distinct_runs(runs, inertia, 6.0, 4).tolist() == [1, 4, 2]
+    assert kernels.distinct_runs(runs, inertia, 6.0, 1).tolist() == [1]
+    assert kernels.distinct_runs(runs, inertia, 0.5, 5).tolist() == [1, 4, 2, 0, 3]
+
+
+class CountingEngine(palette._NumbaEngine):
+    """The numba engine, counting the restarts and the Lloyd iterations it is asked for."""
+
+    restarts = 0
+    converged = []
+
+    @classmethod
+    def probe(cls, tasks, max_iter):
+        cls.restarts += sum(len(uniforms) for _, uniforms, _ in tasks)
+        return super().probe(tasks, max_iter)
+
+    @classmethod
+    def converge(cls, tasks, max_iter):
+        cls.converged.append((len(tasks), max_iter))
+        return super().converge(tasks, max_iter)
+
+
+def test_restarts_then_distinct_configurations_are_ranked_on_the_final_level(monkeypatch):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (60, 200, 3), dtype=np.uint8)  # no clusters: many configurations
+    monkeypatch.setattr(palette, "_NumbaEngine", CountingEngine)
+    extract_palette(noise)
+    assert CountingEngine.restarts == palette.RESTARTS
+    assert CountingEngine.converged == [(palette.SCORED, palette.SCORE_ITER), (palette.CANDIDATES, palette.RANK_ITER),
+                                        (1, palette.FINAL_ITER)]

@@ -14,7 +14,8 @@ import numpy as np
 
 from mpicolor.borders import crop, detect_borders
 from mpicolor.decode import check_head, decode_frame
-from mpicolor.palette import BadFrame, default_scale, extract_palette, palette_from_bytes, sorted_palette
+from mpicolor.palette import (BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma,
+                              sorted_palette)
 from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU, PENDING
 from mpicolor.state.tarballs import BadTarball, Member, index_tarball, read_member
 
@@ -397,7 +398,8 @@ class FrameComputer:
 
     def _decode(self, frame_bytes, crops, i):
         """Decode a frame; with ``crop_borders``, without its bars, which go into ``crops[i]``."""
-        image = decode_frame(frame_bytes, max_pixels=self.config.max_pixels, scale=self._scale())
+        image = decode_frame(frame_bytes, max_pixels=self.config.max_pixels, scale=self._scale(),
+                             smooth_chroma=smooth_chroma(self.config.method))
         if crops is None:
             return image
         crops[i] = detect_borders(image)
