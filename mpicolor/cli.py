@@ -84,29 +84,29 @@ def build_parser():
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     kernel = benches.add_parser("kernel", help="per-frame decode and palette time and quality, one core")
-    from mpicolor.bench import add_kernel_arguments
+    from mpicolor.bench.kernel import add_kernel_arguments
     add_kernel_arguments(kernel)
     whole = benches.add_parser("run", help="whole runs under mpiexec: 1 rank vs 2, and a rank at half speed")
-    from mpicolor.scaling import add_run_arguments
+    from mpicolor.bench.run import add_run_arguments
     add_run_arguments(whole)
     scaling = benches.add_parser("scaling", help="strong or weak scaling over rank counts, real or simulated")
-    from mpicolor.scaling import add_scaling_arguments
+    from mpicolor.bench.scaling import add_scaling_arguments
     add_scaling_arguments(scaling)
     state = benches.add_parser("state", help="the run's state as the collection grows: 25 and 250 tarballs of "
                                              "44,470 tiny frames, simulated")
-    from mpicolor.bench_state import add_state_arguments
+    from mpicolor.bench.state import add_state_arguments
     add_state_arguments(state)
     tools = benches.add_parser("tools", help="inspect, render and export on a synthetic 11.1-million-frame collection: "
                                              "time, rows/s, peak memory")
-    from mpicolor.bench_tools import add_tools_arguments
+    from mpicolor.bench.tools import add_tools_arguments
     add_tools_arguments(tools)
     return parser
 
 
 def _run_config(args):
     from mpicolor.job.config import RunConfig
-    from mpicolor.gpu import memory_limit
-    from mpicolor.palette import default_scale
+    from mpicolor.engine.gpu import memory_limit
+    from mpicolor.engine.palette import default_scale
     from mpicolor.job.placement import parse_split
 
     return RunConfig(
@@ -138,23 +138,23 @@ def main(argv=None):
 
         return info_main(args, parse_split(args.split))
     if args.command == "bench" and args.bench == "kernel":
-        from mpicolor.bench import run_kernel_bench
+        from mpicolor.bench.kernel import run_kernel_bench
 
         return run_kernel_bench(args)
     if args.command == "bench" and args.bench == "run":
-        from mpicolor.scaling import run_run_bench
+        from mpicolor.bench.run import run_run_bench
 
         return run_run_bench(args)
     if args.command == "bench" and args.bench == "scaling":
-        from mpicolor.scaling import run_scaling_bench
+        from mpicolor.bench.scaling import run_scaling_bench
 
         return run_scaling_bench(args)
     if args.command == "bench" and args.bench == "state":
-        from mpicolor.bench_state import run_state_bench
+        from mpicolor.bench.state import run_state_bench
 
         return run_state_bench(args)
     if args.command == "bench" and args.bench == "tools":
-        from mpicolor.bench_tools import run_tools_bench
+        from mpicolor.bench.tools import run_tools_bench
 
         return run_tools_bench(args)
     parser.error(f"unknown command {args.command!r}")

@@ -181,7 +181,7 @@ fi
 step "mpicolor: copied into the chroot, pip install --no-deps" install_mpicolor
 in_chroot python "$checkout/run/power/versions.py" >"$cache/versions.txt" 2>>"$log" || true
 step "emulated: numba kernels compiled (or loaded from cache)" \
-    in_chroot python -c 'from mpicolor import kernels; kernels.warm_up()' || true
+    in_chroot python -c 'from mpicolor.engine import kernels; kernels.warm_up()' || true
 step "emulated: demo, mpiexec -n 2 mpicolor run" emulated_demo || true
 step "emulated: pytest -m portable" \
     in_chroot sh -c "cd $checkout && python -m pytest -m portable -q -p no:cacheprovider --timeout=900" || true

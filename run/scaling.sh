@@ -20,7 +20,7 @@ fi
 # small real frames, many of them: reading their bytes is cheap, so rank 0's work is what limits
 python - "$footage" "$out/sim-input" <<'PY'
 import sys
-from mpicolor.scaling import pack_frames
+from mpicolor.bench.run import pack_frames
 print(pack_frames(sys.argv[1], sys.argv[2], copies=41, tarballs=8), "frames packed for the simulated runs")
 PY
 mpicolor bench scaling "$out/sim-input" --ranks 1,2,4,8,16,32,64 --simulate 0.02 --out "$out/strong" \

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tarfile
 
-from mpicolor.scaling import mpiexec
+from mpicolor.bench.run import mpiexec
 from mpicolor.state.checkpoint import Checkpoint, CheckpointReader
 from mpicolor.state.results import PARTIAL, PENDING
 

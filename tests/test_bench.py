@@ -9,7 +9,7 @@ import tarfile
 import cv2
 import pytest
 
-from mpicolor import bench
+from mpicolor.bench import kernel as bench
 
 FRAMES = pathlib.Path(__file__).parent / "data" / "frames"
 REPO = pathlib.Path(__file__).parents[1]
@@ -143,7 +143,7 @@ def test_backend_numpy_prints_the_same_table_and_a_batched_line(small_frames, tm
 
 
 def test_backend_gpu_without_a_gpu_says_why(small_frames, capsys):
-    from mpicolor.devices import probe_gpus
+    from mpicolor.engine.devices import probe_gpus
 
     count, reason = probe_gpus()
     if count:

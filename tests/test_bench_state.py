@@ -8,8 +8,8 @@ import sys
 import tarfile
 
 from helpers import read_sqlite
-from mpicolor.bench_state import linked_collection, tiny_frames, tiny_tarball
-from mpicolor.decode import check_head, decode_frame
+from mpicolor.bench.state import linked_collection, tiny_frames, tiny_tarball
+from mpicolor.engine.decode import check_head, decode_frame
 
 
 def test_tiny_frames_are_distinct_and_pass_the_checks_of_a_real_frame():

@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from mpicolor import bench_tools
+from mpicolor.bench import tools as bench_tools
 
 
 def run(argv):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mpicolor.borders import crop, detect_borders
+from mpicolor.engine.borders import crop, detect_borders
 
 
 def framed(height=90, width=160, top=10, bottom=12, left=0, right=0, bar=8):

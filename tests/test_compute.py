@@ -19,7 +19,7 @@ from mpicolor.job.worker import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_f
 from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import Coordinator, run_serial
 from mpicolor.job.report import EXIT_OK, EXIT_TARBALL_FAILED, TarballOutcome
-from mpicolor.palette import palette_from_bytes
+from mpicolor.engine.palette import palette_from_bytes
 from mpicolor.state.results import CPU, FAILED, INCOMPLETE, PENDING
 
 GIANT = 5 << 30

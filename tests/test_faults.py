@@ -13,7 +13,7 @@ import pytest
 import hostile
 from helpers import (bundled_frames, mpicolor_command, outputs, pack_scenes, pack_tarball, read_checkpoint,
                      read_sqlite, run_mpicolor)
-from mpicolor.palette import palette_from_bytes
+from mpicolor.engine.palette import palette_from_bytes
 from mpicolor.state.checkpoint import CHECKPOINT
 from mpicolor.state.output_dir import RUN_SUMMARY
 from mpicolor.state.results import FAILED, PENDING

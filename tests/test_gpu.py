@@ -1,6 +1,6 @@
 """GPU ranks: the array kernel run by NumPy against the CPU kernel, batching, device errors, placement, fallback.
 
-Everything but the device itself runs here: `mpicolor.gpu` is the same code for NumPy and CuPy. The tests
+Everything but the device itself runs here: `mpicolor.engine.gpu` is the same code for NumPy and CuPy. The tests
 that need CuPy and a device (or cuML) skip with the reason when there is none.
 """
 
@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor import gpu, kernels
+from mpicolor.engine import gpu, kernels
 from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
 from mpicolor.job.worker import Chunk, FrameComputer
 from mpicolor.job.config import RunConfig
-from mpicolor.decode import decode_frame
-from mpicolor.devices import probe_gpus
-from mpicolor.palette import SAMPLE_MAX, extract_palette, sample_indices
+from mpicolor.engine.decode import decode_frame
+from mpicolor.engine.devices import probe_gpus
+from mpicolor.engine.palette import SAMPLE_MAX, extract_palette, sample_indices
 from mpicolor.state.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
@@ -112,8 +112,9 @@ def test_argument_errors_are_those_of_extract_palette(frames, keywords, message)
 
 def test_no_cupy_is_imported_until_a_gpu_is_asked_for():
     # a CPU-only install never touches CUDA: importing every module, or running on the CPU, loads no CuPy
-    code = ("import sys; import mpicolor.gpu, mpicolor.job.worker, mpicolor.bench, mpicolor.tools.info, mpicolor.cli; "
-            "import numpy as np; mpicolor.gpu.extract_palettes([np.zeros((4, 4, 3), np.uint8)], 2, xp=np); "
+    code = ("import sys; import mpicolor.engine.gpu, mpicolor.job.worker, mpicolor.bench.kernel, mpicolor.tools.info, "
+            "mpicolor.cli; "
+            "import numpy as np; mpicolor.engine.gpu.extract_palettes([np.zeros((4, 4, 3), np.uint8)], 2, xp=np); "
             "print(sorted(name for name in sys.modules if name.startswith(('cupy', 'cuml'))))")
     found = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
                            timeout=60)

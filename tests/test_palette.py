@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mpicolor import kernels, palette
-from mpicolor.decode import decode_frame
-from mpicolor.palette import (METHODS, BadFrame, default_scale, extract_palette,
+from mpicolor.engine import kernels, palette
+from mpicolor.engine.decode import decode_frame
+from mpicolor.engine.palette import (METHODS, BadFrame, default_scale, extract_palette,
                               palette_from_bytes, smooth_chroma)
 
 # in the portable subset, which run/power-check.sh runs on ppc64le under emulation
@@ -131,7 +131,7 @@ def test_same_result_twice():
 
 def test_same_result_in_another_process_with_other_threads_and_hash_seed():
     name = "bottle_010.jpg"
-    script = ("import json, pathlib, sys; from mpicolor.palette import palette_from_bytes; "
+    script = ("import json, pathlib, sys; from mpicolor.engine.palette import palette_from_bytes; "
               f"p = palette_from_bytes(pathlib.Path({str(FRAMES / name)!r}).read_bytes()); "
               "print(json.dumps([p.packed.tolist(), p.shares.tolist()]))")
     environment = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONHASHSEED="12345", OMP_NUM_THREADS="2")
@@ -182,7 +182,7 @@ def test_fast_quality_close_to_seed_on_real_frames(name):
 
 def test_numba_cache_goes_to_user_folder_when_package_is_read_only(tmp_path):
     # os.access stands in for a read-only install: as root, chmod would not stop writes.
-    script = ("import os; os.access = lambda path, mode: False; import mpicolor.kernels; "
+    script = ("import os; os.access = lambda path, mode: False; import mpicolor.engine.kernels; "
               "print(os.environ.get('NUMBA_CACHE_DIR'))")
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}

@@ -16,7 +16,7 @@ from helpers import bundled_frames, mpicolor_command, outputs, pack_tarball, rea
 from mpicolor.state.atomic import TEMP_SUFFIX
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
 from mpicolor.state.output_dir import LOCK, RUN_SUMMARY
-from mpicolor.palette import palette_from_bytes
+from mpicolor.engine.palette import palette_from_bytes
 
 
 def checkpoint_datasets(output_dir):

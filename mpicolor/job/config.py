@@ -4,8 +4,8 @@ import os
 from dataclasses import asdict, dataclass
 
 from mpicolor import __version__
+from mpicolor.engine.palette import METHODS
 
-METHODS = ("fast", "seed")
 # Settings that change the numbers in the outputs: a resumed run must use the same ones.
 RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
 
@@ -42,14 +42,14 @@ class RunConfig:
     progress : str
         ``auto``, ``bar`` or ``log``: how rank 0 shows progress (see :class:`~mpicolor.job.progress.Progress`).
     crop_borders : bool
-        Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.borders`); off by
+        Leave each frame's letterbox and pillarbox bars out of its palette (:mod:`mpicolor.engine.borders`); off by
         default so that results stay comparable with the original's.
     stall_timeout : float
         Seconds a worker may hold work without answering before rank 0 gives up on it and hands its work to
         the others.
     gpu_memory : int or None
         Device bytes a GPU rank may hold (``MPICOLOR_GPU_MEMORY``, read and checked on rank 0 by
-        :func:`mpicolor.gpu.memory_limit`); None takes that function's answer where the device is opened.
+        :func:`mpicolor.engine.gpu.memory_limit`); None takes that function's answer where the device is opened.
     """
 
     input_dir: str

@@ -18,14 +18,14 @@ import traceback
 
 from mpi4py import MPI
 
-from mpicolor.devices import probe_gpus
+from mpicolor.engine.devices import probe_gpus
 from mpicolor.job.coordinator import Coordinator, SqliteJob
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.placement import place_rank
 from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE
 from mpicolor.job.schedule import WorkerLedger
 from mpicolor.job.worker import Chunk, FrameComputer, index_for_coordinator
-from mpicolor.kernels import warm_up
+from mpicolor.engine.kernels import warm_up
 from mpicolor.state.checkpoint import DamagedCheckpoint
 from mpicolor.state.output_dir import OutputError
 from mpicolor.state.sqlite import write_sqlite_from_checkpoint

@@ -97,7 +97,7 @@ def place_rank(rank, node_ranks, split, gpus, probe):
     gpus : int or None
         GPUs per node as configured; None takes the count ``probe`` finds.
     probe : callable
-        Returns ``(count, reason)`` of usable devices (see :func:`mpicolor.devices.probe_gpus`); called only
+        Returns ``(count, reason)`` of usable devices (see :func:`mpicolor.engine.devices.probe_gpus`); called only
         for GPU ranks, so that CPU ranks never initialise CUDA.
 
     Returns

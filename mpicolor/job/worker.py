@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from mpicolor.borders import crop, detect_borders
-from mpicolor.decode import check_head, decode_frame
-from mpicolor.palette import (BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma,
+from mpicolor.engine.borders import crop, detect_borders
+from mpicolor.engine.decode import check_head, decode_frame
+from mpicolor.engine.palette import (BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma,
                               sorted_palette)
 from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU, PENDING
 from mpicolor.state.tarballs import BadTarball, Member, index_tarball, read_member
@@ -175,13 +175,13 @@ class FrameComputer:
     """Computes palettes of frames for one rank, keeping the tarballs it reads open.
 
     A frame is read in two steps: a bounded head, which must show a JPEG or PNG header whose pixels the
-    member's size can hold (:func:`mpicolor.decode.check_head`), then the rest; so no rank grows with what a
+    member's size can hold (:func:`mpicolor.engine.decode.check_head`), then the rest; so no rank grows with what a
     tar header declares. A read that fails with one of `TRANSIENT_ERRORS` is tried again (`RETRY_DELAYS`);
     a read that still fails, or a tarball that is cut short or is no longer the version indexed, leaves the
     frame unread (pending for the next run) and the rest of the chunk with it.
 
     A GPU rank decodes a chunk's frames one by one on the CPU and computes their palettes in batches on its
-    device (:class:`mpicolor.gpu.Backend`, opened at the first chunk), each batch within the device memory
+    device (:class:`mpicolor.engine.gpu.Backend`, opened at the first chunk), each batch within the device memory
     limit. Without a usable GPU there (no cuML for ``seed``, say) it computes on the CPU and says why once;
     any error of the device on a batch retries its frames one by one, and a frame that fails on the device
     again is computed on the CPU with a note.
@@ -196,7 +196,7 @@ class FrameComputer:
         This rank, for the results' accounting.
     device : int or None
         CUDA device of a GPU rank (``Placement.device``).
-    gpu : mpicolor.gpu.Backend, optional
+    gpu : mpicolor.engine.gpu.Backend, optional
         An open backend to use instead of opening one on ``device`` (tests pass one running on NumPy).
     read : callable, default os.pread
         ``read(fd, length, offset) -> bytes``: how frames are read (tests pass one that fails).
@@ -278,7 +278,7 @@ class FrameComputer:
                            notes, busy + time.perf_counter() - started, self.rank, crops, unread)
 
     def _frame_bytes(self, path, offset, size):
-        """A frame's bytes: a head first, the rest only once :func:`~mpicolor.decode.check_head` passes it.
+        """A frame's bytes: a head first, the rest only once :func:`~mpicolor.engine.decode.check_head` passes it.
 
         Raises
         ------
@@ -329,7 +329,7 @@ class FrameComputer:
         if self.backend_code != GPU or self.config.simulate is not None:
             return None
         if self.gpu is None:
-            from mpicolor.gpu import Backend, GpuUnavailable
+            from mpicolor.engine.gpu import Backend, GpuUnavailable
             try:
                 self.gpu = Backend(self.device, self.config.method, memory=self.config.gpu_memory)
             except Exception as error:  # whatever the device's path raises, the CPU computes

@@ -39,11 +39,12 @@ def mpi_problem():
 
 
 def numba_cache_dir():
-    """Where the numba kernels are cached (set by :mod:`mpicolor.kernels` when the package is read-only)."""
+    """Where the numba kernels are cached (set by :mod:`mpicolor.engine.kernels` when the package is read-only)."""
     import numba
 
-    from mpicolor import kernels  # noqa: F401  sets NUMBA_CACHE_DIR when it has to
-    return os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR or "__pycache__ beside mpicolor/kernels.py"
+    from mpicolor.engine import kernels  # noqa: F401  sets NUMBA_CACHE_DIR when it has to
+    return (os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR
+            or "__pycache__ beside mpicolor/engine/kernels.py")
 
 
 def rank_report(placement):
@@ -62,7 +63,7 @@ def main(args, split):
     if problem:
         print(f"mpicolor info: {problem}", file=sys.stderr)
         return 5
-    from mpicolor.devices import probe_gpus
+    from mpicolor.engine.devices import probe_gpus
     from mpicolor.job.mpi import gather_to_root, library_version, node_ranks, world
     from mpicolor.job.placement import place_rank
 

@@ -3,8 +3,8 @@
 It builds a synthetic collection, N tarballs of M tiny frames (hard links to one tarball, so that 11 million
 frames cost 68 MB of disk), runs ``mpiexec -n R mpicolor run IN OUT --simulate 0 --split 1:0`` on 25 and on
 250 of them side by side, and prints per run the frames/s, the bytes the job wrote (every rank: workers write
-the sqlite files) against what OUTPUT_DIR holds at the end, the checkpoint saves' durations at the start and at the end of the run, and rank 0's peak
-memory; then the ratios of the largest collection to the smallest.
+the sqlite files) against what OUTPUT_DIR holds at the end, the checkpoint saves' durations at the start and
+at the end of the run, and rank 0's peak memory; then the ratios of the largest collection to the smallest.
 """
 
 import io
@@ -19,7 +19,7 @@ import time
 import cv2
 import numpy as np
 
-from mpicolor.scaling import median, timed_run
+from mpicolor.bench.run import median, timed_run
 from mpicolor.state.atomic import temporary_path
 
 DEFAULT_TARBALLS = (25, 250)

@@ -1,6 +1,6 @@
 """GPU ranks: the fast palette as array code for CuPy (NumPy runs the same code in tests), cuML for "seed".
 
-The fast method here is the CPU one of :mod:`mpicolor.palette` with other heavy parts: the choice of
+The fast method here is the CPU one of :mod:`mpicolor.engine.palette` with other heavy parts: the choice of
 stages, the random numbers and the ranking of restarts are the same Python (`plan_fast`,
 `solve_plans`); the histogram, k-means++ and Lloyd are array operations of a namespace ``xp``
 (``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames of a call. Sums whose order
@@ -16,10 +16,10 @@ import os
 
 import numpy as np
 
-from mpicolor.devices import probe_gpus
-from mpicolor.kernels import LANES, SPREAD
-from mpicolor.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast, sample_indices,
-                              sample_rows, seed_colours, solve_plans, sorted_palette)
+from mpicolor.engine.devices import probe_gpus
+from mpicolor.engine.kernels import LANES, SPREAD
+from mpicolor.engine.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast,
+                                     sample_indices, sample_rows, seed_colours, solve_plans, sorted_palette)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 
@@ -48,7 +48,7 @@ def extract_palettes(images, clusters=5, seed=0, xp=None):
     Parameters
     ----------
     images : sequence of ndarray of shape (height, width, 3), uint8
-        BGR frames, as `mpicolor.decode.decode_frame` returns; sizes may differ.
+        BGR frames, as `mpicolor.engine.decode.decode_frame` returns; sizes may differ.
     clusters : int, default 5
     seed : int, default 0
     xp : module, default None
@@ -143,7 +143,7 @@ class Backend:
         return PLAN_BYTES_PER_SAMPLED_PIXEL * sampled
 
     def colours(self, images, clusters, seed):
-        """Centres and counts of every frame, as `mpicolor.palette.sorted_palette` takes them.
+        """Centres and counts of every frame, as `mpicolor.engine.palette.sorted_palette` takes them.
 
         The caller keeps a batch within `batch_budget` (the sum of its frames' `frame_bytes`).
 
@@ -263,7 +263,7 @@ def _to_host(array):
 
 
 class ArrayEngine:
-    """The heavy parts of `mpicolor.palette.solve_plans` as batched array operations.
+    """The heavy parts of `mpicolor.engine.palette.solve_plans` as batched array operations.
 
     Runs of similar length are padded to a common power of two with zero-weight points at the
     origin and computed together, at most ``batch_bytes`` of working arrays at a time. A padded

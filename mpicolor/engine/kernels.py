@@ -203,7 +203,7 @@ def clear_coarser(occupied, bits, ups, coarser):
 def histogram_variance(bins):
     """Variance of each channel over the bins' mean colours weighted by their pixels, averaged over the channels.
 
-    Running sums in bin order, which `mpicolor.gpu` repeats operation for operation: the
+    Running sums in bin order, which `mpicolor.engine.gpu` repeats operation for operation: the
     total weight, then per channel the weighted mean and the weighted squared spread.
 
     Parameters
@@ -483,7 +483,7 @@ def lane_sum(weights, values):
 
     A single running sum waits for each addition before the next; four independent ones
     let the processor overlap them. The order is fixed, so the array kernels of
-    `mpicolor.gpu` can take the same sums.
+    `mpicolor.engine.gpu` can take the same sums.
 
     Parameters
     ----------
@@ -608,7 +608,7 @@ def lloyd(points, weights, moments, centres, max_iter, tol, labels, previous, di
         Whole numbers.
     moments : ndarray of shape (3, n_points), float64
         ``weights * points`` as whole numbers, so that centre sums are exact in any order (the
-        array kernels of `mpicolor.gpu` add them in another order and must get the same centres).
+        array kernels of `mpicolor.engine.gpu` add them in another order and must get the same centres).
     centres : ndarray of shape (clusters, 3), float64
         Starting centres; updated in place.
     max_iter : int

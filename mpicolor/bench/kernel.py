@@ -11,14 +11,13 @@ import numpy as np
 import simplejpeg
 from threadpoolctl import threadpool_limits
 
-from mpicolor import kernels
-from mpicolor.decode import SCALES, decode_frame
-from mpicolor.gpu import Backend, GpuUnavailable
-from mpicolor.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
-from mpicolor.state.tarballs import BadTarball, index_tarball, read_member
+from mpicolor.engine import kernels
+from mpicolor.engine.decode import SCALES, decode_frame
+from mpicolor.engine.gpu import Backend, GpuUnavailable
+from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
+from mpicolor.bench.run import DEFAULT_FRAMES, median
+from mpicolor.state.tarballs import IMAGE_SUFFIXES, BadTarball, index_tarball, read_member
 
-DEFAULT_FRAMES = os.path.join("..", "shared", "data", "frames", "hd")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BACKENDS = ("cpu", "gpu", "numpy")
 # frame-size classes of the summary: name, test on (height, width), target of total / fastest decode
 SIZE_CLASSES = (("1920x1080", lambda height, width: (height, width) == (1080, 1920), 1.4),
@@ -232,19 +231,19 @@ def _summarise(records, variants):
     summary = {
         "frames": len(records),
         "sizes": sorted({f"{record['width']}x{record['height']}" for record in records}),
-        "simplejpeg_full_decode_ms": _median([record["simplejpeg_ms"] for record in records]),
-        "opencv_full_decode_ms": _median([record["opencv_ms"] for record in records]),
-        "fastest_full_decode_ms": _median([record["fastest_decode_ms"] for record in records]),
+        "simplejpeg_full_decode_ms": median([record["simplejpeg_ms"] for record in records]),
+        "opencv_full_decode_ms": median([record["opencv_ms"] for record in records]),
+        "fastest_full_decode_ms": median([record["fastest_decode_ms"] for record in records]),
         "variants": {},
     }
-    seed_total = (_median([record["variants"]["seed"]["total_ms"] for record in records])
+    seed_total = (median([record["variants"]["seed"]["total_ms"] for record in records])
                   if variants and variants[0][0] == "seed" else None)
     for method, scale in variants:
         label = _label(method, scale)
-        total = _median([record["variants"][label]["total_ms"] for record in records])
+        total = median([record["variants"][label]["total_ms"] for record in records])
         row = {
-            "decode_ms": _median([record["variants"][label]["decode_ms"] for record in records]),
-            "palette_ms": _median([record["variants"][label]["palette_ms"] for record in records]),
+            "decode_ms": median([record["variants"][label]["decode_ms"] for record in records]),
+            "palette_ms": median([record["variants"][label]["palette_ms"] for record in records]),
             "total_ms": total,
             "frames_per_s": 1e3 / total,
             "speedup_over_seed": seed_total / total if seed_total else None,
@@ -260,13 +259,8 @@ def _spread(records, label, key, name):
     """Median and worst (largest) of a per-frame value, and the worst frame's name."""
     values = [record["variants"][label][key] for record in records]
     worst = int(np.argmax(values))
-    return {f"{name}_median": _median(values), f"{name}_worst": values[worst],
+    return {f"{name}_median": median(values), f"{name}_worst": values[worst],
             f"{name}_worst_frame": records[worst]["frame"]}
-
-
-def _median(values):
-    values = [value for value in values if value is not None]
-    return float(np.median(values)) if values else None
 
 
 def _by_size_class(sources, variants):

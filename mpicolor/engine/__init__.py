@@ -1,0 +1,19 @@
+"""The engine of one frame: its bytes to its dominant colours, on a CPU or on a GPU.
+
+``decode``
+    JPEG and PNG bytes to BGR pixels: the header checked before anything is read, simplejpeg or OpenCV.
+``palette``
+    The colours of a decoded frame: the original k-means (``"seed"``) and the fast method (``"fast"``).
+``kernels``
+    The fast method's numba kernels: histograms, k-means++ and Lloyd on colour bins.
+``gpu``
+    The fast method as array code for CuPy (NumPy runs the same code in tests), cuML for ``"seed"``.
+``borders``
+    Letterbox and pillarbox bars, found and cropped before the palette.
+``devices``
+    Which GPUs this process can use, probed without importing CuPy at start-up.
+
+The bottom of the house: imports only itself (and numpy, numba, OpenCV, simplejpeg, scikit-learn;
+CuPy and cuML only when a GPU is asked for). No MPI, no files: bytes and arrays in, arrays out.
+:mod:`mpicolor.palette` keeps the public names (``extract_palette``, ``decode_frame``, ``BadFrame``).
+"""
