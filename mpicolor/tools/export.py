@@ -70,19 +70,14 @@ def main(args):
     if args.format == "parquet":
         if args.out is None:
             log.error("--format parquet needs --out FILE: Parquet is a binary file, not text for a terminal")
-            return 2
+            return results.EXIT_USAGE
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             log.error("%s", PYARROW_MISSING)
-            return 2
-    reader = results.open_for_command(args.output_dir)
-    if reader is None:
-        return results.EXIT_NO_RESULTS
-    with reader:
-        names = results.selected(reader, args.tarball)
-        if names is None:
-            return 2
+            return results.EXIT_USAGE
+
+    def export(reader, names):
         started = time.monotonic()
         tarballs = results.each_tarball(reader, names, args.progress)
         with results.output_stream(args.out) as stream:
@@ -93,7 +88,8 @@ def main(args):
         elapsed = time.monotonic() - started
         log.info("exported %d frames as %s in %.1f s (%.0f frames/s)", rows, args.format, elapsed,
                  rows / elapsed if elapsed > 0 else 0.0)
-        return results.exit_status(reader)
+
+    return results.over_selection(args.output_dir, args.tarball, export)
 
 
 @dataclass

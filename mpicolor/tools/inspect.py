@@ -37,17 +37,13 @@ def main(args):
         2 for an unknown ``--tarball``; 3 when OUTPUT_DIR cannot be read.
     """
     setup_logging()
-    reader = results.open_for_command(args.output_dir)
-    if reader is None:
-        return results.EXIT_NO_RESULTS
-    with reader:
-        names = results.selected(reader, args.tarball)
-        if names is None:
-            return 2
+
+    def report(reader, names):
         tarballs = map(_tarball_report, results.each_tarball(reader, names, args.progress))
         with results.output_stream(None) as stream:
             (write_json if args.json else write_text)(reader, tarballs, stream)
-        return results.exit_status(reader)
+
+    return results.over_selection(args.output_dir, args.tarball, report)
 
 
 def write_json(reader, tarballs, stream):

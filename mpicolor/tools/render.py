@@ -78,24 +78,18 @@ def main(args):
             raise ValueError(f"--height {args.height} should be >= 1")
         if args.width is not None and args.width < 1:
             raise ValueError(f"--width {args.width} should be >= 1")
-        reader = results.OutputReader(args.output_dir)
-    except FileNotFoundError as error:
-        log.error("%s", error)
-        return results.EXIT_NO_RESULTS
     except ValueError as error:
         log.error("%s", error)
-        return 2
-    with reader:
-        names = results.selected(reader, args.tarball)
-        if names is None:
-            return 2
+        return results.EXIT_USAGE
+
+    def render(reader, names):
         while True:
             counts = reader.frame_counts(names)
             n_frames = sum(counts.values())
             if not n_frames:
                 log.error("%s holds no frames to render (tarballs: %s)", args.output_dir,
                           ", ".join(names) or "none")
-                return 2 if not reader.damaged else results.EXIT_DAMAGED
+                return results.EXIT_USAGE if not reader.damaged else results.EXIT_DAMAGED
             width = args.width or n_frames
             builder = BarcodeBuilder(n_frames, width, args.height, args.mode, reader.clusters,
                                      titles=suffix == ".svg")
@@ -117,7 +111,8 @@ def main(args):
             write_atomically(args.out, svg_text(barcode).encode())
         log.info("wrote %s: %d frames of %d tarballs (read from the %s) in %d columns, mode %s", args.out,
                  n_frames, len(counts), reader.source, width, args.mode)
-        return results.exit_status(reader)
+
+    return results.over_selection(args.output_dir, args.tarball, render)
 
 
 @dataclass

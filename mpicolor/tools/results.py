@@ -35,6 +35,8 @@ SOURCE_CHECKPOINT, SOURCE_SQLITE = "checkpoint", "sqlite"
 EXIT_NO_RESULTS = 3
 # exit status when a tarball could not be read and was left out (as `run`'s unreadable tarball)
 EXIT_DAMAGED = 1
+# exit status for a bad setting: an unknown --tarball, a bad --out or --width
+EXIT_USAGE = 2
 # the per-frame state of a frame read from sqlite: computed, by a backend the file does not record
 COMPUTED_UNKNOWN = 255
 # what reading one tarball of a damaged checkpoint or sqlite file raises
@@ -368,23 +370,37 @@ def _read_ahead(iterator):
             yield item
 
 
-def open_for_command(output_dir):
-    """The :class:`OutputReader` of OUTPUT_DIR for a tool, or None after logging why it cannot be read."""
+def over_selection(output_dir, wanted, work):
+    """Run a tool's ``work(reader, names)`` on the tarballs of OUTPUT_DIR it was asked for.
+
+    Parameters
+    ----------
+    output_dir : str
+    wanted : list of str or None
+        ``--tarball``: these tarballs, or all of them in name order.
+    work : callable
+        ``work(reader, names)`` with an open :class:`OutputReader`; returns an exit status, or None when
+        done.
+
+    Returns
+    -------
+    int
+        ``work``'s status; else 0, or ``EXIT_DAMAGED`` when a tarball could not be read; ``EXIT_USAGE``
+        for a ``--tarball`` that OUTPUT_DIR does not hold; ``EXIT_NO_RESULTS`` when it cannot be read.
+    """
     try:
-        return OutputReader(output_dir)
+        reader = OutputReader(output_dir)
     except FileNotFoundError as error:
         log.error("%s", error)
-        return None
-
-
-def selected(reader, wanted):
-    """The tarballs a tool works on: those ``wanted`` (``--tarball``), or all; None after logging one that
-    OUTPUT_DIR does not hold."""
-    try:
-        return reader.select(wanted) if wanted else reader.names
-    except ValueError as error:
-        log.error("%s", error)
-        return None
+        return EXIT_NO_RESULTS
+    with reader:
+        try:
+            names = reader.select(wanted) if wanted else reader.names
+        except ValueError as error:
+            log.error("%s", error)
+            return EXIT_USAGE
+        status = work(reader, names)
+        return exit_status(reader) if status is None else status
 
 
 def exit_status(reader):
