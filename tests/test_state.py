@@ -82,6 +82,14 @@ def test_checkpoint_round_trip_through_one_entry_point(tmp_path):
         assert reader.settings == SETTINGS and reader.names() == ["a.tar", "b.tar"]
 
 
+def test_files_of_one_checkpoint_may_come_from_two_engines_and_say_which(tmp_path):
+    checkpoint = opened(tmp_path)
+    checkpoint.save(dict(SETTINGS, engine=1), [results("a.tar")])
+    checkpoint.save(dict(SETTINGS, engine=2), [results("b.tar")])
+    again = opened(tmp_path)
+    assert (again.read("a.tar").engine, again.read("b.tar").engine) == (1, 2)
+
+
 def test_a_save_writes_what_changed_and_nothing_else(tmp_path):
     checkpoint = opened(tmp_path)
     checkpoint.save(SETTINGS, [results("a.tar")])
@@ -226,7 +234,7 @@ class Index:
 def test_stored_results_are_reused_only_for_the_same_tarball(caplog, now, reused, words):
     stored = results("a.tar")
     stored.backend[1] = PENDING
-    found = resume.reusable(stored, Index(stored.frames, now), clusters=2)
+    found = resume.reusable(stored, Index(stored.frames, now), clusters=2, engine=1)
     assert (found is stored) == reused
     if words:
         assert f"a.tar changed since its results were computed ({words}" in caplog.text
@@ -236,9 +244,21 @@ def test_a_0_1_0_tarball_is_reused_when_its_member_names_match_and_takes_the_fin
     stored = results("a.tar")
     stored.fingerprint = None
     now = Fingerprint(1, 2, "ef" * 32)
-    assert resume.reusable(stored, Index(list(stored.frames), now), 2).fingerprint == now
+    assert resume.reusable(stored, Index(list(stored.frames), now), 2, 1).fingerprint == now
     stored.fingerprint = None
-    assert resume.reusable(stored, Index(["other.jpg"] * 3, now), 2) is None
+    assert resume.reusable(stored, Index(["other.jpg"] * 3, now), 2, 1) is None
+
+
+def test_results_of_another_engine_are_computed_again_and_0_1_0_ones_are_version_1(caplog):
+    # a new version of the fast method must not finish a tarball that an older one began
+    stored = results("a.tar")
+    stored.backend[1] = PENDING
+    index = Index(list(stored.frames), stored.fingerprint)
+    assert resume.reusable(stored, index, 2, engine=2) is None
+    assert "a.tar: its stored results come from version 1 of the method, this run's is version 2" in caplog.text
+    stored.engine = 2
+    assert resume.reusable(stored, index, 2, engine=2) is stored
+    assert resume.settings_conflict(dict(SETTINGS, engine=1), dict(SETTINGS, engine=2)) is None
 
 
 def test_settings_conflict_names_what_was_stored_and_what_is_asked():

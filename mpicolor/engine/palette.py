@@ -13,10 +13,14 @@ from threadpoolctl import threadpool_limits
 from mpicolor.engine import kernels
 from mpicolor.engine.decode import DEFAULT_MAX_PIXELS, BadFrame, decode_frame
 
-__all__ = ["METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
+__all__ = ["ENGINES", "METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
            "palette_from_bytes", "smooth_chroma"]
 
 METHODS = ("fast", "seed")
+# The version of each method's computation, bumped when its palettes change for the same settings: a
+# resumed run computes again the stored results of another version, so that no tarball mixes two.
+# (0.1.0 stored none: its methods were version 1.)
+ENGINES = {"fast": 2, "seed": 1}
 
 # Fast method settings, chosen by the measurements in docs/palette-design.md.
 SAMPLE_FRACTION = 8  # the sample is a grid of about one pixel in SAMPLE_FRACTION ...

@@ -4,7 +4,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from mpicolor import __version__
-from mpicolor.engine.palette import METHODS
+from mpicolor.engine.palette import ENGINES, METHODS
 
 # Settings that change the numbers in the outputs: a resumed run must use the same ones.
 RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
@@ -98,5 +98,11 @@ class RunConfig:
         return {name: values[name] for name in RESULT_SETTINGS}
 
     def stored_settings(self):
-        """What every output file records of this run: the result settings, the label and the version."""
-        return dict(self.result_settings(), label=self.label, version=self.version)
+        """What every output file records of this run: the result settings, the label, the version and the
+        method's engine (`mpicolor.engine.palette.ENGINES`)."""
+        return dict(self.result_settings(), label=self.label, version=self.version, engine=self.engine())
+
+    def engine(self):
+        """The version of the computation that makes this run's palettes: the method's, or 1 for the
+        simulated stand-ins, unchanged since 0.1.0."""
+        return 1 if self.simulate is not None else ENGINES[self.method]

@@ -254,7 +254,7 @@ class Coordinator:
         if index.error is not None:
             self._unreadable(number, path, index.error)
             return
-        results = resume.reusable(self._stored(name), index, self.config.clusters)
+        results = resume.reusable(self._stored(name), index, self.config.clusters, self.config.engine())
         if results is None:
             results = TarballResults.empty(name, index.names, self.config.clusters, index.skipped, index.incomplete,
                                            crops=self.config.crop_borders, fingerprint=index.fingerprint)

@@ -40,6 +40,7 @@ import os
 import h5py
 import numpy as np
 
+from mpicolor.state.resume import MADE_BY
 from mpicolor.state.atomic import (TEMP_SUFFIX, publish, publish_together, remove_stale_temporaries,
                                    require_space, temporary_path)
 from mpicolor.state.output_dir import OutputError
@@ -381,9 +382,10 @@ def read_tarball_file(path, name, settings):
     except (OSError, KeyError, ValueError) as error:
         raise DamagedCheckpoint(path, str(error)) from None
     differ = sorted(key for key in set(stored_settings) | set(settings)
-                    if key != "version" and stored_settings.get(key) != settings.get(key))
+                    if key not in MADE_BY and stored_settings.get(key) != settings.get(key))
     if differ:
         raise DamagedCheckpoint(path, f"made with other settings ({', '.join(differ)})")
+    results.engine = stored_settings.get("engine")
     return results
 
 

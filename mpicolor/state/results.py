@@ -48,6 +48,9 @@ class TarballResults:
         in pixels of the decoded frame.
     fingerprint : mpicolor.state.tarballs.Fingerprint or None
         What identifies the tarball these results belong to (None: not known, e.g. a 0.1.0 checkpoint).
+    engine : int or None
+        The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINES`);
+        None for results computed in this run, or stored by 0.1.0.
     """
 
     name: str
@@ -63,6 +66,7 @@ class TarballResults:
     error: str | None = None
     crops: np.ndarray | None = None
     fingerprint: object = None
+    engine: int | None = None
 
     @classmethod
     def empty(cls, name, frames, clusters, skipped=None, incomplete=None, crops=False, fingerprint=None):

@@ -2,8 +2,9 @@
 
 The settings that change the numbers must be those the checkpoint was made with (else the run is refused).
 A tarball's stored results are reused only when its fingerprint (size, modification time, member table) is
-the one they were computed from; a tarball rebuilt under the same name is computed again, with a warning
-that names it. INPUT_DIR is not a setting: data moved to another folder resumes when the fingerprints match.
+the one they were computed from, and when the method's engine that computed them is this run's; else the
+tarball is computed again, with a warning that names it. INPUT_DIR is not a setting: data moved to another
+folder resumes when the fingerprints match.
 """
 
 import logging
@@ -12,6 +13,12 @@ from mpicolor.state.results import UNREADABLE
 
 log = logging.getLogger(__name__)
 
+# Stored settings that say what made a file rather than what the run asked: they may differ between the
+# files of one checkpoint, and never refuse a run.
+MADE_BY = ("version", "engine")
+# The engine of results that 0.1.0 stored, which recorded none.
+ENGINE_OF_0_1_0 = 1
+
 
 def settings_conflict(stored, asked):
     """Why results stored with settings ``stored`` cannot be resumed by a run asking ``asked``, or None.
@@ -19,14 +26,14 @@ def settings_conflict(stored, asked):
     Parameters
     ----------
     stored, asked : dict
-        Settings by name; ``version`` may differ.
+        Settings by name; those of `MADE_BY` may differ.
 
     Returns
     -------
     str or None
         ``"clusters=5, ..."`` pairs of what was stored and what is asked, or None when they agree.
     """
-    differ = [key for key in asked if key != "version" and stored.get(key) != asked[key]]
+    differ = [key for key in asked if key not in MADE_BY and stored.get(key) != asked[key]]
     if not differ:
         return None
     was = ", ".join(f"{key}={stored.get(key)!r}" for key in differ)
@@ -34,7 +41,7 @@ def settings_conflict(stored, asked):
     return f"results made with {was}; this run asks for {now}"
 
 
-def reusable(stored, index, clusters):
+def reusable(stored, index, clusters, engine):
     """The stored results of a tarball that a run may go on from, or None to compute it from scratch.
 
     Parameters
@@ -44,6 +51,8 @@ def reusable(stored, index, clusters):
     index : mpicolor.job.worker.IndexedTarball
         The tarball as it is now: member names, skipped members, fingerprint.
     clusters : int
+    engine : int
+        The version of this run's method (`mpicolor.engine.palette.ENGINES`).
 
     Returns
     -------
@@ -52,6 +61,11 @@ def reusable(stored, index, clusters):
         it belongs to this very tarball; None otherwise (a warning says why when the tarball changed).
     """
     if stored is None or stored.status == UNREADABLE or stored.packed.shape[1] != clusters:
+        return None
+    made_by = ENGINE_OF_0_1_0 if stored.engine is None else stored.engine
+    if made_by != engine:
+        log.warning("%s: its stored results come from version %d of the method, this run's is version %d; "
+                    "computing it again, so that its frames all come from one", stored.name, made_by, engine)
         return None
     if stored.fingerprint is None:
         # a 0.1.0 checkpoint knew only the member names
