@@ -13,7 +13,6 @@ import time
 import cv2
 import h5py
 import numpy as np
-import pyarrow.parquet
 import pytest
 
 from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
@@ -22,6 +21,12 @@ from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_fil
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from test_pack import command
 from test_render import SETTINGS, read_png, synthetic_outputs, tarball_results
+
+
+
+def parquet():
+    """pyarrow.parquet, or a skip: pyarrow is the ``parquet`` extra, which a distro install may lack."""
+    return pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (pip install 'mpicolor[parquet]')")
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +206,7 @@ def test_csv_and_json_lines_are_what_csv_writer_and_json_dumps_write(hostile_out
 
 def test_parquet_reads_back_as_the_sqlite_files_row_by_row(hostile_output, tmp_path):
     assert command(export, hostile_output, "--format", "parquet", "--out", tmp_path / "frames.parquet") == 0
-    table = pyarrow.parquet.read_table(tmp_path / "frames.parquet")
+    table = parquet().read_table(tmp_path / "frames.parquet")
     assert table.schema.field("color0").type == "int32" and table.schema.field("color0_r").type == "int16"
     assert table.schema.field("share0").type == "float" and table.schema.field("member").type == "int64"
     rows = table.to_pylist()
@@ -228,7 +233,7 @@ def test_parquet_reads_back_as_the_sqlite_files_row_by_row(hostile_output, tmp_p
             assert (row[f"color{k}_r"], row[f"color{k}_g"], row[f"color{k}_b"]) == tuple(render.unpack(packed))
             # sqlite keeps the float32 share as a double: back to float32 it is the same number
             assert np.float32(row[f"share{k}"]) == np.float32(sqlite_row[6 + k])
-    about = json.loads(pyarrow.parquet.read_metadata(tmp_path / "frames.parquet").metadata[b"mpicolor"])
+    about = json.loads(parquet().read_metadata(tmp_path / "frames.parquet").metadata[b"mpicolor"])
     assert about["settings"]["clusters"] == 5 and about["source"] == "checkpoint"
     assert about["tarballs"] == [{"name": "car.tar", "status": "complete"}, {"name": "odd.tar", "status": "complete"}]
 

@@ -13,7 +13,13 @@ One module per concept, as h5py's ``_hl`` has them:
 ``checkpoint``
     The HDF5 checkpoint: one file per tarball, joined by ``checkpoint.h5``.
 ``resume``
-    What a rerun may reuse of what the checkpoint holds: the settings, and each tarball by its fingerprint.
+    What a rerun may reuse of what the checkpoint holds: the settings, and each tarball by its fingerprint
+    and the engine that computed it.
+``tarballs``
+    The tar index: members' names, data offsets and sizes, read from the headers; a tarball's fingerprint.
+``writer``
+    The thread that writes checkpoint files for rank 0 while it goes on coordinating.
 
-Plain Python with no MPI: only rank 0 calls these, and the tests call them in process.
+Plain Python with no MPI: only rank 0 calls these (and the tools read them), and the tests call them in
+process. Imports nothing of mpicolor but itself.
 """
