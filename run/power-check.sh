@@ -158,6 +158,12 @@ emulated_demo() {
     in_chroot mpiexec -n 2 mpicolor run /root/demo/input /root/demo/ppc64le --checkpoint-every 10
 }
 
+host_checkpoint_read() {  # the host's checkpoint (h5py's HDF5 2.0) read by the distro's HDF5 1.10
+    rm -rf "$root/root/demo/x86_64"
+    cp -r "$cache/demo/x86_64" "$root/root/demo/x86_64"
+    in_chroot mpicolor inspect /root/demo/x86_64
+}
+
 compare_palettes() {
     python3 "$repo/run/power/compare.py" "$cache/demo/x86_64" "$root/root/demo/ppc64le" | tee "$cache/palettes.txt"
 }
@@ -185,5 +191,6 @@ step "emulated: numba kernels compiled (or loaded from cache)" \
 step "emulated: demo, mpiexec -n 2 mpicolor run" emulated_demo || true
 step "emulated: pytest -m portable" \
     in_chroot sh -c "cd $checkout && python -m pytest -m portable -q -p no:cacheprovider --timeout=900" || true
+step "emulated: inspect reads the host's checkpoint" host_checkpoint_read || true
 step "palettes: ppc64le against x86_64" compare_palettes || true
 [ "$failed" = 0 ]

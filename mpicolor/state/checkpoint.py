@@ -59,6 +59,10 @@ SUFFIX = ".h5"
 LONG_SUFFIX = ".long.h5"
 NAME_MAX = 255  # bytes in a file name on every file system a cluster mounts
 FINGERPRINT_ATTRS = ("fingerprint_size", "fingerprint_mtime_ns", "fingerprint_members")
+# The HDF5 file format written: HDF5 1.10's, which every HDF5 from 1.10 on reads (Debian 12 and RHEL 8
+# ship 1.10). "latest" under HDF5 2.0 (h5py 3.16's wheels) writes objects that HDF5 1.x cannot read, and
+# a checkpoint is often written on one machine and read on another.
+FILE_FORMAT = ("v110", "v110")
 
 
 class DamagedCheckpoint(ValueError):
@@ -243,7 +247,7 @@ class Checkpoint:
 
     def _write_index(self, settings, input_dir):
         temporary = temporary_path(self.path)
-        with h5py.File(temporary, "w", locking=False, libver="latest") as h5:
+        with h5py.File(temporary, "w", locking=False, libver=FILE_FORMAT) as h5:
             h5.attrs["format"] = FORMAT
             for key, value in settings.items():
                 h5.attrs[key] = "" if value is None else value
@@ -402,7 +406,7 @@ def _read_index(path):
 
 def _write_tarball(path, results, text_settings):
     """Write one tarball's results as a new HDF5 file ``path`` (see the module's docstring)."""
-    with h5py.File(path, "w", locking=False, libver="latest") as h5:
+    with h5py.File(path, "w", locking=False, libver=FILE_FORMAT) as h5:
         h5.attrs["format"] = FORMAT
         h5.attrs["name"] = results.name
         h5.attrs["settings"] = text_settings
