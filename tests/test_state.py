@@ -90,6 +90,15 @@ def test_files_of_one_checkpoint_may_come_from_two_engines_and_say_which(tmp_pat
     assert (again.read("a.tar").engine, again.read("b.tar").engine) == (1, 2)
 
 
+
+def test_names_read_as_bytes_are_whole_however_long(tmp_path):
+    # the tools' fast path: fixed-width items, read again wider when a name fills the width
+    names = ["a.jpg", "\u00e9t\u00e9/" + "x" * 300 + ".jpg", "y" * 64, ""]
+    opened(tmp_path).save(SETTINGS, [results("a.tar", names)])
+    stored = opened(tmp_path).read("a.tar", names_as_bytes=True)
+    assert stored.frames.tolist() == [name.encode() for name in names]
+
+
 def test_a_save_writes_what_changed_and_nothing_else(tmp_path):
     checkpoint = opened(tmp_path)
     checkpoint.save(SETTINGS, [results("a.tar")])

@@ -79,7 +79,7 @@ def main(args):
 
     def export(reader, names):
         started = time.monotonic()
-        tarballs = results.each_tarball(reader, names, args.progress)
+        tarballs = results.each_tarball(reader, names, args.progress, names_as_bytes=True)
         with results.output_stream(args.out) as stream:
             if args.format == "parquet":
                 rows = write_parquet(reader, tarballs, stream)
@@ -101,7 +101,7 @@ class FrameRows:
     tarball : str
     member : ndarray of shape (n,), int64
         The frames' positions in the tarball.
-    imgname : list of str, length n
+    imgname : ndarray of shape (n,), UTF-8 bytes (``S``)
     failed : ndarray of shape (n,), bool
     reason : list of str or None, length n
         Why a failed frame could not be processed; None for computed frames.
@@ -111,7 +111,7 @@ class FrameRows:
 
     tarball: str
     member: np.ndarray
-    imgname: list
+    imgname: np.ndarray
     failed: np.ndarray
     reason: list
     packed: np.ndarray
@@ -131,17 +131,16 @@ def frame_rows(tarball, block_rows=BLOCK_ROWS):
     """
     failed = tarball.is_failed()
     exported = np.flatnonzero(failed | tarball.is_computed())
+    frames = tarball.frames if isinstance(tarball.frames, np.ndarray) else _texts(tarball.frames)
     for begin in range(0, len(exported), block_rows):
         members = exported[begin:begin + block_rows]
         # without pending frames (most tarballs) a block is a slice of the tarball, not frames picked one by one
         picked = members if len(exported) < len(tarball.frames) else slice(begin, begin + len(members))
-        names = (tarball.frames[picked] if isinstance(picked, slice)
-                 else [tarball.frames[member] for member in members.tolist()])
         block_failed = failed[picked]
         reasons = [None] * len(members)
         for row in np.flatnonzero(block_failed).tolist():
             reasons[row] = tarball.failures.get(int(members[row]), "")
-        yield FrameRows(tarball.name, members, names, block_failed, reasons, tarball.packed[picked],
+        yield FrameRows(tarball.name, members, frames[picked], block_failed, reasons, tarball.packed[picked],
                         tarball.shares[picked])
 
 
@@ -194,7 +193,7 @@ def csv_bytes(block, clusters):
     """
     fields = [_csv_cell(block.tarball).encode() + b",", _digits(block.member), b",", _csv_cells(block.imgname),
               b",", _STATUS_TEXT[block.failed.astype(np.intp)], b",",
-              _failure_texts(block, _csv_cells, empty=b"")]
+              _failure_texts(block, lambda reasons: _csv_cells(_texts(reasons)), empty=b"")]
     for k in range(clusters):
         if k >= block.packed.shape[1]:
             fields.append(b"," * 5)
@@ -220,7 +219,7 @@ def json_bytes(block, clusters):
     bytes
     """
     fields = [b'{"tarball": ' + _json_string(block.tarball).encode() + b', "member": ', _digits(block.member),
-              b', "imgname": ', _texts(list(map(_json_string, block.imgname))), b', "status": ',
+              b', "imgname": ', _texts([_json_string(name.decode()) for name in block.imgname.tolist()]), b', "status": ',
               _JSON_STATUS_TEXT[block.failed.astype(np.intp)], b', "reason": ',
               _failure_texts(block, lambda reasons: _texts(list(map(_json_string, reasons))), empty=b"null"),
               b', "colors": [']
@@ -303,7 +302,7 @@ def arrow_table(block, schema):
     n_rows = len(block.member)
     failed = block.failed if block.failed.any() else None
     columns = [pyarrow.repeat(pyarrow.scalar(block.tarball), n_rows), pyarrow.array(block.member),
-               pyarrow.array(block.imgname, pyarrow.string()),
+               _arrow_strings(block.imgname),
                pyarrow.compute.if_else(pyarrow.array(block.failed), "failed", "done"),
                pyarrow.array(block.reason, pyarrow.string())]
     for k in range((len(schema) - len(columns)) // 5):
@@ -322,9 +321,22 @@ def _texts(strings):
     return np.array([text.encode() for text in strings], dtype=bytes)
 
 
-def _csv_cells(strings):
-    """Strings as CSV cells (quoted where ``csv.writer`` quotes them), an array of shape (n,) of bytes."""
-    cells = _texts(strings)
+def _arrow_strings(texts):
+    """UTF-8 ``S`` items (`_texts`) as a pyarrow string array, built from their bytes without a Python object
+    per item (names hold no NUL, so the NULs are the padding)."""
+    import pyarrow
+
+    characters = texts.view(np.uint8).reshape(len(texts), texts.dtype.itemsize)
+    present = characters != 0
+    offsets = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    return pyarrow.LargeStringArray.from_buffers(len(texts), pyarrow.py_buffer(offsets),
+                                                 pyarrow.py_buffer(characters[present])).cast(pyarrow.string())
+
+
+def _csv_cells(cells):
+    """UTF-8 ``S`` items (`_texts`) as CSV cells (quoted where ``csv.writer`` quotes them), an array of
+    shape (n,) of bytes."""
     characters = cells.view(np.uint8).reshape(len(cells), cells.dtype.itemsize)
     special = np.zeros(len(cells), bool)
     for character in b',"\r\n':
@@ -333,7 +345,7 @@ def _csv_cells(strings):
         return cells
     encoded = cells.tolist()
     for row in np.flatnonzero(special).tolist():
-        encoded[row] = _csv_cell(strings[row]).encode()
+        encoded[row] = _csv_cell(encoded[row].decode()).encode()
     return np.array(encoded, dtype=bytes)
 
 

@@ -188,7 +188,7 @@ class OutputReader:
                 self._damage(name, error)
         return counts
 
-    def tarballs(self, names=None):
+    def tarballs(self, names=None, names_as_bytes=False):
         """The tarballs' results one at a time, in name order; a tarball that cannot be read is logged with
         the reason, kept in ``damaged`` and left out.
 
@@ -196,6 +196,9 @@ class OutputReader:
         ----------
         names : list of str, optional
             Only these (from :meth:`select`); default: all.
+        names_as_bytes : bool
+            Frame names from the checkpoint as UTF-8 ``S`` arrays (`mpicolor.state.checkpoint.names_as_bytes`)
+            instead of lists of str; names from sqlite files stay lists.
 
         Yields
         ------
@@ -207,7 +210,7 @@ class OutputReader:
                 continue
             try:
                 if self.source == SOURCE_CHECKPOINT:
-                    yield self._from_checkpoint(self._checkpoint.read(where))
+                    yield self._from_checkpoint(self._checkpoint.read(where, names_as_bytes))
                 else:
                     yield _from_sqlite(where)
             except READ_ERRORS as error:
@@ -327,8 +330,8 @@ def add_arguments(parser, tarball_help="only these tarballs (default: all, in na
                         help="a live bar, or a log line every 10 s (default auto: the bar on a terminal)")
 
 
-def each_tarball(reader, names, progress_mode):
-    """``reader.tarballs(names)``, showing tarballs and frames done as they are read.
+def each_tarball(reader, names, progress_mode, names_as_bytes=False):
+    """``reader.tarballs(names, names_as_bytes)``, showing tarballs and frames done as they are read.
 
     Parameters
     ----------
@@ -336,6 +339,7 @@ def each_tarball(reader, names, progress_mode):
     names : list of str
     progress_mode : str
         ``auto``, ``bar`` or ``log`` (:class:`mpicolor.job.progress.Progress`).
+    names_as_bytes : bool
 
     Yields
     ------
@@ -344,7 +348,7 @@ def each_tarball(reader, names, progress_mode):
     progress = Progress(len(names), mode=progress_mode)
     done = frames = shown = 0
     try:
-        for tarball in _read_ahead(reader.tarballs(names)):
+        for tarball in _read_ahead(reader.tarballs(names, names_as_bytes)):
             yield tarball
             done, frames = done + 1, frames + len(tarball.frames)
             # the total is an estimate until every tarball is read
