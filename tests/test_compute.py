@@ -130,6 +130,40 @@ def test_an_error_that_cannot_pass_is_not_tried_again(frames_tar, tmp_path):
     assert result.unread[0] == f"cannot read {path} (Permission denied)" and result.failures == {}
 
 
+def failing_index(monkeypatch, *errors):
+    """Make the worker's ``index_tarball`` raise ``errors`` (errno values) on its first calls; return its calls."""
+    calls, index_tarball = [], worker.index_tarball
+
+    def index(path):
+        calls.append(path)
+        if len(calls) <= len(errors):
+            raise OSError(errors[len(calls) - 1], os.strerror(errors[len(calls) - 1]))
+        return index_tarball(path)
+
+    monkeypatch.setattr(worker, "index_tarball", index)
+    return calls
+
+
+def test_indexing_tries_a_transient_error_again(frames_tar, monkeypatch):
+    path, frames = frames_tar
+    calls = failing_index(monkeypatch, errno.EIO, errno.ESTALE)
+    indexed = index_for_coordinator(0, path)
+    assert indexed.error is None and len(indexed.names) == len(frames) and len(calls) == 3
+
+
+def test_indexing_that_keeps_failing_names_its_tries(frames_tar, monkeypatch):
+    path, _ = frames_tar
+    calls = failing_index(monkeypatch, *[errno.EIO] * 100)
+    assert index_for_coordinator(0, path).error == "cannot read it (Input/output error, 5 tries in 0.9 s)"
+    assert len(calls) == len(RETRY_DELAYS) + 1
+
+
+def test_indexing_does_not_try_again_an_error_that_cannot_pass(frames_tar, monkeypatch):
+    path, _ = frames_tar
+    calls = failing_index(monkeypatch, errno.EACCES)
+    assert index_for_coordinator(0, path).error == "cannot read it (Permission denied)" and len(calls) == 1
+
+
 def test_a_frame_that_is_bad_in_itself_stays_a_failure_after_a_transient_error(tmp_path):
     (tmp_path / "input").mkdir()
     path = tmp_path / "input" / "bad.tar"

@@ -129,20 +129,52 @@ def file_stamp(status):
 
 
 def index_for_coordinator(number, path):
-    """Index one tarball (on whichever rank rank 0 asks) into an :class:`IndexedTarball`."""
-    try:
+    """Index one tarball (on whichever rank rank 0 asks) into an :class:`IndexedTarball`; a read error that may
+    pass is tried again (`retried`)."""
+
+    def stamped_index():
         # stamped before indexing: a change while indexing then shows as a change when frames are read
-        stamp = file_stamp(os.stat(path))
-        index = index_tarball(path)
+        return file_stamp(os.stat(path)), index_tarball(path)
+
+    try:
+        stamp, index = retried(stamped_index, f"indexing {path}")
     except BadTarball as error:
         return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64), error=error.reason)
     except OSError as error:  # gone before it was stamped, or a read error while indexing
         return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                              error=f"cannot read it: {error.strerror or error}")
+                              error=f"cannot read it ({_error_text(error)})")
     return IndexedTarball(number, path, [member.name for member in index.members],
                           np.array([member.offset for member in index.members], np.int64),
                           np.array([member.size for member in index.members], np.int64),
                           index.skipped, index.incomplete, fingerprint=index.fingerprint, stamp=stamp)
+
+
+def retried(action, doing, before_retry=None):
+    """The value of ``action()``, tried again after each of `RETRY_DELAYS` while it fails with one of
+    `TRANSIENT_ERRORS`; ``before_retry()`` runs before every new try. ``doing`` names the work in the log.
+
+    Raises
+    ------
+    OSError
+        The last error: one that cannot pass, or a transient one that lasted every try (`_error_text`).
+    """
+    for delay in RETRY_DELAYS:
+        try:
+            return action()
+        except OSError as error:
+            if error.errno not in TRANSIENT_ERRORS:
+                raise
+            log.debug("%s: %s; trying again in %.2f s", doing, error, delay)
+        if before_retry is not None:
+            before_retry()
+        time.sleep(delay)
+    return action()
+
+
+def _error_text(error):
+    """An OSError that `retried` raised, in words: how many tries a transient one lasted."""
+    tries = f", {len(RETRY_DELAYS) + 1} tries in {sum(RETRY_DELAYS):.1f} s" if error.errno in TRANSIENT_ERRORS else ""
+    return f"{error.strerror or error}{tries}"
 
 
 class Unread(Exception):
@@ -296,18 +328,14 @@ class FrameComputer:
 
     def _read(self, path, offset, length):
         """``length`` bytes at ``offset`` of the tarball at ``path``; errors that may pass are tried again."""
-        for delay in RETRY_DELAYS + (None,):
-            try:
-                return read_member(self._descriptor(path), Member("", offset, length), self.read)
-            except BadTarball as error:
-                raise Unread(f"{path}: {error.reason}") from None
-            except OSError as error:
-                if delay is None or error.errno not in TRANSIENT_ERRORS:
-                    tries = f", {len(RETRY_DELAYS) + 1} tries in {sum(RETRY_DELAYS):.1f} s" if delay is None else ""
-                    raise Unread(f"cannot read {path} ({error.strerror or error}{tries})") from None
-                log.debug("reading %s: %s; trying again in %.2f s", path, error, delay)
-                self._forget(path)  # a stale NFS handle needs a new descriptor
-                time.sleep(delay)
+        try:
+            # a stale NFS handle needs a new descriptor: every try after a failed one opens the file again
+            return retried(lambda: read_member(self._descriptor(path), Member("", offset, length), self.read),
+                           f"reading {path}", lambda: self._forget(path))
+        except BadTarball as error:
+            raise Unread(f"{path}: {error.reason}") from None
+        except OSError as error:
+            raise Unread(f"cannot read {path} ({_error_text(error)})") from None
 
     def _change_since_indexed(self, chunk):
         """Why the tarball this rank has open is not the one indexed, or None (also when none is open)."""
