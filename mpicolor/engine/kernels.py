@@ -730,6 +730,94 @@ def lloyd_runs(points, weights, moments, centres, max_iter, tol):
 
 
 @njit(cache=True, nogil=True)
+def _level(points, weights, moments, level, sizes):
+    # level `level` of `sample_levels`'s arrays, contiguous
+    size = sizes[level]
+    return points[level, :, :size].copy(), weights[level, :size].copy(), moments[level, :, :size].copy()
+
+
+@njit(cache=True, nogil=True)
+def fast_search(image, rows, offsets, column_step, codes, bits, ups, fine, coarser, slots, seen, uniforms, clusters,
+                details, tol, radius, scored, stages, max_iter, final_iter):
+    """The fast k-means of one frame in one call, from its pixels to its centres and counts.
+
+    The CPU twin of `mpicolor.engine.palette.plan_fast` then `solve_plans` on one frame, step for
+    step, without the Python between the kernels (about a sixth of the palette on small frames):
+    `sample_bins`; the restart and final levels (`sample_levels`), the exact colours when the final
+    level has at most ``clusters`` points; the restarts (`kmeans_runs`) on the restart level, or on the
+    final one when the restart level has fewer than ``clusters`` points; `distinct_runs`; each of
+    ``stages`` runs the chosen centres its Lloyd iterations on the final level and keeps the
+    best (lowest inertia, the first of equal ones); the winner converges there.
+
+    Parameters
+    ----------
+    image, rows, offsets, column_step, bits, ups, fine, coarser
+        As `sample_bins`; ``fine`` and ``coarser`` are all zero again on return.
+    codes : ndarray of shape (sample size,), int32
+        Work space of exactly the sample's size (`colour_histogram`).
+    slots, seen
+        Work space of `sample_levels`, all zero, left so.
+    uniforms : ndarray of shape (restarts, clusters, trials), float64
+        As `kmeans_runs`.
+    clusters : int
+    details : ndarray of shape (2,), float64
+        Restart and final level thresholds over (mean channel variance of the bins) * (sampled pixels).
+    tol : float
+        Lloyd tolerance over the mean channel variance of the bins.
+    radius : float
+        Of `distinct_runs`.
+    scored : int
+        Distinct configurations ranked on the final level.
+    stages : tuple of (keep, iterations)
+        Ranking steps on the final level.
+    max_iter, final_iter : int
+        Lloyd iterations at most of the restarts, and of the winner on the final level.
+
+    Returns
+    -------
+    bgr : ndarray of shape (k, 3), uint8
+        The centres rounded, ``k = clusters``; or the sample's ``k <= clusters`` exact colours.
+    counts : ndarray of shape (k,), float64
+        Sampled pixels nearest each.
+    """
+    occupied, bins, variance = sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes)
+    scale = variance * codes.shape[0]
+    thresholds = np.empty(2)
+    thresholds[0] = details[0] * scale
+    thresholds[1] = details[1] * scale
+    points, weights, moments, sizes = sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, seen)
+    if sizes[1] <= clusters:
+        # too few points for the clusters: the exact colours, or each colour its own cluster
+        points, weights, moments, sizes = sample_levels(codes, bins, occupied, bits, ups, coarser, np.zeros(1), slots,
+                                                        seen)
+    clear_coarser(occupied, bits, ups, coarser)
+    final = _level(points, weights, moments, sizes.shape[0] - 1, sizes)
+    if sizes.shape[0] == 1 and sizes[0] <= clusters:
+        exact_points, exact_weights, _ = final
+        bgr = np.empty((exact_weights.shape[0], 3), np.uint8)
+        for i in range(exact_weights.shape[0]):
+            for c in range(3):
+                bgr[i, c] = np.uint8(np.rint(exact_points[c, i]))
+        return bgr, exact_weights
+    # too few points for the clusters on the restart level: the restarts run on the final one
+    restart = _level(points, weights, moments, 0, sizes) if sizes.shape[0] == 2 and sizes[0] >= clusters else final
+    tol = tol * variance
+    centres, inertia = kmeans_runs(restart[0], restart[1], restart[2], uniforms, max_iter, tol)
+    chosen = centres[distinct_runs(centres, inertia, radius, scored)]
+    # the restart level can rank configurations wrongly: they continue on the final level, a few
+    # iterations at a time, and only the best of each step carry on
+    for keep, iterations in stages:
+        _, stepped = lloyd_runs(final[0], final[1], final[2], chosen, iterations, tol)
+        chosen = chosen[np.argsort(stepped, kind="mergesort")[:keep]]
+    labels, _ = lloyd_runs(final[0], final[1], final[2], chosen, final_iter, tol)
+    counts = np.zeros(clusters)
+    for i in range(labels.shape[1]):
+        counts[labels[0, i]] += final[1][i]
+    # means of colours lie in [0, 255]: rounding needs no clipping
+    return np.rint(chosen[0]).astype(np.uint8), counts
+
+
+@njit(cache=True, nogil=True)
 def _nearest(c0, c1, c2, colours):
     # squared distance from (c0, c1, c2) to the nearest of colours (n, 3)
     best = np.inf
@@ -840,5 +928,9 @@ def warm_up():
     centres, inertia = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
     lloyd_runs(points, weights, moments, centres, 10, 0.0)
     distinct_runs(centres, inertia, 1.0, 2)
+    details = np.array([1e-3, 1e-4])
+    details.setflags(write=False)
+    fast_search(image, rows, offsets, 1, codes, 4, ups, table, coarser, np.zeros(1 << 12, np.int32), seen, uniforms, 2,
+                details, 1e-4, 6.0, 2, ((2, 3), (1, 6)), 10, 10)
     palette_inertia(image.reshape(16, 3), centres[0])
     return time.perf_counter() - start
