@@ -105,18 +105,24 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
     """
     shift = 8 - bits
     mask = (1 << shift) - 1
+    # a channel's part of the code per value: the code is the three parts or'ed, three lookups a pixel
+    parts = np.empty((3, 256), np.int32)
+    for value in range(256):
+        for c in range(3):
+            parts[c, value] = (SPREAD[value >> shift] << (2 - c + 3 * shift)) | ((value & mask) << ((2 - c) * shift))
     occupied = np.empty(min(table.shape[0], codes.shape[0]), np.int64)
     found = 0
     sampled = 0
     for k in range(rows.shape[0]):
-        y = rows[k]
+        line = image[rows[k]]
         for x in range(offsets[k], image.shape[1], column_step):
-            b = np.int32(image[y, x, 0])
-            g = np.int32(image[y, x, 1])
-            r = np.int32(image[y, x, 2])
-            index = colour_bin(b, g, r, shift)
-            codes[sampled] = (index << (3 * shift)) | ((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask)
+            b = line[x, 0]
+            g = line[x, 1]
+            r = line[x, 2]
+            code = parts[0, b] | parts[1, g] | parts[2, r]
+            codes[sampled] = code
             sampled += 1
+            index = code >> (3 * shift)
             if table[index, 0] == 0:
                 occupied[found] = index
                 found += 1
@@ -128,13 +134,13 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
 
 
 def coarser_rows(bits, ups):
-    """Rows of the table of `coarsen`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
+    """Rows of the table of `gather_bins`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
     return sum(1 << (3 * (bits - up)) for up in ups)
 
 
 @njit(cache=True, nogil=True)
 def _bases(bits, ups):
-    # first row in `coarser` (see `coarsen`) of each histogram of `ups`
+    # first row in `coarser` (see `gather_bins`) of each histogram of `ups`
     bases = np.zeros(len(ups), np.int64)
     for k in range(1, len(ups)):
         bases[k] = bases[k - 1] + (1 << (3 * (bits - ups[k - 1])))
@@ -142,61 +148,53 @@ def _bases(bits, ups):
 
 
 @njit(cache=True, nogil=True)
-def gather_bins(table, occupied):
-    """The occupied rows of a histogram, in the order of ``occupied``, and the table all zero again.
+def gather_bins(table, occupied, bits, ups, coarser):
+    """The occupied rows of a histogram, in the order of ``occupied``, the table all zero again, and
+    the bins merged into bins of fewer bits per channel, in the same pass.
 
     Later passes then read the bins in order instead of across the 4 MB table.
 
     Parameters
     ----------
     table : ndarray of shape (n_bins, 4), int32
+        As `colour_histogram` fills it.
     occupied : ndarray of shape (n_occupied,), int64
-
-    Returns
-    -------
-    ndarray of shape (n_occupied, 4), int32
-        Pixel count, then sums of B, G and R, per occupied bin.
-    """
-    bins = np.empty((occupied.shape[0], 4), np.int32)
-    for i in range(occupied.shape[0]):
-        for c in range(4):
-            bins[i, c] = table[occupied[i], c]
-            table[occupied[i], c] = 0
-    return bins
-
-
-@njit(cache=True, nogil=True)
-def coarsen(bins, occupied, bits, ups, coarser):
-    """Merge the bins of a colour histogram into bins of fewer bits per channel.
-
-    Parameters
-    ----------
-    bins : ndarray of shape (n_occupied, 4), int32
-        As `gather_bins` returns them.
-    occupied : ndarray of shape (n_occupied,), int64
-        Their bin numbers (`colour_bin`) with ``bits`` per channel.
+        Its occupied bin numbers (`colour_bin`), with ``bits`` per channel.
     bits : int
     ups : tuple of int
         Bits fewer per channel of each coarser histogram.
     coarser : ndarray of shape (coarser_rows(bits, ups), 4), int32, all zero
         Filled with the coarser histograms, one after the other, rows as `colour_histogram`
         fills its table; `clear_coarser` zeroes them again.
+
+    Returns
+    -------
+    ndarray of shape (n_occupied, 4), int32
+        Pixel count, then sums of B, G and R, per occupied bin.
     """
     bases = _bases(bits, ups)
+    bins = np.empty((occupied.shape[0], 4), np.int32)
     for i in range(occupied.shape[0]):
+        j = occupied[i]
+        for c in range(4):
+            bins[i, c] = table[j, c]
+            table[j, c] = 0
         for k in range(len(ups)):
-            row = bases[k] + (occupied[i] >> (3 * ups[k]))
+            row = bases[k] + (j >> (3 * ups[k]))
             for c in range(4):
                 coarser[row, c] += bins[i, c]
+    return bins
 
 
 @njit(cache=True, nogil=True)
 def clear_coarser(occupied, bits, ups, coarser):
-    """Zero what `coarsen` filled, so that the table can serve the next frame."""
+    """Zero what `gather_bins` filled, so that the table can serve the next frame."""
     bases = _bases(bits, ups)
     for j in occupied:
         for k in range(len(ups)):
-            coarser[bases[k] + (j >> (3 * ups[k])), :] = 0
+            row = bases[k] + (j >> (3 * ups[k]))
+            for c in range(4):
+                coarser[row, c] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -216,21 +214,25 @@ def histogram_variance(bins):
     float
         scikit-learn's scale for the k-means tolerance.
     """
-    # each running sum is its own chain, so that the chains of a pass overlap
+    # each running sum is its own chain, so that the chains of a pass overlap; the bins' means are
+    # divided once and kept for the second pass (divisions are the slow part)
+    means = np.empty((bins.shape[0], 3))
     total = weighted_b = weighted_g = weighted_r = 0.0
     for i in range(bins.shape[0]):
         count = bins[i, 0]
         total += count
-        weighted_b += count * (bins[i, 1] / count)
-        weighted_g += count * (bins[i, 2] / count)
-        weighted_r += count * (bins[i, 3] / count)
+        for c in range(3):
+            means[i, c] = bins[i, c + 1] / count
+        weighted_b += count * means[i, 0]
+        weighted_g += count * means[i, 1]
+        weighted_r += count * means[i, 2]
     mean_b, mean_g, mean_r = weighted_b / total, weighted_g / total, weighted_r / total
     spread_b = spread_g = spread_r = 0.0
     for i in range(bins.shape[0]):
         count = bins[i, 0]
-        spread_b += count * (bins[i, 1] / count - mean_b) ** 2
-        spread_g += count * (bins[i, 2] / count - mean_g) ** 2
-        spread_r += count * (bins[i, 3] / count - mean_r) ** 2
+        spread_b += count * (means[i, 0] - mean_b) ** 2
+        spread_g += count * (means[i, 1] - mean_g) ** 2
+        spread_r += count * (means[i, 2] - mean_r) ** 2
     variance = spread_b / total
     variance += spread_g / total
     variance += spread_r / total
@@ -354,7 +356,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
     bits : int
         Bits per channel of the fine bins.
     ups, coarser
-        The coarser histograms (`coarsen`), finest first; the last is the coarsest a point
+        The coarser histograms (`gather_bins`), finest first; the last is the coarsest a point
         can be.
     thresholds : ndarray of shape (n_levels,), float64
         One level per threshold, at most 8.
@@ -427,7 +429,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
 
 @njit(cache=True, nogil=True)
 def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes):
-    """`colour_histogram`, `gather_bins`, `coarsen` and `histogram_variance` in one call.
+    """`colour_histogram`, `gather_bins` and `histogram_variance` in one call.
 
     Returns
     -------
@@ -437,8 +439,7 @@ def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, cod
         `histogram_variance` of the bins.
     """
     occupied = colour_histogram(image, bits, rows, offsets, column_step, fine, codes)
-    bins = gather_bins(fine, occupied)
-    coarsen(bins, occupied, bits, ups, coarser)
+    bins = gather_bins(fine, occupied, bits, ups, coarser)
     return occupied, bins, histogram_variance(bins)
 
 
