@@ -110,7 +110,7 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
     for value in range(256):
         for c in range(3):
             parts[c, value] = (SPREAD[value >> shift] << (2 - c + 3 * shift)) | ((value & mask) << ((2 - c) * shift))
-    occupied = np.empty(min(table.shape[0], codes.shape[0]), np.int64)
+    occupied = np.empty(min(table.shape[0], codes.shape[0]) + 1, np.int64)
     found = 0
     sampled = 0
     for k in range(rows.shape[0]):
@@ -123,9 +123,9 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
             codes[sampled] = code
             sampled += 1
             index = code >> (3 * shift)
-            if table[index, 0] == 0:
-                occupied[found] = index
-                found += 1
+            # branch-free: a new bin in one pixel of six or so would mispredict a branch
+            occupied[found] = index
+            found += table[index, 0] == 0
             table[index, 0] += 1
             table[index, 1] += b
             table[index, 2] += g
@@ -286,7 +286,7 @@ def exact_colours(codes, bits, heavy, slots, counts):
         The bins whose colours are wanted.
     slots : ndarray of shape (2 ** (3 * bits),), int32, all zero
         Work space, left all zero again.
-    counts : ndarray of shape (>= n_heavy * 2 ** (3 * (8 - bits)),), int32, all zero
+    counts : ndarray of shape (>= (n_heavy + 1) * 2 ** (3 * (8 - bits)),), int32, all zero
         Work space, left all zero again.
 
     Returns
@@ -304,15 +304,16 @@ def exact_colours(codes, bits, heavy, slots, counts):
     cells = 1 << (3 * shift)
     for slot in range(heavy.shape[0]):
         slots[heavy[slot]] = slot + 1
-    distinct = 0
     if heavy.shape[0] > 0:
+        # branch-free: the colours of the other bins count in block 0, then cleared; a branch on
+        # whether a pixel's bin is heavy mispredicts about as often as it is taken
         for code in codes:
-            slot = slots[code >> (3 * shift)]
-            if slot > 0:
-                cell = (slot - 1) * cells + (code & (cells - 1))
-                if counts[cell] == 0:
-                    distinct += 1
-                counts[cell] += 1
+            counts[slots[code >> (3 * shift)] * cells + (code & (cells - 1))] += 1
+        for cell in range(cells):
+            counts[cell] = 0
+    distinct = 0
+    for cell in range(cells, (heavy.shape[0] + 1) * cells):
+        distinct += counts[cell] > 0
     points = np.empty((3, distinct), np.float64)
     weights = np.empty(distinct, np.float64)
     offsets = np.empty(heavy.shape[0] + 1, np.int64)
@@ -325,9 +326,9 @@ def exact_colours(codes, bits, heavy, slots, counts):
         base_g = _channel_of_bin(j, 1) << shift
         base_r = _channel_of_bin(j, 2) << shift
         for cell in range(cells):
-            count = counts[slot * cells + cell]
+            count = counts[(slot + 1) * cells + cell]
             if count > 0:
-                counts[slot * cells + cell] = 0
+                counts[(slot + 1) * cells + cell] = 0
                 points[0, row] = base_b + (cell >> (2 * shift))
                 points[1, row] = base_g + ((cell >> shift) & mask)
                 points[2, row] = base_r + (cell & mask)
@@ -448,7 +449,7 @@ def sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, 
     """`heavy_bins` at the smallest threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
     heavy, exact_slot = heavy_bins(bins, occupied, bits, thresholds.min())
     exact_points, exact_weights, offsets = exact_colours(codes, bits, heavy, slots,
-                                                         np.zeros(heavy.shape[0] << (3 * (8 - bits)), np.int32))
+                                                         np.zeros((heavy.shape[0] + 1) << (3 * (8 - bits)), np.int32))
     return adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights,
                            offsets, seen)
 
