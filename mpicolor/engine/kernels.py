@@ -777,10 +777,9 @@ def fast_search(image, rows, offsets, column_step, codes, bits, ups, fine, coars
 
     Returns
     -------
-    bgr : ndarray of shape (k, 3), uint8
-        The centres rounded, ``k = clusters``; or the sample's ``k <= clusters`` exact colours.
-    counts : ndarray of shape (k,), float64
-        Sampled pixels nearest each.
+    rgb, shares
+        As `sorted_colours` returns them: of the centres rounded, ``k = clusters``, and the sampled
+        pixels nearest each; or of the sample's ``k <= clusters`` exact colours.
     """
     occupied, bins, variance = sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes)
     scale = variance * codes.shape[0]
@@ -800,7 +799,7 @@ def fast_search(image, rows, offsets, column_step, codes, bits, ups, fine, coars
         for i in range(exact_weights.shape[0]):
             for c in range(3):
                 bgr[i, c] = np.uint8(np.rint(exact_points[c, i]))
-        return bgr, exact_weights
+        return sorted_colours(bgr, exact_weights)
     # too few points for the clusters on the restart level: the restarts run on the final one
     restart = _level(points, weights, moments, 0, sizes) if sizes.shape[0] == 2 and sizes[0] >= clusters else final
     tol = tol * variance
@@ -816,7 +815,52 @@ def fast_search(image, rows, offsets, column_step, codes, bits, ups, fine, coars
     for i in range(labels.shape[1]):
         counts[labels[0, i]] += final[1][i]
     # means of colours lie in [0, 255]: rounding needs no clipping
-    return np.rint(chosen[0]).astype(np.uint8), counts
+    return sorted_colours(np.rint(chosen[0]).astype(np.uint8), counts)
+
+
+@njit(cache=True, nogil=True)
+def sorted_colours(bgr, counts):
+    """Colours as RGB with their shares, largest share first, equal shares by packed colour, smallest first.
+
+    Parameters
+    ----------
+    bgr : ndarray of shape (k, 3), uint8
+        Centres as B, G, R.
+    counts : ndarray of shape (k,), float64
+        Pixels nearest each, whole numbers (so that their sum is exact in any order).
+
+    Returns
+    -------
+    rgb : ndarray of shape (k, 3), uint8
+    shares : ndarray of shape (k,), float64
+        ``counts / counts.sum()``, in the order of ``rgb``.
+    """
+    k = bgr.shape[0]
+    total = 0.0
+    for i in range(k):
+        total += counts[i]
+    shares = counts / total
+    packed = np.empty(k, np.int64)
+    for i in range(k):
+        packed[i] = (np.int64(bgr[i, 2]) << 16) | (np.int64(bgr[i, 1]) << 8) | np.int64(bgr[i, 0])
+    # insertion sort, stable: equal shares and colours keep their order
+    order = np.arange(k)
+    for i in range(1, k):
+        j = i
+        while j > 0:
+            a, b = order[j], order[j - 1]
+            if shares[a] > shares[b] or (shares[a] == shares[b] and packed[a] < packed[b]):
+                order[j], order[j - 1] = b, a
+                j -= 1
+            else:
+                break
+    rgb = np.empty((k, 3), np.uint8)
+    sorted_shares = np.empty(k)
+    for i in range(k):
+        for c in range(3):
+            rgb[i, c] = bgr[order[i], 2 - c]
+        sorted_shares[i] = shares[order[i]]
+    return rgb, sorted_shares
 
 
 @njit(cache=True, nogil=True)
@@ -935,4 +979,5 @@ def warm_up():
     fast_search(image, rows, offsets, 1, codes, 4, ups, table, coarser, np.zeros(1 << 12, np.int32), seen, uniforms, 2,
                 details, 1e-4, 6.0, 2, ((2, 3), (1, 6)), 10, 10)
     palette_inertia(image.reshape(16, 3), centres[0])
+    sorted_colours(np.zeros((2, 3), np.uint8), np.ones(2))
     return time.perf_counter() - start

@@ -198,10 +198,10 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     check_image(image)
     check_settings(clusters, method, seed)
     if method == "seed":
-        bgr, counts = seed_colours(image, int(clusters), int(seed))
+        rgb, shares = _sorted_colours(*seed_colours(image, int(clusters), int(seed)))
     else:
-        bgr, counts = _fast_palette(image, int(clusters), int(seed))
-    return sorted_palette(bgr, counts, int(clusters))
+        rgb, shares = _fast_palette(image, int(clusters), int(seed))
+    return _palette(rgb, shares, int(clusters))
 
 
 def check_settings(clusters, method, seed):
@@ -510,12 +510,17 @@ def sorted_palette(bgr, counts, clusters):
     -------
     Palette
     """
-    # few NumPy calls: after the k-means, each costs microseconds of cold caches
-    counts = np.asarray(counts, np.float64)
-    shares = counts / counts.sum()
-    rgb = bgr[:, ::-1]
-    order = np.lexsort((rgb[:, 2], rgb[:, 1], rgb[:, 0], -shares))  # by share, then packed colour
-    rgb, shares = rgb[order], shares[order]
+    return _palette(*_sorted_colours(bgr, counts), clusters)
+
+
+def _sorted_colours(bgr, counts):
+    # `kernels.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
+    # temporaries cost tens of microseconds of cold caches after the k-means
+    return kernels.sorted_colours(np.ascontiguousarray(bgr, np.uint8), np.ascontiguousarray(counts, np.float64))
+
+
+def _palette(rgb, shares, clusters):
+    # the Palette of sorted colours, with spare rows when fewer than clusters
     spare = clusters - len(rgb)
     if spare > 0:
         warnings.warn(f"image has {len(rgb)} distinct colours, fewer than clusters={clusters}; "
