@@ -162,12 +162,13 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     point while it is light, and splits into finer bins, then into its exact colours,
     while it is heavy; ``RESTART_DETAIL`` and ``FINAL_DETAIL`` set how light.
 
-    - Rounds of k-means++ restarts (``RESTARTS_FIRST``, then ``RESTARTS_MORE`` each)
-      converge on the coarse level until ``SETTLED_RUNS`` runs share the best run's
-      configuration (all centres within ``SAME_CONFIGURATION``), or ``RESTARTS_MAX`` ran.
-    - The best run of each of the ``CANDIDATES`` best configurations runs
-      ``RANK_ITER`` Lloyd iterations on the fine level; the lowest inertia there
-      converges.
+    - ``RESTARTS`` k-means++ restarts converge on the restart level.
+    - The best run of each of the ``SCORED`` best configurations (runs whose centres all
+      lie within ``SAME_CONFIGURATION`` share one) runs ``SCORE_ITER`` Lloyd iterations on
+      the final level, the ``CANDIDATES`` best of those ``RANK_ITER`` more, and the lowest
+      inertia there converges (``FINAL_ITER`` iterations at most).
+
+    On the CPU all of it is one numba call (`kernels.fast_search`).
 
     Colours are the winning centres rounded to the nearest integer; shares are the
     sampled pixels nearest each centre.
