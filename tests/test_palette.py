@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mpicolor.engine import kernels, palette
+from mpicolor.engine import gpu, kernels, palette
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.palette import (METHODS, BadFrame, default_scale, extract_palette,
                               palette_from_bytes, smooth_chroma)
@@ -308,28 +308,27 @@ def test_distinct_runs_keeps_the_best_of_each_configuration():
     assert kernels.distinct_runs(runs, inertia, 0.5, 5).tolist() == [1, 4, 2, 0, 3]
 
 
-class CountingEngine(palette._NumbaEngine):
-    """The numba engine, counting the restarts and the Lloyd iterations it is asked for."""
+class CountingEngine(gpu.ArrayEngine):
+    """The array engine on NumPy, counting the restarts and the Lloyd iterations it is asked for."""
 
     restarts = 0
     converged = []
 
-    @classmethod
-    def probe(cls, tasks, max_iter):
-        cls.restarts += sum(len(uniforms) for _, uniforms, _ in tasks)
+    def probe(self, tasks, max_iter):
+        CountingEngine.restarts += sum(len(uniforms) for _, uniforms, _ in tasks)
         return super().probe(tasks, max_iter)
 
-    @classmethod
-    def converge(cls, tasks, max_iter):
-        cls.converged.append((len(tasks), max_iter))
+    def converge(self, tasks, max_iter):
+        CountingEngine.converged.append((len(tasks), max_iter))
         return super().converge(tasks, max_iter)
 
 
 def test_restarts_then_distinct_configurations_are_ranked_on_the_final_level(monkeypatch):
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (60, 200, 3), dtype=np.uint8)  # no clusters: many configurations
-    monkeypatch.setattr(palette, "_NumbaEngine", CountingEngine)
-    extract_palette(noise)
+    monkeypatch.setattr(gpu, "ArrayEngine", CountingEngine)
+    # the stages of `solve_plans`, which the CPU's one-call search (`kernels.fast_search`) takes too
+    assert gpu.extract_palettes([noise], xp=np) == [extract_palette(noise)]
     assert CountingEngine.restarts == palette.RESTARTS
     assert CountingEngine.converged == [(palette.SCORED, palette.SCORE_ITER), (palette.CANDIDATES, palette.RANK_ITER),
                                         (1, palette.FINAL_ITER)]

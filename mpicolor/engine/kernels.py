@@ -105,21 +105,27 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
     """
     shift = 8 - bits
     mask = (1 << shift) - 1
-    occupied = np.empty(min(table.shape[0], codes.shape[0]), np.int64)
+    # a channel's part of the code per value: the code is the three parts or'ed, three lookups a pixel
+    parts = np.empty((3, 256), np.int32)
+    for value in range(256):
+        for c in range(3):
+            parts[c, value] = (SPREAD[value >> shift] << (2 - c + 3 * shift)) | ((value & mask) << ((2 - c) * shift))
+    occupied = np.empty(min(table.shape[0], codes.shape[0]) + 1, np.int64)
     found = 0
     sampled = 0
     for k in range(rows.shape[0]):
-        y = rows[k]
+        line = image[rows[k]]
         for x in range(offsets[k], image.shape[1], column_step):
-            b = np.int32(image[y, x, 0])
-            g = np.int32(image[y, x, 1])
-            r = np.int32(image[y, x, 2])
-            index = colour_bin(b, g, r, shift)
-            codes[sampled] = (index << (3 * shift)) | ((b & mask) << (2 * shift)) | ((g & mask) << shift) | (r & mask)
+            b = line[x, 0]
+            g = line[x, 1]
+            r = line[x, 2]
+            code = parts[0, b] | parts[1, g] | parts[2, r]
+            codes[sampled] = code
             sampled += 1
-            if table[index, 0] == 0:
-                occupied[found] = index
-                found += 1
+            index = code >> (3 * shift)
+            # branch-free: a new bin in one pixel of six or so would mispredict a branch
+            occupied[found] = index
+            found += table[index, 0] == 0
             table[index, 0] += 1
             table[index, 1] += b
             table[index, 2] += g
@@ -128,13 +134,13 @@ def colour_histogram(image, bits, rows, offsets, column_step, table, codes):
 
 
 def coarser_rows(bits, ups):
-    """Rows of the table of `coarsen`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
+    """Rows of the table of `gather_bins`: the histograms of ``bits - up`` bits per channel for each of ``ups``."""
     return sum(1 << (3 * (bits - up)) for up in ups)
 
 
 @njit(cache=True, nogil=True)
 def _bases(bits, ups):
-    # first row in `coarser` (see `coarsen`) of each histogram of `ups`
+    # first row in `coarser` (see `gather_bins`) of each histogram of `ups`
     bases = np.zeros(len(ups), np.int64)
     for k in range(1, len(ups)):
         bases[k] = bases[k - 1] + (1 << (3 * (bits - ups[k - 1])))
@@ -142,61 +148,53 @@ def _bases(bits, ups):
 
 
 @njit(cache=True, nogil=True)
-def gather_bins(table, occupied):
-    """The occupied rows of a histogram, in the order of ``occupied``, and the table all zero again.
+def gather_bins(table, occupied, bits, ups, coarser):
+    """The occupied rows of a histogram, in the order of ``occupied``, the table all zero again, and
+    the bins merged into bins of fewer bits per channel, in the same pass.
 
     Later passes then read the bins in order instead of across the 4 MB table.
 
     Parameters
     ----------
     table : ndarray of shape (n_bins, 4), int32
+        As `colour_histogram` fills it.
     occupied : ndarray of shape (n_occupied,), int64
-
-    Returns
-    -------
-    ndarray of shape (n_occupied, 4), int32
-        Pixel count, then sums of B, G and R, per occupied bin.
-    """
-    bins = np.empty((occupied.shape[0], 4), np.int32)
-    for i in range(occupied.shape[0]):
-        for c in range(4):
-            bins[i, c] = table[occupied[i], c]
-            table[occupied[i], c] = 0
-    return bins
-
-
-@njit(cache=True, nogil=True)
-def coarsen(bins, occupied, bits, ups, coarser):
-    """Merge the bins of a colour histogram into bins of fewer bits per channel.
-
-    Parameters
-    ----------
-    bins : ndarray of shape (n_occupied, 4), int32
-        As `gather_bins` returns them.
-    occupied : ndarray of shape (n_occupied,), int64
-        Their bin numbers (`colour_bin`) with ``bits`` per channel.
+        Its occupied bin numbers (`colour_bin`), with ``bits`` per channel.
     bits : int
     ups : tuple of int
         Bits fewer per channel of each coarser histogram.
     coarser : ndarray of shape (coarser_rows(bits, ups), 4), int32, all zero
         Filled with the coarser histograms, one after the other, rows as `colour_histogram`
         fills its table; `clear_coarser` zeroes them again.
+
+    Returns
+    -------
+    ndarray of shape (n_occupied, 4), int32
+        Pixel count, then sums of B, G and R, per occupied bin.
     """
     bases = _bases(bits, ups)
+    bins = np.empty((occupied.shape[0], 4), np.int32)
     for i in range(occupied.shape[0]):
+        j = occupied[i]
+        for c in range(4):
+            bins[i, c] = table[j, c]
+            table[j, c] = 0
         for k in range(len(ups)):
-            row = bases[k] + (occupied[i] >> (3 * ups[k]))
+            row = bases[k] + (j >> (3 * ups[k]))
             for c in range(4):
                 coarser[row, c] += bins[i, c]
+    return bins
 
 
 @njit(cache=True, nogil=True)
 def clear_coarser(occupied, bits, ups, coarser):
-    """Zero what `coarsen` filled, so that the table can serve the next frame."""
+    """Zero what `gather_bins` filled, so that the table can serve the next frame."""
     bases = _bases(bits, ups)
     for j in occupied:
         for k in range(len(ups)):
-            coarser[bases[k] + (j >> (3 * ups[k])), :] = 0
+            row = bases[k] + (j >> (3 * ups[k]))
+            for c in range(4):
+                coarser[row, c] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -216,21 +214,25 @@ def histogram_variance(bins):
     float
         scikit-learn's scale for the k-means tolerance.
     """
-    # each running sum is its own chain, so that the chains of a pass overlap
+    # each running sum is its own chain, so that the chains of a pass overlap; the bins' means are
+    # divided once and kept for the second pass (divisions are the slow part)
+    means = np.empty((bins.shape[0], 3))
     total = weighted_b = weighted_g = weighted_r = 0.0
     for i in range(bins.shape[0]):
         count = bins[i, 0]
         total += count
-        weighted_b += count * (bins[i, 1] / count)
-        weighted_g += count * (bins[i, 2] / count)
-        weighted_r += count * (bins[i, 3] / count)
+        for c in range(3):
+            means[i, c] = bins[i, c + 1] / count
+        weighted_b += count * means[i, 0]
+        weighted_g += count * means[i, 1]
+        weighted_r += count * means[i, 2]
     mean_b, mean_g, mean_r = weighted_b / total, weighted_g / total, weighted_r / total
     spread_b = spread_g = spread_r = 0.0
     for i in range(bins.shape[0]):
         count = bins[i, 0]
-        spread_b += count * (bins[i, 1] / count - mean_b) ** 2
-        spread_g += count * (bins[i, 2] / count - mean_g) ** 2
-        spread_r += count * (bins[i, 3] / count - mean_r) ** 2
+        spread_b += count * (means[i, 0] - mean_b) ** 2
+        spread_g += count * (means[i, 1] - mean_g) ** 2
+        spread_r += count * (means[i, 2] - mean_r) ** 2
     variance = spread_b / total
     variance += spread_g / total
     variance += spread_r / total
@@ -284,7 +286,7 @@ def exact_colours(codes, bits, heavy, slots, counts):
         The bins whose colours are wanted.
     slots : ndarray of shape (2 ** (3 * bits),), int32, all zero
         Work space, left all zero again.
-    counts : ndarray of shape (>= n_heavy * 2 ** (3 * (8 - bits)),), int32, all zero
+    counts : ndarray of shape (>= (n_heavy + 1) * 2 ** (3 * (8 - bits)),), int32, all zero
         Work space, left all zero again.
 
     Returns
@@ -302,15 +304,16 @@ def exact_colours(codes, bits, heavy, slots, counts):
     cells = 1 << (3 * shift)
     for slot in range(heavy.shape[0]):
         slots[heavy[slot]] = slot + 1
-    distinct = 0
     if heavy.shape[0] > 0:
+        # branch-free: the colours of the other bins count in block 0, then cleared; a branch on
+        # whether a pixel's bin is heavy mispredicts about as often as it is taken
         for code in codes:
-            slot = slots[code >> (3 * shift)]
-            if slot > 0:
-                cell = (slot - 1) * cells + (code & (cells - 1))
-                if counts[cell] == 0:
-                    distinct += 1
-                counts[cell] += 1
+            counts[slots[code >> (3 * shift)] * cells + (code & (cells - 1))] += 1
+        for cell in range(cells):
+            counts[cell] = 0
+    distinct = 0
+    for cell in range(cells, (heavy.shape[0] + 1) * cells):
+        distinct += counts[cell] > 0
     points = np.empty((3, distinct), np.float64)
     weights = np.empty(distinct, np.float64)
     offsets = np.empty(heavy.shape[0] + 1, np.int64)
@@ -323,9 +326,9 @@ def exact_colours(codes, bits, heavy, slots, counts):
         base_g = _channel_of_bin(j, 1) << shift
         base_r = _channel_of_bin(j, 2) << shift
         for cell in range(cells):
-            count = counts[slot * cells + cell]
+            count = counts[(slot + 1) * cells + cell]
             if count > 0:
-                counts[slot * cells + cell] = 0
+                counts[(slot + 1) * cells + cell] = 0
                 points[0, row] = base_b + (cell >> (2 * shift))
                 points[1, row] = base_g + ((cell >> shift) & mask)
                 points[2, row] = base_r + (cell & mask)
@@ -354,7 +357,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
     bits : int
         Bits per channel of the fine bins.
     ups, coarser
-        The coarser histograms (`coarsen`), finest first; the last is the coarsest a point
+        The coarser histograms (`gather_bins`), finest first; the last is the coarsest a point
         can be.
     thresholds : ndarray of shape (n_levels,), float64
         One level per threshold, at most 8.
@@ -427,7 +430,7 @@ def adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, 
 
 @njit(cache=True, nogil=True)
 def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes):
-    """`colour_histogram`, `gather_bins`, `coarsen` and `histogram_variance` in one call.
+    """`colour_histogram`, `gather_bins` and `histogram_variance` in one call.
 
     Returns
     -------
@@ -437,8 +440,7 @@ def sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, cod
         `histogram_variance` of the bins.
     """
     occupied = colour_histogram(image, bits, rows, offsets, column_step, fine, codes)
-    bins = gather_bins(fine, occupied)
-    coarsen(bins, occupied, bits, ups, coarser)
+    bins = gather_bins(fine, occupied, bits, ups, coarser)
     return occupied, bins, histogram_variance(bins)
 
 
@@ -447,7 +449,7 @@ def sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, 
     """`heavy_bins` at the smallest threshold, `exact_colours` of those, `adaptive_levels`, in one call."""
     heavy, exact_slot = heavy_bins(bins, occupied, bits, thresholds.min())
     exact_points, exact_weights, offsets = exact_colours(codes, bits, heavy, slots,
-                                                         np.zeros(heavy.shape[0] << (3 * (8 - bits)), np.int32))
+                                                         np.zeros((heavy.shape[0] + 1) << (3 * (8 - bits)), np.int32))
     return adaptive_levels(bins, occupied, bits, ups, coarser, thresholds, exact_slot, exact_points, exact_weights,
                            offsets, seen)
 
@@ -730,6 +732,138 @@ def lloyd_runs(points, weights, moments, centres, max_iter, tol):
 
 
 @njit(cache=True, nogil=True)
+def _level(points, weights, moments, level, sizes):
+    # level `level` of `sample_levels`'s arrays, contiguous
+    size = sizes[level]
+    return points[level, :, :size].copy(), weights[level, :size].copy(), moments[level, :, :size].copy()
+
+
+@njit(cache=True, nogil=True)
+def fast_search(image, rows, offsets, column_step, codes, bits, ups, fine, coarser, slots, seen, uniforms, clusters,
+                details, tol, radius, scored, stages, max_iter, final_iter):
+    """The fast k-means of one frame in one call, from its pixels to its centres and counts.
+
+    The CPU twin of `mpicolor.engine.palette.plan_fast` then `solve_plans` on one frame, step for
+    step, without the Python between the kernels (about a sixth of the palette on small frames):
+    `sample_bins`; the restart and final levels (`sample_levels`), the exact colours when the final
+    level has at most ``clusters`` points; the restarts (`kmeans_runs`) on the restart level, or on the
+    final one when the restart level has fewer than ``clusters`` points; `distinct_runs`; each of
+    ``stages`` runs the chosen centres its Lloyd iterations on the final level and keeps the
+    best (lowest inertia, the first of equal ones); the winner converges there.
+
+    Parameters
+    ----------
+    image, rows, offsets, column_step, bits, ups, fine, coarser
+        As `sample_bins`; ``fine`` and ``coarser`` are all zero again on return.
+    codes : ndarray of shape (sample size,), int32
+        Work space of exactly the sample's size (`colour_histogram`).
+    slots, seen
+        Work space of `sample_levels`, all zero, left so.
+    uniforms : ndarray of shape (restarts, clusters, trials), float64
+        As `kmeans_runs`.
+    clusters : int
+    details : ndarray of shape (2,), float64
+        Restart and final level thresholds over (mean channel variance of the bins) * (sampled pixels).
+    tol : float
+        Lloyd tolerance over the mean channel variance of the bins.
+    radius : float
+        Of `distinct_runs`.
+    scored : int
+        Distinct configurations ranked on the final level.
+    stages : tuple of (keep, iterations)
+        Ranking steps on the final level.
+    max_iter, final_iter : int
+        Lloyd iterations at most of the restarts, and of the winner on the final level.
+
+    Returns
+    -------
+    rgb, shares
+        As `sorted_colours` returns them: of the centres rounded, ``k = clusters``, and the sampled
+        pixels nearest each; or of the sample's ``k <= clusters`` exact colours.
+    """
+    occupied, bins, variance = sample_bins(image, bits, rows, offsets, column_step, fine, ups, coarser, codes)
+    scale = variance * codes.shape[0]
+    thresholds = np.empty(2)
+    thresholds[0] = details[0] * scale
+    thresholds[1] = details[1] * scale
+    points, weights, moments, sizes = sample_levels(codes, bins, occupied, bits, ups, coarser, thresholds, slots, seen)
+    if sizes[1] <= clusters:
+        # too few points for the clusters: the exact colours, or each colour its own cluster
+        points, weights, moments, sizes = sample_levels(codes, bins, occupied, bits, ups, coarser, np.zeros(1), slots,
+                                                        seen)
+    clear_coarser(occupied, bits, ups, coarser)
+    final = _level(points, weights, moments, sizes.shape[0] - 1, sizes)
+    if sizes.shape[0] == 1 and sizes[0] <= clusters:
+        exact_points, exact_weights, _ = final
+        bgr = np.empty((exact_weights.shape[0], 3), np.uint8)
+        for i in range(exact_weights.shape[0]):
+            for c in range(3):
+                bgr[i, c] = np.uint8(np.rint(exact_points[c, i]))
+        return sorted_colours(bgr, exact_weights)
+    # too few points for the clusters on the restart level: the restarts run on the final one
+    restart = _level(points, weights, moments, 0, sizes) if sizes.shape[0] == 2 and sizes[0] >= clusters else final
+    tol = tol * variance
+    centres, inertia = kmeans_runs(restart[0], restart[1], restart[2], uniforms, max_iter, tol)
+    chosen = centres[distinct_runs(centres, inertia, radius, scored)]
+    # the restart level can rank configurations wrongly: they continue on the final level, a few
+    # iterations at a time, and only the best of each step carry on
+    for keep, iterations in stages:
+        _, stepped = lloyd_runs(final[0], final[1], final[2], chosen, iterations, tol)
+        chosen = chosen[np.argsort(stepped, kind="mergesort")[:keep]]
+    labels, _ = lloyd_runs(final[0], final[1], final[2], chosen, final_iter, tol)
+    counts = np.zeros(clusters)
+    for i in range(labels.shape[1]):
+        counts[labels[0, i]] += final[1][i]
+    # means of colours lie in [0, 255]: rounding needs no clipping
+    return sorted_colours(np.rint(chosen[0]).astype(np.uint8), counts)
+
+
+@njit(cache=True, nogil=True)
+def sorted_colours(bgr, counts):
+    """Colours as RGB with their shares, largest share first, equal shares by packed colour, smallest first.
+
+    Parameters
+    ----------
+    bgr : ndarray of shape (k, 3), uint8
+        Centres as B, G, R.
+    counts : ndarray of shape (k,), float64
+        Pixels nearest each, whole numbers (so that their sum is exact in any order).
+
+    Returns
+    -------
+    rgb : ndarray of shape (k, 3), uint8
+    shares : ndarray of shape (k,), float64
+        ``counts / counts.sum()``, in the order of ``rgb``.
+    """
+    k = bgr.shape[0]
+    total = 0.0
+    for i in range(k):
+        total += counts[i]
+    shares = counts / total
+    packed = np.empty(k, np.int64)
+    for i in range(k):
+        packed[i] = (np.int64(bgr[i, 2]) << 16) | (np.int64(bgr[i, 1]) << 8) | np.int64(bgr[i, 0])
+    # insertion sort, stable: equal shares and colours keep their order
+    order = np.arange(k)
+    for i in range(1, k):
+        j = i
+        while j > 0:
+            a, b = order[j], order[j - 1]
+            if shares[a] > shares[b] or (shares[a] == shares[b] and packed[a] < packed[b]):
+                order[j], order[j - 1] = b, a
+                j -= 1
+            else:
+                break
+    rgb = np.empty((k, 3), np.uint8)
+    sorted_shares = np.empty(k)
+    for i in range(k):
+        for c in range(3):
+            rgb[i, c] = bgr[order[i], 2 - c]
+        sorted_shares[i] = shares[order[i]]
+    return rgb, sorted_shares
+
+
+@njit(cache=True, nogil=True)
 def _nearest(c0, c1, c2, colours):
     # squared distance from (c0, c1, c2) to the nearest of colours (n, 3)
     best = np.inf
@@ -840,5 +974,10 @@ def warm_up():
     centres, inertia = kmeans_runs(points, weights, moments, uniforms, 10, 0.0)
     lloyd_runs(points, weights, moments, centres, 10, 0.0)
     distinct_runs(centres, inertia, 1.0, 2)
+    details = np.array([1e-3, 1e-4])
+    details.setflags(write=False)
+    fast_search(image, rows, offsets, 1, codes, 4, ups, table, coarser, np.zeros(1 << 12, np.int32), seen, uniforms, 2,
+                details, 1e-4, 6.0, 2, ((2, 3), (1, 6)), 10, 10)
     palette_inertia(image.reshape(16, 3), centres[0])
+    sorted_colours(np.zeros((2, 3), np.uint8), np.ones(2))
     return time.perf_counter() - start

@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import itertools
 import threading
 import warnings
 from typing import NamedTuple
@@ -41,6 +40,7 @@ RANK_ITER = 6  # ... after this many more; the winner then converges
 MAX_ITER = 300  # Lloyd iterations at most, as scikit-learn
 FINAL_ITER = 20  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
 TOL = 1e-4  # Lloyd stops at a centre shift of TOL * mean channel variance, as scikit-learn
+STAGES = ((CANDIDATES, SCORE_ITER), (1, RANK_ITER))  # the ranking steps on the final level: (kept, iterations)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -161,12 +161,13 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     point while it is light, and splits into finer bins, then into its exact colours,
     while it is heavy; ``RESTART_DETAIL`` and ``FINAL_DETAIL`` set how light.
 
-    - Rounds of k-means++ restarts (``RESTARTS_FIRST``, then ``RESTARTS_MORE`` each)
-      converge on the coarse level until ``SETTLED_RUNS`` runs share the best run's
-      configuration (all centres within ``SAME_CONFIGURATION``), or ``RESTARTS_MAX`` ran.
-    - The best run of each of the ``CANDIDATES`` best configurations runs
-      ``RANK_ITER`` Lloyd iterations on the fine level; the lowest inertia there
-      converges.
+    - ``RESTARTS`` k-means++ restarts converge on the restart level.
+    - The best run of each of the ``SCORED`` best configurations (runs whose centres all
+      lie within ``SAME_CONFIGURATION`` share one) runs ``SCORE_ITER`` Lloyd iterations on
+      the final level, the ``CANDIDATES`` best of those ``RANK_ITER`` more, and the lowest
+      inertia there converges (``FINAL_ITER`` iterations at most).
+
+    On the CPU all of it is one numba call (`kernels.fast_search`).
 
     Colours are the winning centres rounded to the nearest integer; shares are the
     sampled pixels nearest each centre.
@@ -197,10 +198,10 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     check_image(image)
     check_settings(clusters, method, seed)
     if method == "seed":
-        bgr, counts = seed_colours(image, int(clusters), int(seed))
+        rgb, shares = _sorted_colours(*seed_colours(image, int(clusters), int(seed)))
     else:
-        bgr, counts = _fast_palette(image, int(clusters), int(seed))
-    return sorted_palette(bgr, counts, int(clusters))
+        rgb, shares = _fast_palette(image, int(clusters), int(seed))
+    return _palette(rgb, shares, int(clusters))
 
 
 def check_settings(clusters, method, seed):
@@ -308,8 +309,8 @@ class Level(NamedTuple):
 class FastPlan:
     """What the fast k-means of one frame runs: its levels, the restarts' random numbers, the tolerance.
 
-    Built by `plan_fast` from the frame's colour levels, run by `solve_plans`; the same for the numba
-    kernels here and for the array kernels of `mpicolor.engine.gpu`.
+    Built by `plan_fast` from the frame's colour levels, run by `solve_plans` with the array kernels of
+    `mpicolor.engine.gpu`; `kernels.fast_search` takes the same steps for one frame on the CPU.
 
     Attributes
     ----------
@@ -452,7 +453,7 @@ def solve_plans(plans, clusters, engine):
               for centres in run_centres[kernels.distinct_runs(run_centres, inertia, SAME_CONFIGURATION, SCORED)]]
     # the restart level can rank configurations wrongly: they continue on the final level, a few
     # iterations at a time, and only the best of each step carry on
-    for keep, iterations in ((CANDIDATES, SCORE_ITER), (1, RANK_ITER)):
+    for keep, iterations in STAGES:
         stepped = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], iterations)
         chosen = _best_of_each(chosen, stepped, keep)
     winners = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], FINAL_ITER)
@@ -480,55 +481,18 @@ def _best_of_each(chosen, stepped, keep):
     return kept
 
 
-class _NumbaEngine:
-    """The heavy parts of `solve_plans` as the numba kernels, the tasks of a level in one call."""
-
-    @staticmethod
-    def probe(tasks, max_iter):
-        return [kernels.kmeans_runs(*level, uniforms, max_iter, tol) for level, uniforms, tol in tasks]
-
-    @staticmethod
-    def converge(tasks, max_iter):
-        results = []
-        for _, group in itertools.groupby(tasks, key=lambda task: id(task[0])):
-            group = list(group)
-            centres = np.empty((len(group),) + group[0][1].shape)
-            for row, (_, start, _) in enumerate(group):
-                centres[row] = start
-            labels, inertia = kernels.lloyd_runs(*group[0][0], centres, max_iter, group[0][2])
-            results += zip(centres, labels, inertia)
-        return results
-
-    @staticmethod
-    def counts(level, labels, clusters):
-        return np.bincount(labels, weights=level.weights, minlength=clusters)
-
-    @staticmethod
-    def to_host(array):
-        return array
-
-
 _UPS = tuple(FINE_BITS - bits for bits in COARSER_BITS)
-
-
-def _levels(codes, bins, occupied, thresholds):
-    points, weights, moments, sizes = kernels.sample_levels(codes, bins, occupied, FINE_BITS, _UPS, _WORK.coarser,
-                                                            np.array(thresholds), _WORK.slots, _WORK.seen)
-    return [Level(points[k, :, :size].copy(), weights[k, :size].copy(), moments[k, :, :size].copy())
-            for k, size in enumerate(sizes)]
+_DETAILS = np.array([RESTART_DETAIL, FINAL_DETAIL])
+_DETAILS.setflags(write=False)
 
 
 def _fast_palette(image, clusters, seed):
+    # `plan_fast` then `solve_plans` as one numba call: the Python between the kernels was a sixth of
+    # the palette on small frames
     rows, offsets, column_step, size = sample_rows(*image.shape[:2])
-    codes = _WORK.codes(size)
-    occupied, bins, variance = kernels.sample_bins(image, FINE_BITS, rows, offsets, column_step, _WORK.fine, _UPS,
-                                                   _WORK.coarser, codes)
-    try:
-        plan = plan_fast(lambda thresholds: _levels(codes[:size], bins, occupied, thresholds), clusters, seed,
-                         variance, size)
-    finally:
-        kernels.clear_coarser(occupied, FINE_BITS, _UPS, _WORK.coarser)
-    return solve_plans([plan], clusters, _NumbaEngine)[0]
+    return kernels.fast_search(image, rows, offsets, column_step, _WORK.codes(size)[:size], FINE_BITS, _UPS,
+                               _WORK.fine, _WORK.coarser, _WORK.slots, _WORK.seen, _restart_uniforms(seed, clusters),
+                               clusters, _DETAILS, TOL, SAME_CONFIGURATION, SCORED, STAGES, MAX_ITER, FINAL_ITER)
 
 
 def sorted_palette(bgr, counts, clusters):
@@ -546,11 +510,17 @@ def sorted_palette(bgr, counts, clusters):
     -------
     Palette
     """
-    shares = np.asarray(counts, np.float64) / np.sum(counts)
-    rgb = np.ascontiguousarray(bgr[:, ::-1])
-    packed = rgb.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
-    order = np.lexsort((packed, -shares))
-    rgb, shares = rgb[order], shares[order]
+    return _palette(*_sorted_colours(bgr, counts), clusters)
+
+
+def _sorted_colours(bgr, counts):
+    # `kernels.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
+    # temporaries cost tens of microseconds of cold caches after the k-means
+    return kernels.sorted_colours(np.ascontiguousarray(bgr, np.uint8), np.ascontiguousarray(counts, np.float64))
+
+
+def _palette(rgb, shares, clusters):
+    # the Palette of sorted colours, with spare rows when fewer than clusters
     spare = clusters - len(rgb)
     if spare > 0:
         warnings.warn(f"image has {len(rgb)} distinct colours, fewer than clusters={clusters}; "
