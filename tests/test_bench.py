@@ -116,6 +116,19 @@ def test_a_source_that_is_not_a_tarball_is_named(tmp_path, capsys):
     assert error.startswith("mpicolor bench kernel: ") and str(not_a_tar) in error
 
 
+def test_a_file_that_is_no_frame_is_left_out_and_named_and_a_source_of_none_is_refused(small_frames, capsys):
+    # a .bmp counts as a frame in a tarball (the run records it as a failure); the benchmark leaves it out
+    cv2.imwrite(str(small_frames / "z.bmp"), cv2.imread(str(small_frames / "car_005.jpg")))
+    assert run(["--frames", str(small_frames), "--methods", "fast", "--repeat", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "z.bmp left out, not a frame mpicolor decodes (not a JPEG or PNG image" in captured.err
+    assert ": 2 frames (64x36)" in captured.out
+    for name in ("car_005.jpg", "bottle_005.jpg"):
+        (small_frames / name).unlink()
+    assert run(["--frames", str(small_frames), "--methods", "fast"]) == 2
+    assert f"no JPEG or PNG frames to time in {small_frames}" in capsys.readouterr().err
+
+
 def test_default_folder_is_the_shared_hd_frames(monkeypatch, capsys):
     if not HD_FRAMES.is_dir():
         pytest.skip(f"real frames not present at {HD_FRAMES}")

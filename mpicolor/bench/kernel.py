@@ -12,7 +12,7 @@ import simplejpeg
 from threadpoolctl import threadpool_limits
 
 from mpicolor.engine import kernels
-from mpicolor.engine.decode import SCALES, decode_frame
+from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
 from mpicolor.engine.gpu import Backend, GpuUnavailable
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
 from mpicolor.bench.run import DEFAULT_FRAMES, median
@@ -77,9 +77,13 @@ def run_kernel_bench(args):
         print("mpicolor bench kernel: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
-        sources = {source: _frames(source)[::args.every] for source in args.frames}
+        sources = {source: _decodable(source, _frames(source)[::args.every]) for source in args.frames}
     except (BadTarball, OSError) as error:
         print(f"mpicolor bench kernel: {error}", file=sys.stderr)
+        return 2
+    empty = [source for source, frames in sources.items() if not frames]
+    if empty:
+        print(f"mpicolor bench kernel: no JPEG or PNG frames to time in {', '.join(empty)}", file=sys.stderr)
         return 2
     variants = [("seed", 1)] if "seed" in methods else []
     variants += [("fast", scale) for scale in args.scale] if "fast" in methods else []
@@ -146,6 +150,20 @@ def _frames(source):
         return [(member.name, read_member(fd, member)) for member in index.members]
     finally:
         os.close(fd)
+
+
+def _decodable(source, frames):
+    """The ``frames`` of ``source`` that decode; those a run would record as failures are left out, and named."""
+    kept = []
+    for name, frame_bytes in frames:
+        try:
+            decode_frame(frame_bytes)
+        except BadFrame as error:
+            print(f"mpicolor bench kernel: {source}: {name} left out, not a frame mpicolor decodes ({error})",
+                  file=sys.stderr)
+            continue
+        kept.append((name, frame_bytes))
+    return kept
 
 
 def _label(method, scale):
