@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 from mpicolor import __version__
 from mpicolor.engine.palette import ENGINES, METHODS
 
+# The engine version of --simulate's stand-in palettes (`mpicolor.job.worker.stand_in_palette`), unchanged
+# since 0.1.0, whatever the method.
+STAND_IN_ENGINE = 1
 # Settings that change the numbers in the outputs: a resumed run must use the same ones.
 RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
 
@@ -103,6 +106,6 @@ class RunConfig:
         return dict(self.result_settings(), label=self.label, version=self.version, engine=self.engine())
 
     def engine(self):
-        """The version of the computation that makes this run's palettes: the method's, or 1 for the
-        simulated stand-ins, unchanged since 0.1.0."""
-        return 1 if self.simulate is not None else ENGINES[self.method]
+        """The version of the computation that makes this run's palettes: the method's, or the simulated
+        stand-ins'."""
+        return STAND_IN_ENGINE if self.simulate is not None else ENGINES[self.method]

@@ -63,7 +63,7 @@ FINGERPRINT_ATTRS = ("fingerprint_size", "fingerprint_mtime_ns", "fingerprint_me
 # ship 1.10). "latest" under HDF5 2.0 (h5py 3.16's wheels) writes objects that HDF5 1.x cannot read, and
 # a checkpoint is often written on one machine and read on another.
 FILE_FORMAT = ("v110", "v110")
-# Bytes a frame name is read in at first by `names_as_bytes` (longer names are read again, wider).
+# Bytes a frame name is read in at first by `read_names_bytes` (longer names are read again, wider).
 NAME_BYTES = 64
 
 
@@ -339,7 +339,7 @@ class CheckpointReader:
     def read(self, name, names_as_bytes=False):
         """One tarball's :class:`TarballResults`; DamagedCheckpoint when its part cannot be read.
 
-        ``names_as_bytes``: the ``frames`` as `names_as_bytes` gives them.
+        ``names_as_bytes``: the ``frames`` as `read_names_bytes` gives them.
         """
         if self.old is None:
             return self.checkpoint.read(name, names_as_bytes)
@@ -372,7 +372,7 @@ def read_tarball_file(path, name, settings, names_as_bytes=False):
     settings : dict
         The run's settings: the file must have been made with the same (its version aside).
     names_as_bytes : bool
-        Give the results' ``frames`` as `names_as_bytes` does, for tools that stream millions of names.
+        Give the results' ``frames`` as `read_names_bytes` does, for tools that stream millions of names.
 
     Raises
     ------
@@ -447,7 +447,7 @@ def _read_texts(group, positions_name, texts_name):
     return dict(zip(group[positions_name][...].tolist(), group[texts_name].asstr()[...].tolist()))
 
 
-def names_as_bytes(dataset):
+def read_names_bytes(dataset):
     """A ``frames`` dataset as UTF-8 bytes without a Python object per name (a third of the time of str).
 
     HDF5 converts the variable-length strings into fixed-width items; a width that one name fills (and so
@@ -470,13 +470,13 @@ def names_as_bytes(dataset):
 
 def _read_group(group, name, as_bytes=False):
     """A tarball's :class:`TarballResults` from its HDF5 group (a tarball file's root, or 0.1.0's group); its
-    ``frames`` by `names_as_bytes` with ``as_bytes``, else a list of str."""
+    ``frames`` by `read_names_bytes` with ``as_bytes``, else a list of str."""
     attrs = group.attrs
     fingerprint = None
     if all(attr in attrs for attr in FINGERPRINT_ATTRS):
         fingerprint = Fingerprint(int(attrs["fingerprint_size"]), int(attrs["fingerprint_mtime_ns"]),
                                   str(attrs["fingerprint_members"]))
-    frames = names_as_bytes(group["frames"]) if as_bytes else group["frames"].asstr()[...].tolist()
+    frames = read_names_bytes(group["frames"]) if as_bytes else group["frames"].asstr()[...].tolist()
     return TarballResults(
         name, frames, group["packed"][...], group["shares"][...],
         group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),

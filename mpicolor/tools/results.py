@@ -197,7 +197,7 @@ class OutputReader:
         names : list of str, optional
             Only these (from :meth:`select`); default: all.
         names_as_bytes : bool
-            Frame names from the checkpoint as UTF-8 ``S`` arrays (`mpicolor.state.checkpoint.names_as_bytes`)
+            Frame names from the checkpoint as UTF-8 ``S`` arrays (`mpicolor.state.checkpoint.read_names_bytes`)
             instead of lists of str; names from sqlite files stay lists.
 
         Yields
