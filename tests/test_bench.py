@@ -58,6 +58,36 @@ def test_tables_and_json(small_frames, tmp_path, capsys):
     assert report["numba_first_call_s"] >= 0
 
 
+def test_seed_inertia_from_an_earlier_report(small_frames, tmp_path, capsys):
+    first = tmp_path / "first.json"
+    assert run(["--frames", str(small_frames), "--repeat", "1", "--json", str(first)]) == 0
+    second = tmp_path / "second.json"
+    capsys.readouterr()
+    assert run(["--frames", str(small_frames), "--repeat", "1", "--seed-from", str(first), "--json", str(second)]) == 0
+    printed = capsys.readouterr().out
+    assert f"seed's inertia per frame from {first} (seed not run)" in printed
+    before, after = (json.loads(path.read_text())["sources"][str(small_frames)] for path in (first, second))
+    assert "seed" not in after["summary"]["variants"]
+    # the same frames, the same fast palettes: the same quality, without seed's 20 minutes on real sets
+    for key in ("inertia_ratio_median", "inertia_ratio_worst", "inertia_ratio_worst_frame"):
+        assert after["summary"]["variants"]["fast@scale1"][key] == before["summary"]["variants"]["fast@scale1"][key]
+
+
+def test_seed_from_refuses_a_report_without_the_frames(small_frames, tmp_path, capsys):
+    first = tmp_path / "first.json"
+    assert run(["--frames", str(small_frames), "--repeat", "1", "--methods", "fast", "--json", str(first)]) == 0
+    capsys.readouterr()
+    assert run(["--frames", str(small_frames), "--seed-from", str(first)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"mpicolor bench kernel: --seed-from {first}: no seed inertia for 2 of the frames")
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("seed inertias, somewhere")
+    assert run(["--frames", str(small_frames), "--seed-from", str(not_json)]) == 2
+    assert "not a JSON report of mpicolor bench kernel" in capsys.readouterr().err
+    assert run(["--frames", str(small_frames), "--seed-from", str(tmp_path / "absent.json")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
 def test_tarballs_of_frames_are_sources_and_frame_sizes_are_classed(small_frames, tmp_path, capsys):
     # a tarball as `mpicolor pack` writes it, beside a folder of 1920x1080 frames
     tarball = tmp_path / "clip-0000.tar"

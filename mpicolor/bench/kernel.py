@@ -1,6 +1,7 @@
 """`mpicolor bench kernel`: per-frame time and quality of the palette methods on real frames."""
 
 import gc
+import hashlib
 import json
 import os
 import sys
@@ -39,6 +40,10 @@ def add_kernel_arguments(parser):
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="every N-th frame of each source, for a quick look (default: 1, all)")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    parser.add_argument("--seed-from", metavar="FILE",
+                        help="take seed's inertia per frame from the --json report of an earlier run that ran seed, "
+                             "matched by the frame's SHA-256, instead of running seed: the quality columns in a "
+                             "minute rather than 20 (seed is left out of --methods)")
     parser.add_argument("--scale", nargs="+", type=int, default=[1], metavar="N",
                         help="decode scales of the fast method, one row each (default: 1)")
     parser.add_argument("--methods", default="fast,seed",
@@ -62,7 +67,8 @@ def run_kernel_bench(args):
     Returns
     -------
     int
-        Exit code: 0, or 2 for a bad option or a missing or unreadable source of frames.
+        Exit code: 0, or 2 for a bad option, a missing or unreadable source of frames, or a ``--seed-from``
+        report without some frame's seed inertia.
     """
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     problems = [f"method {name!r} should be one of {', '.join(METHODS)}"
@@ -85,6 +91,14 @@ def run_kernel_bench(args):
     if empty:
         print(f"mpicolor bench kernel: no JPEG or PNG frames to time in {', '.join(empty)}", file=sys.stderr)
         return 2
+    seed_inertia = {}
+    if args.seed_from:
+        try:
+            seed_inertia = _seed_inertia(args.seed_from, sources)
+        except (OSError, ValueError) as error:
+            print(f"mpicolor bench kernel: --seed-from {args.seed_from}: {error}", file=sys.stderr)
+            return 2
+        methods = [method for method in methods if method != "seed"]
     variants = [("seed", 1)] if "seed" in methods else []
     variants += [("fast", scale) for scale in args.scale] if "fast" in methods else []
     try:
@@ -95,8 +109,10 @@ def run_kernel_bench(args):
         return 2
     compile_seconds = kernels.warm_up()
     print(f"numba kernels, first call (compile or cache load): {compile_seconds:.2f} s")
+    if args.seed_from:
+        print(f"inertia/seed: seed's inertia per frame from {args.seed_from} (seed not run)")
     report = {"numba_first_call_s": compile_seconds, "backend": args.backend, "repeat": args.repeat,
-              "every": args.every, "sources": {}}
+              "every": args.every, "seed_from": args.seed_from, "sources": {}}
     palette_of = _palette_function(backends)
     if backends:
         tiny = np.arange(192, dtype=np.uint8).reshape(8, 8, 3)
@@ -104,7 +120,7 @@ def run_kernel_bench(args):
         print(f"array kernels ({args.backend}), first call: {report['array_first_call_s']:.2f} s")
     with threadpool_limits(1):
         for source, frames in sources.items():
-            records = _bench_frames(frames, variants, args.repeat, palette_of)
+            records = _bench_frames(frames, variants, args.repeat, palette_of, seed_inertia)
             summary = _summarise(records, variants)
             _print_source(source, summary)
             if "fast" in backends:
@@ -119,6 +135,29 @@ def run_kernel_bench(args):
             json.dump(report, stream, indent=1)
         print(f"wrote {args.json}")
     return 0
+
+
+def _seed_inertia(path, sources):
+    """Seed's inertia of every frame of ``sources`` by SHA-256, from the report at ``path``; ValueError naming
+    the frames it lacks."""
+    with open(path, encoding="utf-8") as stream:
+        try:
+            report = json.load(stream)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON report of mpicolor bench kernel ({error})") from None
+    known = {record["sha256"]: record["variants"]["seed"]["inertia"]
+             for result in report.get("sources", {}).values() for record in result.get("frames", [])
+             if "sha256" in record and "seed" in record.get("variants", {})}
+    missing = [f"{source}: {name}" for source, frames in sources.items() for name, frame_bytes in frames
+               if _sha256(frame_bytes) not in known]
+    if missing:
+        raise ValueError(f"no seed inertia for {len(missing)} of the frames (first: {missing[0]}); write one with "
+                         "--methods fast,seed --json FILE on the same frames")
+    return known
+
+
+def _sha256(frame_bytes):
+    return hashlib.sha256(frame_bytes).hexdigest()
 
 
 def _palette_function(backends):
@@ -176,11 +215,13 @@ def _timed(function, *arguments, **keywords):
     return result, (time.perf_counter() - start) * 1e3
 
 
-def _bench_frames(frames, variants, repeat, palette_of):
+def _bench_frames(frames, variants, repeat, palette_of, seed_inertia):
     records, timings = [], []
     for name, frame_bytes in frames:
         original = decode_frame(frame_bytes)  # the original's pixels: what inertia is measured on
-        records.append({"frame": name, "height": original.shape[0], "width": original.shape[1], "variants": {}})
+        digest = _sha256(frame_bytes)
+        records.append({"frame": name, "sha256": digest, "height": original.shape[0], "width": original.shape[1],
+                        "seed_inertia": seed_inertia.get(digest), "variants": {}})
         timing = {"simplejpeg_ms": [], "opencv_ms": []}
         timing.update({_label(*variant): ([], []) for variant in variants})
         timings.append(timing)
@@ -221,9 +262,10 @@ def _time_run(frames, records, timings, variants, run, palette_of):
             palette_list.append(palette_ms)
             if run == 0:
                 pixels = decode_frame(frame_bytes).reshape(-1, 3)
-                record["variants"][_label(method, scale)] = {
-                    "inertia": kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64)),
-                    "packed": palette.packed.tolist()}
+                inertia = kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64))
+                record["variants"][_label(method, scale)] = {"inertia": inertia, "packed": palette.packed.tolist()}
+                if method == "seed":
+                    record["seed_inertia"] = inertia
 
 
 def _frame_medians(record, timing, variants):
@@ -238,8 +280,8 @@ def _frame_medians(record, timing, variants):
         entry["palette_ms"] = float(np.median(palette_list))
         entry["total_ms"] = float(np.median(np.add(decode_list, palette_list)))
         entry["over_decode"] = entry["total_ms"] / record["fastest_decode_ms"]
-        if "seed" in record["variants"]:
-            seed_inertia = record["variants"]["seed"]["inertia"]
+        seed_inertia = record["seed_inertia"]
+        if seed_inertia is not None:
             # a frame of one colour: seed's inertia is 0, and so must ours be
             entry["inertia_ratio"] = (entry["inertia"] / seed_inertia if seed_inertia
                                       else 1.0 if entry["inertia"] == 0 else float("inf"))
@@ -267,7 +309,7 @@ def _summarise(records, variants):
             "speedup_over_seed": seed_total / total if seed_total else None,
         }
         row.update(_spread(records, label, "over_decode", "over_decode"))
-        if seed_total:
+        if "inertia_ratio" in records[0]["variants"][label]:
             row.update(_spread(records, label, "inertia_ratio", "inertia_ratio"))
         summary["variants"][label] = row
     return summary
@@ -332,7 +374,7 @@ _RATIO_HEADER = ["x decode", "worst", "(frame)", "inertia/seed", "worst", "(fram
 
 
 def _ratio_cells(row):
-    # median and worst of total/decode, then of inertia/seed when seed ran
+    # median and worst of total/decode, then of inertia/seed when seed's inertia is known
     cells = [f"{row['over_decode_median']:.2f}", f"{row['over_decode_worst']:.2f}", row["over_decode_worst_frame"]]
     if "inertia_ratio_median" in row:
         return cells + [f"{row['inertia_ratio_median']:.4f}", f"{row['inertia_ratio_worst']:.4f}",
