@@ -274,7 +274,7 @@ class ArrayEngine:
     def __init__(self, xp, batch_bytes, clusters):
         self.xp = xp
         self.batch_bytes = batch_bytes
-        # float64 working arrays per run and padded point: points, moments, weights, and about six
+        # working arrays per run and padded point, at most 8 bytes a value: points, moments, weights, and about six
         # (clusters, n) arrays in the distance and update steps
         self.bytes_per_point = 8 * (8 + 6 * clusters)
 
@@ -329,7 +329,8 @@ class ArrayEngine:
         distinct = {}
         for level in levels:
             distinct.setdefault(id(level), (len(distinct), level))
-        points = xp.zeros((len(distinct), 3, length))
+        # points in float32, as the numba kernels take them (`kernels._level`): the same rounding
+        points = xp.zeros((len(distinct), 3, length), dtype=xp.float32)
         weights = xp.zeros((len(distinct), length))
         moments = xp.zeros((len(distinct), 3, length))
         for row, level in distinct.values():
@@ -423,7 +424,9 @@ class ArrayEngine:
 
 
 def _squared_distances(points, centres):
-    """Squared distances (runs, k, n) from points (runs, 3, n) to centres (runs, k, 3), summed as numba does."""
+    """Squared distances (runs, k, n) from points (runs, 3, n), float32, to centres (runs, k, 3) rounded to float32,
+    summed as numba does, in float32."""
+    centres = centres.astype(points.dtype)
     d0 = points[:, None, 0, :] - centres[:, :, 0, None]
     d1 = points[:, None, 1, :] - centres[:, :, 1, None]
     d2 = points[:, None, 2, :] - centres[:, :, 2, None]
