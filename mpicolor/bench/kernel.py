@@ -91,10 +91,13 @@ def run_kernel_bench(args):
     if empty:
         print(f"mpicolor bench kernel: no JPEG or PNG frames to time in {', '.join(empty)}", file=sys.stderr)
         return 2
+    # each frame hashed once: the records keep it, --seed-from matches by it
+    digests = {source: [hashlib.sha256(frame_bytes).hexdigest() for _, frame_bytes in frames]
+               for source, frames in sources.items()}
     seed_inertia = {}
     if args.seed_from:
         try:
-            seed_inertia = _seed_inertia(args.seed_from, sources)
+            seed_inertia = _seed_inertia(args.seed_from, sources, digests)
         except (OSError, ValueError) as error:
             print(f"mpicolor bench kernel: --seed-from {args.seed_from}: {error}", file=sys.stderr)
             return 2
@@ -120,7 +123,7 @@ def run_kernel_bench(args):
         print(f"array kernels ({args.backend}), first call: {report['array_first_call_s']:.2f} s")
     with threadpool_limits(1):
         for source, frames in sources.items():
-            records = _bench_frames(frames, variants, args.repeat, palette_of, seed_inertia)
+            records = _bench_frames(frames, digests[source], variants, args.repeat, palette_of, seed_inertia)
             summary = _summarise(records, variants)
             _print_source(source, summary)
             if "fast" in backends:
@@ -137,9 +140,9 @@ def run_kernel_bench(args):
     return 0
 
 
-def _seed_inertia(path, sources):
-    """Seed's inertia of every frame of ``sources`` by SHA-256, from the report at ``path``; ValueError naming
-    the frames it lacks."""
+def _seed_inertia(path, sources, digests):
+    """Seed's inertia of every frame of ``sources`` by SHA-256 (``digests``, per source in frame order), from the
+    report at ``path``; ValueError naming the frames it lacks."""
     with open(path, encoding="utf-8") as stream:
         try:
             report = json.load(stream)
@@ -148,16 +151,12 @@ def _seed_inertia(path, sources):
     known = {record["sha256"]: record["variants"]["seed"]["inertia"]
              for result in report.get("sources", {}).values() for record in result.get("frames", [])
              if "sha256" in record and "seed" in record.get("variants", {})}
-    missing = [f"{source}: {name}" for source, frames in sources.items() for name, frame_bytes in frames
-               if _sha256(frame_bytes) not in known]
+    missing = [f"{source}: {name}" for source, frames in sources.items()
+               for (name, _), digest in zip(frames, digests[source]) if digest not in known]
     if missing:
         raise ValueError(f"no seed inertia for {len(missing)} of the frames (first: {missing[0]}); write one with "
                          "--methods fast,seed --json FILE on the same frames")
     return known
-
-
-def _sha256(frame_bytes):
-    return hashlib.sha256(frame_bytes).hexdigest()
 
 
 def _palette_function(backends):
@@ -215,11 +214,10 @@ def _timed(function, *arguments, **keywords):
     return result, (time.perf_counter() - start) * 1e3
 
 
-def _bench_frames(frames, variants, repeat, palette_of, seed_inertia):
+def _bench_frames(frames, digests, variants, repeat, palette_of, seed_inertia):
     records, timings = [], []
-    for name, frame_bytes in frames:
+    for (name, frame_bytes), digest in zip(frames, digests):
         original = decode_frame(frame_bytes)  # the original's pixels: what inertia is measured on
-        digest = _sha256(frame_bytes)
         records.append({"frame": name, "sha256": digest, "height": original.shape[0], "width": original.shape[1],
                         "seed_inertia": seed_inertia.get(digest), "variants": {}})
         timing = {"simplejpeg_ms": [], "opencv_ms": []}
