@@ -18,14 +18,16 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor.engine import gpu, kernels
+from mpicolor.engine import gpu
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
 from mpicolor.job.worker import Chunk, FrameComputer
 from mpicolor.job.config import RunConfig
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.devices import probe_gpus
-from mpicolor.engine.palette import SAMPLE_MAX, extract_palette, sample_indices
+from mpicolor.engine.palette import extract_palette, sample_indices
+from mpicolor.engine.stages import FAST
 from mpicolor.state.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
@@ -35,7 +37,7 @@ VIDEOS = pathlib.Path(__file__).parents[2] / "shared" / "data" / "video"
 @pytest.fixture(scope="module")
 def frames():
     """The bundled real frames, decoded (640x360 footage of three scenes)."""
-    kernels.warm_up()
+    warm_up()
     return [decode_frame(pathlib.Path(path).read_bytes()) for path in bundled_frames()]
 
 
@@ -280,7 +282,7 @@ def test_frame_bytes_count_the_row_sample_that_goes_to_the_device():
         image = np.zeros(shape, np.uint8)
         sampled = len(sample_indices(*shape[:2]))
         assert gpu.Backend.frame_bytes(image) == sampled * gpu.PLAN_BYTES_PER_SAMPLED_PIXEL
-        assert sampled <= SAMPLE_MAX
+        assert sampled <= FAST.sample_max
     assert gpu.Backend(xp=np, memory=1 << 30).batch_budget == 1 << 29
 
 
@@ -381,6 +383,6 @@ def test_cuml_seed_is_close_to_scikit_learns(cupy, frames):
     sklearn_palette = extract_palette(image, method="seed")
     pixels = image.reshape(-1, 3)
     # float32 and another k-means++: not the same centres, but as good a clustering (within 1%)
-    assert kernels.palette_inertia(pixels, cuml_palette.rgb[:, ::-1].astype(np.float64)) <= 1.01 * \
-        kernels.palette_inertia(pixels, sklearn_palette.rgb[:, ::-1].astype(np.float64))
+    assert kmeans.palette_inertia(pixels, cuml_palette.rgb[:, ::-1].astype(np.float64)) <= 1.01 * \
+        kmeans.palette_inertia(pixels, sklearn_palette.rgb[:, ::-1].astype(np.float64))
 

@@ -12,7 +12,7 @@ import numpy as np
 import simplejpeg
 from threadpoolctl import threadpool_limits
 
-from mpicolor.engine import kernels
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
 from mpicolor.engine.gpu import Backend, GpuUnavailable
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
@@ -110,7 +110,7 @@ def run_kernel_bench(args):
     except GpuUnavailable as error:
         print(f"mpicolor bench kernel: --backend {args.backend}: {error}", file=sys.stderr)
         return 2
-    compile_seconds = kernels.warm_up()
+    compile_seconds = warm_up()
     print(f"numba kernels, first call (compile or cache load): {compile_seconds:.2f} s")
     if args.seed_from:
         print(f"inertia/seed: seed's inertia per frame from {args.seed_from} (seed not run)")
@@ -260,7 +260,7 @@ def _time_run(frames, records, timings, variants, run, palette_of):
             palette_list.append(palette_ms)
             if run == 0:
                 pixels = decode_frame(frame_bytes).reshape(-1, 3)
-                inertia = kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64))
+                inertia = kmeans.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64))
                 record["variants"][_label(method, scale)] = {"inertia": inertia, "packed": palette.packed.tolist()}
                 if method == "seed":
                     record["seed_inertia"] = inertia
