@@ -344,5 +344,53 @@ def test_restarts_then_distinct_configurations_are_ranked_on_the_final_level(mon
     assert gpu.extract_palettes([noise], xp=np) == [extract_palette(noise)]
     fast = stages.FAST
     assert CountingKMeans.restarted == fast.restarts
-    assert CountingKMeans.converged == [(fast.scored, fast.ranking[0][1]), (fast.ranking[0][0], fast.ranking[1][1]),
-                                        (1, fast.final_iter)]
+    (first_keep, first_iterations), (_, second_iterations) = fast.ranking
+    # the ranking's steps, then the winner, or both finalists of an unsettled frame, on the final or finer level
+    assert CountingKMeans.converged[:2] == [(fast.scored, first_iterations), (first_keep, second_iterations)]
+    assert CountingKMeans.converged[2:] in ([(1, fast.final_iter)], [(2, fast.final_iter)])
+
+
+def gold_settled(points, weights, first, second, settings):
+    """`stages.settled` in plain NumPy: the standard error of the finalists' mean difference, relative to the
+    first's inertia, against the bar, and the difference against it."""
+    points = points.astype(np.float64).T
+    nearest_first = ((points[:, None, :] - first[None]) ** 2).sum(-1).min(1)
+    nearest_second = ((points[:, None, :] - second[None]) ** 2).sum(-1).min(1)
+    differences = nearest_second - nearest_first
+    total = weights.sum()
+    inertia = (weights * nearest_first).sum() / total
+    mean = (weights * differences).sum() / total
+    error = np.sqrt((weights * (differences - mean) ** 2).sum() / total / total) / inertia
+    return not (error > settings.unsettled_error and mean / inertia < settings.unsettled_gap * error)
+
+
+def test_finalists_are_settled_when_the_sample_tells_them_apart():
+    rng = np.random.default_rng(4)
+    # two well separated groups of colours: the finalists differ by a colour far from the points (settled), or by
+    # one that moves a little (the sample cannot tell which is better: unsettled when few pixels carry it)
+    points = np.concatenate([rng.normal(60, 6, (3, 200)), rng.normal(190, 6, (3, 200))], axis=1).astype(np.float32)
+    good = np.array([[60.0, 60, 60], [190, 190, 190]])
+    for second, weights, expected in ((np.array([[60.0, 60, 60], [250, 250, 250]]), np.ones(400), True),
+                                      (good + 0.3, np.ones(400), False),
+                                      (good + 0.3, np.full(400, 1e4), True)):
+        fast = stages.FAST
+        assert stages.settled(points, weights, good, second, fast) == gold_settled(points, weights, good, second,
+                                                                                    fast) == expected
+    assert stages.settled(points[:, :1], np.ones(1), points[:, :1].T.astype(np.float64), good, stages.FAST)
+
+
+def test_unsettled_frames_take_the_finer_level_in_both_engines(monkeypatch):
+    finalists = []
+
+    class RecordingKMeans(gpu.BatchedKMeans):
+        def converge(self, tasks, max_iter):
+            if max_iter == stages.FAST.final_iter:
+                finalists.append(len(tasks))
+            return super().converge(tasks, max_iter)
+
+    monkeypatch.setattr(gpu, "BatchedKMeans", RecordingKMeans)
+    images = [decode_frame(path.read_bytes()) for path in sorted(FRAMES.glob("*.jpg"))]
+    for image in images:
+        assert gpu.extract_palettes([image], xp=np) == [extract_palette(image)]
+    # the bundled frames hold both: settled ones (one finalist converges) and unsettled ones (both, on the finer level)
+    assert set(finalists) == {1, 2}

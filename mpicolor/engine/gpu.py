@@ -22,8 +22,8 @@ from mpicolor.engine.kernels.histogram import colour_bins
 from mpicolor.engine.kernels.kmeans import LANES
 from mpicolor.engine.kernels.search import distinct_runs
 from mpicolor.engine.palette import check_image, check_settings, sample_indices, sample_rows, seed_colours, sorted_palette
-from mpicolor.engine.stages import (FAST, kept_runs, level_thresholds, lloyd_tolerance, restart_level, restart_uniforms,
-                                    too_few_points)
+from mpicolor.engine.stages import (FAST, finer_threshold, kept_runs, level_thresholds, lloyd_tolerance, restart_level,
+                                    restart_uniforms, settled, too_few_points)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 
@@ -201,11 +201,15 @@ class FastPlan:
         colours, each then its own cluster (``levels`` holds the exact colours alone).
     tol : float
         Absolute Lloyd tolerance (`mpicolor.engine.stages.lloyd_tolerance`).
+    finer : callable or None
+        ``finer()`` cuts the finer final level of an unsettled frame (`mpicolor.engine.stages.finer_threshold`);
+        None when the final level holds the exact colours already.
     """
 
     levels: tuple
     uniforms: np.ndarray | None
     tol: float
+    finer: object = None
 
 
 def plan_fast(levels_at, clusters, seed, variance, sample_size):
@@ -227,20 +231,22 @@ def plan_fast(levels_at, clusters, seed, variance, sample_size):
     FastPlan
     """
     restart, final = levels_at(level_thresholds(FAST, variance, sample_size))
+    tol = lloyd_tolerance(FAST, variance)
     if too_few_points(final.size, clusters):
         (final,) = levels_at([0.0])
         if too_few_points(final.size, clusters):
             return FastPlan((final, final), None, 0.0)
-        restart = final
+        return FastPlan((final, final), restart_uniforms(seed, clusters), tol)
     restart = (restart, final)[restart_level(restart.size, clusters)]
-    return FastPlan((restart, final), restart_uniforms(seed, clusters), lloyd_tolerance(FAST, variance))
+    return FastPlan((restart, final), restart_uniforms(seed, clusters), tol,
+                    lambda: levels_at(finer_threshold(FAST, variance, sample_size))[0])
 
 
 def solve_plans(plans, clusters, kmeans):
     """Run the fast k-means of several frames, stage by stage, so that each stage is one batch of array work.
 
-    Stages 4 to 6 of `mpicolor.engine.stages`: the restarts on ``levels[0]``, the ranking of distinct
-    configurations on ``levels[1]``, where the winner converges.
+    Stages 4 to 7 of `mpicolor.engine.stages`: the restarts on ``levels[0]``, the ranking of distinct
+    configurations on ``levels[1]``, the effort an unsettled frame gets (its finer level), the winner.
 
     Parameters
     ----------
@@ -267,18 +273,47 @@ def solve_plans(plans, clusters, kmeans):
         stepped = kmeans.converge([(searched[p].levels[1], centres, searched[p].tol) for p, centres in chosen],
                                   iterations)
         chosen = _kept_of_each(chosen, stepped, keep)
-    winners = kmeans.converge([(searched[p].levels[1], centres, searched[p].tol) for p, centres in chosen],
-                              FAST.final_iter)
-    solved, won = [], iter(winners)
+    finals = [(p, level, centres) for p, (level, finalists) in enumerate(_final_levels(searched, chosen, kmeans))
+              for centres in finalists]
+    converged = kmeans.converge([(level, centres, searched[p].tol) for p, level, centres in finals], FAST.final_iter)
+    won = iter(_winners(finals, converged))
+    solved = []
     for plan in plans:
         if plan.uniforms is None:
             exact = plan.levels[-1]
             solved.append((np.rint(kmeans.to_host(exact.points).T).astype(np.uint8), kmeans.to_host(exact.weights)))
         else:
-            centres, labels, _ = next(won)
+            level, (centres, labels, _) = next(won)
             # means of colours lie in [0, 255]: rounding needs no clipping
-            solved.append((np.rint(centres).astype(np.uint8), kmeans.counts(plan.levels[-1], labels, clusters)))
+            solved.append((np.rint(centres).astype(np.uint8), kmeans.counts(level, labels, clusters)))
     return solved
+
+
+def _final_levels(searched, chosen, kmeans):
+    """Per searched plan, the level its winner converges on and the finalists that converge there: the first on
+    the final level when `settled`, else both on the finer level."""
+    finalists = {}
+    for p, centres in chosen:
+        finalists.setdefault(p, []).append(centres)
+    levels = []
+    for p, plan in enumerate(searched):
+        runs = finalists[p]
+        final = plan.levels[1]
+        if plan.finer is not None and len(runs) > 1 and not settled(
+                kmeans.to_host(final.points).astype(np.float32), kmeans.to_host(final.weights), runs[0], runs[1], FAST):
+            levels.append((plan.finer(), runs))
+        else:
+            levels.append((final, runs[:1]))
+    return levels
+
+
+def _winners(finals, converged):
+    """Per plan, in plan order, its level and the ``(centres, labels, inertia)`` of its finalist of lowest inertia."""
+    by_plan = {}
+    for (p, level, _), result in zip(finals, converged):
+        by_plan.setdefault(p, []).append((level, result))
+    return [results[kept_runs(np.array([inertia for _, (_, _, inertia) in results]), 1)[0]]
+            for results in by_plan.values()]
 
 
 def _kept_of_each(chosen, stepped, keep):

@@ -17,9 +17,14 @@ points cut from a sample of the frame, in these stages:
    Lloyd on the restart level (``max_iter`` iterations at most).
 5. **Ranking**: runs whose centres all lie within ``same_configuration`` share a configuration; the best run of
    each of the ``scored`` best configurations continues on the final level, and each step of ``ranking`` runs
-   them its Lloyd iterations there and keeps the best (`kept_runs`).
-6. **Winner**: the best converges on the final level (``final_iter`` iterations at most); its centres rounded are
-   the colours, and the sampled pixels nearest each their shares.
+   them its Lloyd iterations there and keeps the best (`kept_runs`), down to two finalists.
+6. **Effort**: when the sample cannot tell the two finalists apart to within the quality bar (`settled`: the
+   standard error of their inertias' difference above ``unsettled_error`` of the inertia, and the difference
+   within ``unsettled_gap`` standard errors), a finer final level is cut from the same histogram
+   (``finer_detail``, `finer_threshold`) and both finalists converge on it; the lower inertia wins. A settled
+   frame costs what it did before (one finalist converges, on the final level).
+7. **Winner**: the best converges on the final level, or on the finer one (``final_iter`` iterations at most);
+   its centres rounded are the colours, and the sampled pixels nearest each their shares.
 
 Lloyd stops as scikit-learn's does: no label change, or a summed squared centre shift of at most ``tol`` times the
 mean channel variance of the fine bins (`lloyd_tolerance`).
@@ -55,7 +60,10 @@ class FastSettings(NamedTuple):
     restarts: int  # k-means++ restarts
     same_configuration: float  # colour levels: runs whose centres are all this close share a configuration
     scored: int  # the best runs of this many distinct configurations are ranked on the final level ...
-    ranking: tuple  # ... in these steps: (runs kept, Lloyd iterations before keeping them)
+    ranking: tuple  # ... in these steps: (runs kept, Lloyd iterations before keeping them), down to the finalists
+    unsettled_error: float  # finalists whose inertias' difference has a standard error above this share ...
+    unsettled_gap: float  # ... and lies within this many standard errors are not settled by the sample ...
+    finer_detail: float  # ... and converge on a level this fine
     max_iter: int  # Lloyd iterations of a restart at most, as scikit-learn
     final_iter: int  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
     tol: float  # Lloyd stops at a centre shift of tol * mean channel variance, as scikit-learn
@@ -63,7 +71,8 @@ class FastSettings(NamedTuple):
 
 FAST = FastSettings(sample_fraction=8, sample_min=1 << 14, sample_max=9 << 14, fine_bits=6, coarser_bits=(5, 4, 3),
                     restart_detail=0.002, final_detail=0.002 / 32, restarts=16, same_configuration=6.0, scored=4,
-                    ranking=((2, 3), (1, 6)), max_iter=300, final_iter=20, tol=1e-4)
+                    ranking=((2, 3), (2, 6)), unsettled_error=5e-4, unsettled_gap=2.0, finer_detail=0.002 / 256,
+                    max_iter=300, final_iter=20, tol=1e-4)
 # bits fewer per channel of each coarser histogram than the fine one
 COARSER_UPS = tuple(FAST.fine_bits - bits for bits in FAST.coarser_bits)
 
@@ -113,6 +122,19 @@ def level_thresholds(settings, variance, sample_size):
 
 
 @kernel
+def finer_threshold(settings, variance, sample_size):
+    """The threshold of the finer final level of an unsettled frame (see `level_thresholds`).
+
+    Returns
+    -------
+    ndarray of shape (1,), float64
+    """
+    thresholds = np.empty(1)
+    thresholds[0] = settings.finer_detail * (variance * sample_size)
+    return thresholds
+
+
+@kernel
 def lloyd_tolerance(settings, variance):
     """Lloyd's absolute tolerance on the summed squared centre shift."""
     return settings.tol * variance
@@ -144,3 +166,51 @@ def kept_runs(inertia, keep):
     ndarray of shape (min(keep, n_runs),), int64
     """
     return np.argsort(inertia, kind="mergesort")[:keep]
+
+
+@kernel
+def settled(points, weights, first, second, settings):
+    """Whether the sample tells two finalist configurations apart well enough to keep the first without more effort.
+
+    Per sampled pixel (a point stands for its weight in pixels) the difference of its squared distances to the
+    nearest centre of each; the finalists are not settled when the standard error of the mean difference is above
+    ``settings.unsettled_error`` of the first's inertia, and the mean difference lies within
+    ``settings.unsettled_gap`` standard errors: the sample cannot then say which of the two is better to within
+    the quality bar. Running sums in point order, so that every engine takes the same decision.
+
+    Parameters
+    ----------
+    points : ndarray of shape (3, n_points), float32
+        The final level's points, as the k-means takes them.
+    weights : ndarray of shape (n_points,), float64
+    first, second : ndarray of shape (clusters, 3), float64
+        The finalists' centres, the first the better on the final level.
+    settings : FastSettings
+
+    Returns
+    -------
+    bool
+    """
+    differences = np.empty(points.shape[1])
+    total = inertia = difference = 0.0
+    for i in range(points.shape[1]):
+        nearest_first = nearest_second = np.inf
+        for j in range(first.shape[0]):
+            to_first = to_second = 0.0
+            for c in range(3):
+                to_first += (np.float64(points[c, i]) - first[j, c]) ** 2
+                to_second += (np.float64(points[c, i]) - second[j, c]) ** 2
+            nearest_first = min(nearest_first, to_first)
+            nearest_second = min(nearest_second, to_second)
+        differences[i] = nearest_second - nearest_first
+        total += weights[i]
+        inertia += weights[i] * nearest_first
+        difference += weights[i] * differences[i]
+    if inertia == 0.0:
+        return True
+    mean = difference / total
+    spread = 0.0
+    for i in range(points.shape[1]):
+        spread += weights[i] * (differences[i] - mean) ** 2
+    error = np.sqrt(spread / total / total) / (inertia / total)
+    return not (error > settings.unsettled_error and mean / (inertia / total) < settings.unsettled_gap * error)

@@ -7,7 +7,8 @@ import numpy as np
 from mpicolor.engine.kernels.histogram import clear_coarser, coarser_rows, sample_bins, sample_levels
 from mpicolor.engine.jit import kernel
 from mpicolor.engine.kernels.kmeans import _nearest, kmeans_runs, lloyd_runs, palette_inertia
-from mpicolor.engine.stages import FAST, kept_runs, local_trials, level_thresholds, lloyd_tolerance, restart_level, too_few_points
+from mpicolor.engine.stages import (FAST, finer_threshold, kept_runs, level_thresholds, lloyd_tolerance, local_trials,
+                                    restart_level, settled, too_few_points)
 
 @kernel
 def _level(points, weights, moments, level, sizes):
@@ -50,9 +51,9 @@ def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, sl
     if too_few_points(sizes[1], clusters):
         points, weights, moments, sizes = sample_levels(codes, bins, occupied, bits, ups, coarser, np.zeros(1), slots,
                                                         seen)
-    clear_coarser(occupied, bits, ups, coarser)
     final = _level(points, weights, moments, sizes.shape[0] - 1, sizes)
     if sizes.shape[0] == 1 and too_few_points(sizes[0], clusters):
+        clear_coarser(occupied, bits, ups, coarser)
         exact_points, exact_weights, _ = final
         bgr = np.empty((exact_weights.shape[0], 3), np.uint8)
         for i in range(exact_weights.shape[0]):
@@ -68,12 +69,22 @@ def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, sl
     for keep, iterations in settings.ranking:
         _, stepped = lloyd_runs(final[0], final[1], final[2], chosen, iterations, tol)
         chosen = chosen[kept_runs(stepped, keep)]
-    labels, _ = lloyd_runs(final[0], final[1], final[2], chosen, settings.final_iter, tol)
+    level = final
+    # a final level of exact colours (sizes of one level) has no finer one
+    if sizes.shape[0] == 2 and chosen.shape[0] > 1 and not settled(final[0], final[1], chosen[0], chosen[1], settings):
+        finer = sample_levels(codes, bins, occupied, bits, ups, coarser,
+                              finer_threshold(settings, variance, codes.shape[0]), slots, seen)
+        level = _level(finer[0], finer[1], finer[2], 0, finer[3])
+    else:
+        chosen = chosen[:1]
+    clear_coarser(occupied, bits, ups, coarser)
+    labels, converged = lloyd_runs(level[0], level[1], level[2], chosen, settings.final_iter, tol)
+    winner = kept_runs(converged, 1)[0]
     counts = np.zeros(clusters)
     for i in range(labels.shape[1]):
-        counts[labels[0, i]] += final[1][i]
+        counts[labels[winner, i]] += level[1][i]
     # means of colours lie in [0, 255]: rounding needs no clipping
-    return sorted_colours(np.rint(chosen[0]).astype(np.uint8), counts)
+    return sorted_colours(np.rint(chosen[winner]).astype(np.uint8), counts)
 
 
 @kernel
