@@ -115,22 +115,25 @@ def level_thresholds(settings, variance, sample_size):
     -------
     ndarray of shape (2,), float64
     """
-    thresholds = np.empty(2)
-    thresholds[0] = settings.restart_detail * (variance * sample_size)
-    thresholds[1] = settings.final_detail * (variance * sample_size)
-    return thresholds
+    return _thresholds((settings.restart_detail, settings.final_detail), variance * sample_size)
 
 
 @kernel
 def finer_threshold(settings, variance, sample_size):
-    """The threshold of the finer final level of an unsettled frame (see `level_thresholds`).
+    """The threshold of the finer final level of an unsettled frame, as `level_thresholds`.
 
     Returns
     -------
     ndarray of shape (1,), float64
     """
-    thresholds = np.empty(1)
-    thresholds[0] = settings.finer_detail * (variance * sample_size)
+    return _thresholds((settings.finer_detail,), variance * sample_size)
+
+
+@kernel
+def _thresholds(details, scale):
+    thresholds = np.empty(len(details))
+    for k in range(len(details)):
+        thresholds[k] = details[k] * scale
     return thresholds
 
 
