@@ -327,7 +327,7 @@ def sorted_palette(bgr, counts, clusters):
 
 
 def _sorted_colours(bgr, counts):
-    # `kernels.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
+    # `kernels.search.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
     # temporaries cost tens of microseconds of cold caches after the k-means
     return search.sorted_colours(np.ascontiguousarray(bgr, np.uint8), np.ascontiguousarray(counts, np.float64))
 
