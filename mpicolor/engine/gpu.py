@@ -33,9 +33,10 @@ __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 DEFAULT_MEMORY_LIMIT = 1 << 30
 MIN_PADDED = 64  # smallest padded level length: buckets of powers of two above it
 # Device bytes a frame holds per pixel of its row sample while its batch is computed: the sample (3), its bin
-# slots (8), its fine and exact levels (points, moments, weights: 7 float64 each, at most one bin a pixel) and
-# the temporaries of `_bins` (int32 channels and codes, unique's int64 index, inverse and counts: about 48).
-PLAN_BYTES_PER_SAMPLED_PIXEL = 3 + 8 + 2 * 56 + 48
+# slots (8), its fine, exact and (when unsettled) finer levels (points, moments, weights: 7 float64 each, at most
+# one bin a pixel) and the temporaries of `_bins` (int32 channels and codes, unique's int64 index, inverse and
+# counts: about 48).
+PLAN_BYTES_PER_SAMPLED_PIXEL = 3 + 8 + 3 * 56 + 48
 
 
 class GpuUnavailable(RuntimeError):
