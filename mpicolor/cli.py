@@ -12,8 +12,8 @@ from mpicolor.job.launch import launcher_rank
 RUN_EPILOG = """\
 exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
 the others are complete); 2 a bad setting; 3 OUTPUT_DIR cannot be used (locked by another run, not
-writable, results of other settings); 4 interrupted by SIGTERM/SIGINT after a final checkpoint (run the
-same command again to resume); 5 a rank stopped answering and was given up on after --stall-timeout (the
+writable, results of other settings); 4 interrupted by SIGUSR1, SIGTERM or SIGINT after a final checkpoint (run
+the same command again to resume); 5 a rank stopped answering and was given up on after --stall-timeout (the
 others computed its frames: the outputs are complete); 70 a rank failed (the job was aborted; rerunning
 resumes from the checkpoint).
 """

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor import __version__
+from mpicolor.job.logs import RunLog
 from mpicolor.job.progress import Progress
 from mpicolor.job.report import EXIT_INTERRUPTED, RunReport, TarballOutcome
 from mpicolor.job.schedule import Schedule
@@ -24,7 +26,7 @@ from mpicolor.job.worker import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.state import resume
 from mpicolor.state.atomic import remove_stale_temporaries, write_json
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
-from mpicolor.state.output_dir import RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
+from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE, TarballResults
 from mpicolor.state.sqlite import sqlite_name
 from mpicolor.state.writer import StateWriter
@@ -93,6 +95,7 @@ class Coordinator:
         self.settings = config.stored_settings()
         self.checkpoint = Checkpoint(config.output_dir)
         self.lock = OutputLock(config.output_dir)
+        self.run_log = None
         self.todo = deque()          # (number, path) of tarballs not yet indexed
         self.reclaimed = deque()     # chunks a lost rank held, to hand out again first
         self.active = {}             # number -> ActiveTarball
@@ -122,6 +125,8 @@ class Coordinator:
             raise ValueError(f"INPUT_DIR: {error}") from None
         prepare_output_dir(self.config.output_dir)
         self.lock.acquire()
+        self.run_log = RunLog(os.path.join(self.config.output_dir, RUN_LOG))
+        log.info("mpicolor %s run %s %s", __version__, self.config.input_dir, self.config.output_dir)
         remove_stale_temporaries(self.config.output_dir)
         stored = self.checkpoint.open()
         if stored is not None:
@@ -424,13 +429,25 @@ class Coordinator:
 
     # ---- end ------------------------------------------------------------------------------------------
     def interrupt(self, why):
-        """Write a last checkpoint and say how to resume (on SIGTERM / SIGINT)."""
+        """Write a last checkpoint and say how to resume (after an interrupting signal).
+
+        The save writes what changed since the last one. Its time is logged: under Open MPI, whose ``mpiexec``
+        kills the ranks 0.25 s after passing on SIGTERM, it says how close the save came.
+        """
+        log.warning("%s: writing a last checkpoint (%d data sets changed since the last save)", why, len(self.dirty))
+        started = self.clock()
         self.save_checkpoint(wait=True)
         self.writer.close()
-        log.warning("%s: checkpoint written with %d frames done; run the same command again to resume", why,
-                    self.frames_done)
-        self.lock.release()
+        log.warning("%s: checkpoint written in %.2f s with %d frames done; run the same command again to resume",
+                    why, self.clock() - started, self.frames_done)
+        self._release()
         return EXIT_INTERRUPTED
+
+    def _release(self):
+        """Close the run log and let other runs have OUTPUT_DIR."""
+        if self.run_log is not None:
+            self.run_log.close()
+        self.lock.release()
 
     def close_run(self, placements=()):
         """Write what is left to write, log the summary, release OUTPUT_DIR, and return the exit status."""
@@ -446,8 +463,12 @@ class Coordinator:
             log.info("%s", line)
         write_json(os.path.join(self.config.output_dir, RUN_SUMMARY),
                    self.report.document(wall, self.settings, self.writer.times.document()))
-        self.lock.release()
-        return self.report.exit_status()
+        status = self.report.exit_status()
+        if self.report.lost_ranks:
+            log.error("the outputs are complete; ending the job, since rank(s) %s cannot end by themselves (exit "
+                      "status %d)", ", ".join(map(str, sorted(self.report.lost_ranks))), status)
+        self._release()
+        return status
 
 
 def run_serial(config, computer=None):

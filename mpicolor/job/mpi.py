@@ -22,7 +22,7 @@ from mpicolor.engine.devices import probe_gpus
 from mpicolor.job.coordinator import Coordinator, SqliteJob
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.placement import place_rank
-from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_LOST, EXIT_USAGE
+from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_FAILED, EXIT_USAGE
 from mpicolor.job.schedule import WorkerLedger
 from mpicolor.job.worker import Chunk, FrameComputer, index_for_coordinator
 from mpicolor.engine.kernels import warm_up
@@ -62,8 +62,11 @@ def node_ranks(comm):
 
 
 def library_version():
-    """The MPI library's own version line, e.g. ``MPICH Version: 4.3.0``."""
-    return MPI.Get_library_version().strip().splitlines()[0]
+    """The MPI library's own version line, e.g. ``MPICH Version: 4.3.0``.
+
+    Open MPI's string ends in the C string's NUL byte, which would make every log that holds it binary.
+    """
+    return MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
 
 
 def abort(comm, code):
@@ -75,14 +78,33 @@ def abort(comm, code):
     os._exit(code)  # MPI_Abort may return in the calling process (seen with MPICH 5)
 
 
+# Signals that interrupt a run: rank 0 writes a last checkpoint and ends the job with status 4. SIGUSR1 is the
+# warning to send ahead of a time limit: MPICH's and Open MPI's mpiexec both pass it to every rank and leave the
+# job running, whereas Open MPI's mpiexec answers SIGTERM and SIGINT by killing every rank 0.5 s later.
+INTERRUPTING = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
 class Interrupted:
-    """Remembers a SIGTERM or SIGINT on rank 0 so that the loop can checkpoint and stop."""
+    """Remembers an interrupting signal on rank 0 so that the loop can checkpoint and stop."""
 
     def __init__(self):
         self.signal = None
 
     def __call__(self, number, frame):
         self.signal = signal.Signals(number).name
+
+
+def catch_interruptions(rank):
+    """Set what the interrupting signals do: rank 0 remembers them (the returned :class:`Interrupted`, checked by
+    its loop), every other rank ignores them, since rank 0 decides what they mean and ends the job.
+
+    Set at once when the job starts, so that a signal during start-up (numba's first compile takes a minute)
+    is neither lost nor fatal: the default action of SIGUSR1 is to end the process.
+    """
+    interrupted = Interrupted()
+    for number in INTERRUPTING:
+        signal.signal(number, interrupted if rank == 0 else signal.SIG_IGN)
+    return interrupted
 
 
 class Server:
@@ -103,25 +125,25 @@ class Server:
         Whether rank 0 computes frames too (small runs).
     hosts : list of str
         Every rank's host, for the log.
+    interrupted : Interrupted
+        What :func:`catch_interruptions` remembers.
     """
 
-    def __init__(self, comm, coordinator, computer, rank0_computes, hosts):
+    def __init__(self, comm, coordinator, computer, rank0_computes, hosts, interrupted):
         self.comm, self.coordinator, self.computer, self.hosts = comm, coordinator, computer, hosts
         self.rank0_computes = rank0_computes
         self.ledger = WorkerLedger(range(1, comm.Get_size()))
         self.sends = []                   # (rank, request) of sends not yet complete
         self.own = None                   # rank 0's own chunk in progress (a generator of its frames)
         self.status = MPI.Status()
-        self.interrupted = Interrupted()
+        self.interrupted = interrupted
         self.next_stall_check = time.monotonic() + STALL_CHECK
 
     def serve(self):
         """Run until every frame is computed and every output written; returns the ranks given up on.
 
-        On SIGTERM / SIGINT it writes a last checkpoint and ends the job with status 4.
+        After an interrupting signal it writes a last checkpoint and ends the job with status 4.
         """
-        signal.signal(signal.SIGTERM, self.interrupted)
-        signal.signal(signal.SIGINT, self.interrupted)
         pause = POLL_MIN
         while True:
             busy = self.receive()
@@ -190,7 +212,7 @@ class Server:
         self.sends = [(rank, request) for rank, request in self.sends if not request.Test()]
 
     def stop_if_interrupted(self):
-        """After SIGTERM / SIGINT: a last checkpoint, then the job ends with status 4."""
+        """After an interrupting signal: a last checkpoint, then the job ends with status 4."""
         if self.interrupted.signal:
             abort(self.comm, self.coordinator.interrupt(f"interrupted by {self.interrupted.signal}"))
 
@@ -266,9 +288,6 @@ def wait_for_root(comm, tag):
 def work(comm, computer):
     """A worker's loop: compute chunks and index tarballs until rank 0 says stop; returns the exit status that
     rank 0 sends with the stop."""
-    # rank 0 decides what a SIGTERM/SIGINT means: it checkpoints and ends the job
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     status = MPI.Status()
     sending = None
     pause = POLL_MIN
@@ -320,16 +339,17 @@ def run_job(make_config):
         The exit status (the same on every rank).
     """
     comm, rank, size = world()
+    interrupted = catch_interruptions(rank)
     setup_logging(rank, size)
     try:
-        return _run_job(comm, rank, size, make_config)
+        return _run_job(comm, rank, size, make_config, interrupted)
     except BaseException:
         log.critical("rank %d on %s failed; aborting the job:\n%s", rank, socket.gethostname(),
                      traceback.format_exc())
-        abort(comm, 70)
+        abort(comm, EXIT_RANK_FAILED)
 
 
-def _run_job(comm, rank, size, make_config):
+def _run_job(comm, rank, size, make_config, interrupted):
     rank0_computes = size <= RANK0_COMPUTES_UP_TO
     coordinator = None
     if rank == 0:
@@ -365,13 +385,11 @@ def _run_job(comm, rank, size, make_config):
                      sum(p.role == "gpu" for p in placements), *config.split, library_version())
             coordinator.start_clocks()
             try:
-                lost = Server(comm, coordinator, computer, rank0_computes, hosts).serve()
+                lost = Server(comm, coordinator, computer, rank0_computes, hosts, interrupted).serve()
                 code = coordinator.close_run(placements)
                 # workers are told to stop only now: they would otherwise wait in a spinning collective
                 tell_workers(comm, code, TAG_STOP, skip=lost)
-                if lost:
-                    log.error("the outputs are complete; ending the job, since rank(s) %s cannot end by "
-                              "themselves (exit status %d)", ", ".join(map(str, sorted(lost))), EXIT_RANK_LOST)
+                if lost:  # they cannot end by themselves
                     abort(comm, code)
             except OSError as error:
                 # a full disk or a vanished OUTPUT_DIR: the previous checkpoint generation is intact

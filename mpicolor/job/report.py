@@ -11,6 +11,8 @@ from mpicolor.state.results import BACKEND_NAMES, INCOMPLETE, PENDING, UNREADABL
 
 # exit status of `mpicolor run`
 EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED, EXIT_RANK_LOST = 0, 1, 2, 3, 4, 5
+# a rank raised an exception and the job was aborted (sysexits.h EX_SOFTWARE: an internal software error)
+EXIT_RANK_FAILED = 70
 
 
 @dataclass
