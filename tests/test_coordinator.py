@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import make_partial, outputs, pack_tarball
-from mpicolor.job.worker import ChunkResult, FrameComputer, index_for_coordinator
+from mpicolor.job.protocol import ChunkResult, IndexJob, RankStats
+from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import WRITE_BACKLOG, Coordinator, run_serial
 from mpicolor.job.report import EXIT_RANK_LOST
@@ -51,20 +52,20 @@ def computed(chunk, seconds_per_frame, clusters=5):
     n_frames = len(chunk.positions)
     return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, np.zeros((n_frames, clusters), np.uint32),
                        np.zeros((n_frames, clusters), np.float32), np.full(n_frames, CPU, np.uint8),
-                       seconds=seconds_per_frame * n_frames)
+                       stats={1: RankStats(n_frames, seconds_per_frame * n_frames, {"cpu": n_frames})})
 
 
 def test_the_schedule_cuts_a_quarter_second_of_work_and_splits_the_tail():
     schedule = Schedule(size=4)
-    assert schedule.chunk_length(10_000, tail=False) == 1  # a frame's cost is not known yet
+    assert schedule.work_length(1, 10_000, tail=False) == 1  # a frame's cost is not known yet
     schedule.observe(frames=10, seconds=0.01)
-    assert schedule.frame_seconds == 0.001 and schedule.chunk_length(10_000, tail=False) == 250
-    assert schedule.chunk_length(800, tail=True) == 100  # 800 frames over 2 x 4 ranks
-    assert schedule.chunk_length(3, tail=True) == 1
+    assert schedule.frame_seconds == 0.001 and schedule.work_length(1, 10_000, tail=False) == 250
+    assert schedule.work_length(1, 800, tail=True) == 100  # 800 frames over 2 x 4 ranks
+    assert schedule.work_length(1, 3, tail=True) == 1
     schedule.observe(frames=10, seconds=0.02)
     assert schedule.frame_seconds == pytest.approx(0.8 * 0.001 + 0.2 * 0.002)
     schedule.frame_seconds = 1e-9
-    assert schedule.chunk_length(10**9, tail=False) == MAX_CHUNK
+    assert schedule.work_length(1, 10**9, tail=False) == MAX_CHUNK
     assert schedule.frames_ahead() == 4 * 4 * int(CHUNK_SECONDS / 1e-6)
     assert Schedule(size=2).frames_ahead() == 8 and Schedule(size=64).indexing_at_once() == 64
     assert Schedule(size=2).indexing_at_once() == INDEXING_AHEAD
@@ -103,14 +104,14 @@ def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
     size = 2
     coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 8, 50)), size=size,
                           delegate_indexing=True)
-    jobs = [coordinator.index_job() for _ in range(INDEXING_AHEAD + 2)]
-    assert [job[0] for job in jobs if job] == list(range(INDEXING_AHEAD)) and jobs[-1] is None
-    for number, path in jobs[:2]:
-        coordinator.indexed(index_for_coordinator(number, path))
+    jobs = [coordinator.next_job() for _ in range(INDEXING_AHEAD + 2)]
+    assert [job.number for job in jobs if job] == list(range(INDEXING_AHEAD)) and jobs[-1] is None
+    for job in jobs[:2]:
+        coordinator.indexed(index_for_coordinator(job.number, job.path))
     # 100 frames to hand out, more than the 4 chunks per rank wanted: no more indexing for now
-    assert coordinator._unassigned() == 100 and coordinator.index_job() is None
+    assert coordinator._unassigned() == 100 and coordinator.next_job() is None
     coordinator.accept(computed(coordinator.next_chunk(), 0.00001))  # cheap frames: many more wanted
-    assert coordinator.index_job() is not None
+    assert isinstance(coordinator.next_job(), IndexJob)
 
 
 def test_with_nothing_to_hand_out_rank_0_indexes_itself_rather_than_wait(tmp_path):
@@ -172,7 +173,7 @@ def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
 
 def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
     clock = Clock()
-    ledger = WorkerLedger([1, 2], clock)
+    ledger = WorkerLedger([1, 2], 2, clock)
     ledger.hand(1, ("chunk", 0), "chunk 0")
     ledger.hand(2, ("chunk", 1), "chunk 1")
     clock.now = 5
@@ -182,14 +183,14 @@ def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
     assert [(rank, silent, work) for rank, silent, work in ledger.stalled(6)] == [(1, 10, "chunk 0")]
     assert ledger.stalled(6) and not ledger.stalled(11)
     assert ledger.lose(1) == ["chunk 0", "chunk 2"]
-    assert ledger.ranks() == [2] and ledger.idle()
+    assert list(ledger.ranks()) == [2] and ledger.idle()
     assert not ledger.returned(1, ("chunk", 0))  # a late answer is dropped
 
 
 def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_path):
     coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
                           delegate_indexing=True)
-    index_job = coordinator.index_job()
+    index_job = coordinator.next_job()
     first = coordinator.next_chunk()  # rank 0 indexes the other tarball itself, having nothing to hand out
     coordinator.rank_lost(1, "on host held chunk 0 for 5 s", [first, index_job])
     again = coordinator.next_chunk()
@@ -198,10 +199,10 @@ def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_
     coordinator.accept(computer.compute(again))
     indexed_again = []
     while not coordinator.all_computed:
-        job = coordinator.index_job()
+        job = coordinator.next_job()
         if job is not None:
             indexed_again.append(job)
-            coordinator.indexed(index_for_coordinator(*job))
+            coordinator.indexed(index_for_coordinator(job.number, job.path))
         chunk = coordinator.next_chunk()
         if chunk is not None:
             coordinator.accept(computer.compute(chunk))

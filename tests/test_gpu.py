@@ -21,7 +21,8 @@ from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
 from mpicolor.engine import gpu, kernels
 from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
-from mpicolor.job.worker import Chunk, FrameComputer
+from mpicolor.job.protocol import Chunk
+from mpicolor.job.worker import FrameComputer
 from mpicolor.job.config import RunConfig
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.devices import probe_gpus

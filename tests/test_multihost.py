@@ -1,5 +1,5 @@
 """A real multi-host run: mpiexec starts ranks over ssh on three hosts (network namespaces of this machine,
-see netns.py), and the outputs equal a single-host run's."""
+see netns.py), the node tier engages, and the outputs equal a single-host run's."""
 
 import json
 import os
@@ -61,9 +61,12 @@ def test_ranks_on_three_hosts_give_the_single_host_results(hosts, input_dir, tmp
     # both MPIs fill each host's slots in hostfile order
     assert placed == {rank: hosts.namespaces[rank // SLOTS] for rank in range(RANKS)}
 
+    # three hosts: the node tier, with a node coordinator per host (rank 1 on rank 0's) and rank 0 computing nothing
+    assert f"{RANKS} ranks on {HOSTS} nodes: rank 0 hands ranges to the node coordinators (ranks 1, 2, 4)" in multi.stderr
     with open(tmp_path / "multi" / "run-summary.json") as summary_file:
         summary = json.load(summary_file)
-    assert sorted(summary["ranks"], key=int) == [str(rank) for rank in range(RANKS)]
+    assert sorted(summary["ranks"], key=int) == [str(rank) for rank in range(1, RANKS)]
+    assert sorted(summary["node_coordinators_cpu_s"], key=int) == ["1", "2", "4"]
     frames_by_host = {namespace: 0 for namespace in hosts.namespaces}
     for rank, numbers in summary["ranks"].items():
         frames_by_host[placed[int(rank)]] += numbers["frames"]

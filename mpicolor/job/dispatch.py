@@ -1,0 +1,395 @@
+"""The loops of a run over a channel: a coordinator's (rank 0's, or a node coordinator's) and a worker's.
+
+No MPI here: :class:`mpicolor.job.mpi.MpiChannel` carries the messages under ``mpiexec``, and
+:class:`LocalChannel` between objects of one process, so that the loops are tested, and rank 0's is
+benchmarked (``mpicolor bench coordinator``), without ``mpiexec``. A channel has ``poll()`` (one waiting
+message as ``(source, message)``, or None), ``send(rank, message)`` (never blocks), ``progress()`` (completes
+what it can of the sends) and ``drop(rank)`` (forget the sends to a rank that will never receive them).
+
+Every coordinator runs the same :class:`Dispatcher` over a *planner* that makes its decisions: rank 0's
+:class:`~mpicolor.job.coordinator.Coordinator`, or a node coordinator's :class:`NodePlanner`. A node
+coordinator looks like a worker to rank 0 (it takes orders and answers them) and like rank 0 to the ranks of
+its node, as a Work Queue foreman does.
+"""
+
+import dataclasses
+import logging
+import pickle
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from mpicolor.job.protocol import Alive, Chunk, ChunkResult, Stop
+from mpicolor.job.schedule import Schedule, WorkerLedger
+from mpicolor.job.worker import answer
+
+log = logging.getLogger(__name__)
+
+# orders a peer holds: the one it works on and one waiting behind it, so that none waits for its next
+DEPTH = 2
+# back-off of the polling loops: MPICH's blocking receive spins a core, which would starve the others
+POLL_MIN, POLL_MAX = 0.0002, 0.005
+# seconds between checks for stalled peers
+STALL_CHECK = 0.5
+# seconds between a node coordinator's interim batches of the ranges its node computes
+FLUSH_SECONDS = 1.0
+
+
+class Dispatcher:
+    """A coordinator's loop: one named step per concern, run in turn by :meth:`step`.
+
+    As mpi4py.futures' manager loop: it never blocks (it polls, and sleeps with a back-off when idle), keeps
+    every peer `DEPTH` orders ahead, and tracks in a :class:`~mpicolor.job.schedule.WorkerLedger` what each
+    holds. A peer silent longer than ``stall_timeout`` with work in hand is given up on: its work goes to the
+    others, its late answers are dropped, and it gets nothing more. A pass costs what its messages cost: it
+    walks no peer when nothing happened.
+
+    Parameters
+    ----------
+    channel : channel
+        See the module's docstring.
+    planner : Coordinator or NodePlanner
+        What to hand out and what to do with the answers (see :meth:`step`).
+    capacities : dict of int to int
+        Every peer and the ranks it computes with (1 for a worker, its node's for a node coordinator).
+    computer : mpicolor.job.worker.FrameComputer or None
+        This rank's own, when it computes frames between messages.
+    describe : callable
+        ``describe(rank)`` -> words for the log, e.g. ``"rank 3 on node7"``.
+    stall_timeout : float
+        Seconds of silence with work in hand before a peer is given up on.
+    interrupted : mpicolor.job.mpi.Interrupted or None
+        Rank 0's: an interrupting signal ends the loop after a last checkpoint.
+    clock : callable
+        Monotonic seconds.
+    """
+
+    def __init__(self, channel, planner, capacities, computer=None, describe=str, stall_timeout=600.0,
+                 interrupted=None, clock=time.monotonic):
+        self.channel, self.planner, self.capacities, self.computer = channel, planner, capacities, computer
+        self.describe, self.stall_timeout, self.interrupted, self.clock = describe, stall_timeout, interrupted, clock
+        self.ledger = WorkerLedger(capacities, DEPTH, clock)
+        self.own = None               # this rank's own chunk in progress (a generator of its frames)
+        self.next_stall_check = clock() + STALL_CHECK
+        self.status = None            # the exit status once the loop ended early (an interruption)
+        if not capacities:
+            planner.serve_alone()
+
+    def serve(self):
+        """Run :meth:`step` until the planner is done, sleeping with a back-off while nothing happens.
+
+        Returns
+        -------
+        int or None
+            The exit status when an interruption ended the loop (the last checkpoint is written), else None.
+        """
+        pause = POLL_MIN
+        while not self.done():
+            if self.step():
+                pause = POLL_MIN
+            else:
+                time.sleep(pause)
+                pause = min(2 * pause, POLL_MAX)
+        return self.status
+
+    def done(self):
+        return self.status is not None or (self.planner.finished and self.own is None and self.ledger.idle())
+
+    def step(self):
+        """One pass: take in messages, hand out work, complete sends, stop if interrupted, give up on stalled
+        peers, let the planner keep time, compute a frame of this rank's own; True when something happened."""
+        busy = self.receive()
+        self.hand_out()
+        self.channel.progress()
+        if self.stop_if_interrupted():
+            return True
+        self.give_up_on_stalled()
+        self.planner.tick()
+        if not busy:
+            busy = self.compute_own_frame()
+        return busy
+
+    def receive(self):
+        """Take in every waiting message; True when there was one."""
+        busy = False
+        while (received := self.channel.poll()) is not None:
+            source, message = received
+            busy = True
+            if source not in self.capacities:
+                self.planner.order(source, message)  # a node coordinator's orders, from rank 0
+            elif self.ledger.returned(source, message.key, getattr(message, "last", True)):
+                self.planner.answered(source, message)
+            # else: the late answer of a peer given up on: its work was handed to others
+        return busy
+
+    def _send(self, rank, order):
+        self.channel.send(rank, order)
+        self.ledger.hand(rank, order.key, order)
+
+    def hand_out(self):
+        """Keep every peer `DEPTH` orders ahead, the lowest first; give the least loaded the jobs that are due.
+        With nothing to hand out this asks the planner once, whatever the number of peers."""
+        while (rank := self.ledger.first_hungry()) is not None:
+            chunk = self.planner.next_chunk(self.capacities[rank])
+            if chunk is None:
+                break
+            self._send(rank, chunk)
+        if self.ledger.ranks():
+            while (job := self.planner.next_job()) is not None:
+                self._send(self.ledger.least_loaded(), job)
+
+    def stop_if_interrupted(self):
+        """After an interrupting signal: the planner's last checkpoint, and the loop ends with its status."""
+        if self.interrupted is None or self.interrupted.signal is None:
+            return False
+        self.status = self.planner.interrupt(f"interrupted by {self.interrupted.signal}")
+        return True
+
+    def give_up_on_stalled(self):
+        """Give up on every peer silent for longer than the stall timeout (checked every `STALL_CHECK` s)."""
+        if self.clock() < self.next_stall_check:
+            return
+        self.next_stall_check = self.clock() + STALL_CHECK
+        for rank, silent, work in self.ledger.stalled(self.stall_timeout):
+            self.planner.rank_lost(rank, f"{self.describe(rank)} held {work.words()} for {silent:.0f} s without "
+                                         f"answering (--stall-timeout {self.stall_timeout:g})", self.ledger.lose(rank))
+            self.channel.drop(rank)  # a send a stuck rank never receives never completes
+            if not self.ledger.ranks():
+                self.planner.serve_alone()
+
+    def compute_own_frame(self):
+        """One frame of this rank's own chunk, when it computes and no message waits (coordinating comes
+        first); True when it computed one."""
+        if self.computer is None:
+            return False
+        if self.own is None:
+            chunk = self.planner.next_chunk(1)
+            if chunk is None:
+                return False
+            self.own = self.computer.steps(chunk)
+        try:
+            next(self.own)
+        except StopIteration as finished:
+            self.planner.answered(None, finished.value)
+            self.own = None
+        return True
+
+
+@dataclass
+class RangeWork:
+    """A range a node coordinator took, and what of it came back."""
+
+    chunk: Chunk
+    source: int
+    cursor: int = 0
+    returned: int = 0
+    parts: list = field(default_factory=list)
+
+    def unassigned(self):
+        return len(self.chunk.positions) - self.cursor
+
+
+class NodePlanner:
+    """A node coordinator's decisions: the ranges it was sent, cut into chunks for its node; their results,
+    returned in batches; index and sqlite orders, passed on to a rank of its node.
+
+    A range's results go back to whoever sent it: at once when the range is complete, and as interim batches
+    every `FLUSH_SECONDS` while it is computed, so that rank 0's checkpoint lags by a second, not by a range.
+    A node coordinator whose node holds work but has nothing to return for a while says `Alive`, so that rank
+    0 can tell a slow node from a stuck one; it reports the ranks of its node it gave up on the same way.
+
+    Parameters
+    ----------
+    send : callable
+        ``send(rank, message)``: the channel's.
+    coordinator : int
+        The rank this node coordinator answers (rank 0), to which it says it is alive.
+    size : int
+        The ranks of the node that compute (this one included when it computes).
+    computer : mpicolor.job.worker.FrameComputer
+        For index and sqlite orders when no rank of the node is left to take them.
+    rank : int
+        This node coordinator's rank, for its lost ranks' numbers.
+    stall_timeout : float
+        Rank 0's; a node says it is alive well within it.
+    clock : callable
+        Monotonic seconds.
+    process_time : callable
+        This process's processor seconds, sent with every batch (the benchmarks' coordinator cost).
+    """
+
+    def __init__(self, send, coordinator, size, computer, stall_timeout=600.0, clock=time.monotonic,
+                 process_time=time.process_time):
+        self.send, self.coordinator, self.computer = send, coordinator, computer
+        self.clock, self.process_time = clock, process_time
+        self.schedule = Schedule(size)
+        self.ranges = {}            # (source, range id) -> RangeWork
+        self.cutting = deque()      # the ranges with frames not yet handed out
+        self.owner = {}             # chunk id -> its range's key
+        self.reclaimed = deque()    # chunks of a lost rank, handed out again first
+        self.jobs = deque()         # (source, IndexJob or SqliteJob) waiting for a rank of the node
+        self.relayed = {}           # job key -> the rank that sent the job
+        self.lost = {}              # ranks given up on, not yet reported
+        self.alone = False          # no rank of the node is left: index and sqlite orders are done here
+        self.next_chunk_id = 0
+        self.heartbeat = max(min(stall_timeout / 4, 30.0), FLUSH_SECONDS)
+        self.last_flush = self.last_sent = clock()
+        self.stopped = None
+
+    @property
+    def finished(self):
+        return self.stopped is not None
+
+    def order(self, source, message):
+        """Take an order from ``source`` (rank 0): a range, a job for a rank of the node, or Stop."""
+        if isinstance(message, Stop):
+            self.stopped = message
+        elif isinstance(message, Chunk):
+            key = (source, message.chunk_id)
+            self.ranges[key] = RangeWork(message, source)
+            self.cutting.append(key)
+        else:
+            self.jobs.append((source, message))
+
+    def next_chunk(self, capacity):
+        """The next chunk for a rank of the node (``capacity``: 1), or None."""
+        if self.reclaimed:
+            chunk = self.reclaimed.popleft()
+            return self._numbered(chunk, self.owner.pop(chunk.chunk_id))
+        while self.cutting and self.ranges[self.cutting[0]].unassigned() == 0:
+            self.cutting.popleft()
+        if not self.cutting:
+            return None
+        work = self.ranges[self.cutting[0]]
+        # what the node holds is split so that its ranks finish it together
+        unassigned = sum(self.ranges[key].unassigned() for key in self.cutting)
+        length = min(self.schedule.work_length(capacity, unassigned, tail=True), work.unassigned())
+        whole, part = work.chunk, slice(work.cursor, work.cursor + length)
+        work.cursor += length
+        return self._numbered(Chunk(-1, whole.tarball, whole.path, whole.positions[part], whole.offsets[part],
+                                    whole.sizes[part], whole.stamp), self.cutting[0])
+
+    def _numbered(self, chunk, key):
+        """``chunk`` under this node's next chunk id, remembered as part of range ``key``."""
+        chunk = dataclasses.replace(chunk, chunk_id=self.next_chunk_id)
+        self.next_chunk_id += 1
+        self.owner[chunk.chunk_id] = key
+        return chunk
+
+    def next_job(self):
+        """An index or sqlite order for the least loaded rank of the node, or None."""
+        if not self.jobs:
+            return None
+        source, job = self.jobs.popleft()
+        self.relayed[job.key] = source
+        return job
+
+    def answered(self, rank, message):
+        """Take a rank's answer: a chunk's results join its range's; a job's answer goes back to its sender."""
+        if not isinstance(message, ChunkResult):
+            self.send(self.relayed.pop(message.key), message)
+            self.last_sent = self.clock()
+            return
+        key = self.owner.pop(message.chunk_id)
+        work = self.ranges[key]
+        work.parts.append(message)
+        work.returned += len(message.positions)
+        if work.returned == len(work.chunk.positions):
+            del self.ranges[key]
+            if key in self.cutting:  # all cut, not yet passed over by next_chunk
+                self.cutting.remove(key)
+            self._return(work, last=True)
+
+    def _return(self, work, last):
+        """Send what came back of a range since its last batch (``last``: the range is complete)."""
+        batch = ChunkResult.merged(work.chunk.chunk_id, work.chunk.tarball, work.parts, last, self.process_time())
+        work.parts = []
+        self.send(work.source, batch)
+        self.last_sent = self.clock()
+
+    def rank_lost(self, rank, why, work):
+        """A rank of the node stopped answering: its chunks go to the others first, its jobs to another rank,
+        and rank 0 hears of it with the next batch or sign of life."""
+        log.error("rank %d %s; it gets no more work, and what it held goes to other ranks of its node", rank, why)
+        self.lost[rank] = why
+        for order in work:
+            if isinstance(order, Chunk):
+                self.reclaimed.append(order)
+            else:
+                self.jobs.appendleft((self.relayed.pop(order.key), order))
+
+    def serve_alone(self):
+        """No rank of the node is left: do its index and sqlite orders here, and compute (the dispatcher does)."""
+        self.alone = True
+
+    def tick(self):
+        """Return interim batches every `FLUSH_SECONDS`; report lost ranks; say the node is alive when it holds
+        work but sent nothing for a while; do the jobs no rank is left for."""
+        now = self.clock()
+        if now - self.last_flush >= FLUSH_SECONDS:
+            self.last_flush = now
+            for work in self.ranges.values():
+                if work.parts:
+                    self._return(work, last=False)
+        if self.lost or (self.ranges and now - self.last_sent >= self.heartbeat):
+            self.send(self.coordinator, Alive(self.lost, self.process_time()))
+            self.lost, self.last_sent = {}, now
+        while self.alone and (job := self.next_job()) is not None:
+            self.answered(None, answer(self.computer, job))
+
+
+class LocalNetwork:
+    """The mailboxes of ranks living in one process: what :class:`LocalChannel` delivers through.
+
+    Every message is pickled on the way, as MPI would, so that no rank shares an object with another (and a
+    benchmark pays what serialising costs).
+    """
+
+    def __init__(self):
+        self.boxes = {}
+
+    def channel(self, rank):
+        return LocalChannel(self, rank)
+
+
+class LocalChannel:
+    """One rank's end of a :class:`LocalNetwork`."""
+
+    def __init__(self, network, rank):
+        self.network, self.rank = network, rank
+        self.box = network.boxes.setdefault(rank, deque())
+        self.dropped = set()
+
+    def poll(self):
+        return (self.box[0][0], pickle.loads(self.box.popleft()[1])) if self.box else None
+
+    def send(self, rank, message):
+        if rank not in self.dropped:
+            self.network.boxes.setdefault(rank, deque()).append((self.rank, pickle.dumps(message, protocol=5)))
+
+    def progress(self):
+        pass
+
+    def drop(self, rank):
+        self.dropped.add(rank)
+
+    def flush(self):
+        pass
+
+
+def work(channel, computer, coordinator, sleep=time.sleep):
+    """A worker's loop: answer orders from ``coordinator`` (compute chunks, index tarballs, write sqlite files)
+    until it says stop; returns the exit status the stop carries."""
+    pause = POLL_MIN
+    while True:
+        received = channel.poll()
+        if received is None:
+            sleep(pause)
+            pause = min(2 * pause, POLL_MAX)
+            continue
+        pause = POLL_MIN
+        order = received[1]
+        if isinstance(order, Stop):
+            channel.flush()
+            return order.status
+        channel.send(coordinator, answer(computer, order))
