@@ -13,6 +13,7 @@ import h5py
 import pytest
 
 from mpicolor.bench import run as bench_run
+from mpicolor.job.config import RunConfig
 from mpicolor.state.checkpoint import CHECKPOINT, Checkpoint, CheckpointReader
 from mpicolor.state.output_dir import LOCK
 from mpicolor.state.results import PARTIAL, PENDING
@@ -59,6 +60,31 @@ def many_frames_input(folder, tarballs=6, copies=2):
                    for i, frame in enumerate(frames)]
         pack_tarball(str(folder / f"set{number:02d}.tar"), members)
     return folder
+
+
+def tiny_tarballs(folder, count, frames):
+    """INPUT_DIR of ``count`` tarballs of ``frames`` tiny members each (not images: for ``--simulate`` runs)."""
+    folder.mkdir()
+    for number in range(count):
+        pack_tarball(str(folder / f"set{number}.tar"), [(f"{n:05d}.jpg", b"%d-%d" % (number, n))
+                                                       for n in range(frames)])
+    return folder
+
+
+def simulated_config(tmp_path, input_dir, **settings):
+    """The settings of a ``--simulate 0`` run from ``input_dir`` into ``tmp_path/out``."""
+    return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
+                     **settings)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
 def mpicolor_command(ranks, *args):

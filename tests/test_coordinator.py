@@ -6,38 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from helpers import make_partial, outputs, pack_tarball
+from helpers import Clock, make_partial, outputs, simulated_config, tiny_tarballs
 from mpicolor.job.protocol import ChunkResult, IndexJob, RankStats
 from mpicolor.job.worker import FrameComputer, index_for_coordinator
-from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import WRITE_BACKLOG, Coordinator, run_serial
 from mpicolor.job.report import EXIT_RANK_LOST
 from mpicolor.job.schedule import CHUNK_SECONDS, INDEXING_AHEAD, MAX_CHUNK, Schedule, WorkerLedger
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER
 from mpicolor.state.results import CPU
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def tiny_tarballs(folder, count, frames):
-    folder.mkdir()
-    for number in range(count):
-        pack_tarball(str(folder / f"set{number}.tar"), [(f"{n:05d}.jpg", b"%d-%d" % (number, n))
-                                                       for n in range(frames)])
-    return folder
-
-
-def make_config(tmp_path, input_dir, **settings):
-    return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
-                     **settings)
 
 
 def started(config, size, delegate_indexing=False):
@@ -73,7 +49,7 @@ def test_the_schedule_cuts_a_quarter_second_of_work_and_splits_the_tail():
 
 def test_chunks_take_a_quarter_second_of_work_up_to_the_cap(tmp_path):
     # workers index: the two tarballs not indexed yet keep the run out of its tail
-    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 9000)), size=2,
+    coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 9000)), size=2,
                           delegate_indexing=True)
     first = coordinator.next_chunk()
     assert len(first.positions) == 1  # a frame's cost is not known yet
@@ -87,7 +63,7 @@ def test_chunks_take_a_quarter_second_of_work_up_to_the_cap(tmp_path):
 
 def test_the_tail_is_split_so_that_every_rank_finishes_together(tmp_path):
     size = 4
-    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 1, 3000)), size=size)
+    coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 1, 3000)), size=size)
     coordinator.accept(computed(coordinator.next_chunk(), 0.0001))  # 2500 frames a chunk, but one tarball only
     lengths = []
     while (chunk := coordinator.next_chunk()) is not None:
@@ -102,7 +78,7 @@ def test_the_tail_is_split_so_that_every_rank_finishes_together(tmp_path):
 
 def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
     size = 2
-    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 8, 50)), size=size,
+    coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 8, 50)), size=size,
                           delegate_indexing=True)
     jobs = [coordinator.next_job() for _ in range(INDEXING_AHEAD + 2)]
     assert [job.number for job in jobs if job] == list(range(INDEXING_AHEAD)) and jobs[-1] is None
@@ -115,7 +91,7 @@ def test_workers_index_ahead_only_as_far_as_the_work_needs(tmp_path):
 
 
 def test_with_nothing_to_hand_out_rank_0_indexes_itself_rather_than_wait(tmp_path):
-    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 6, 10)), size=2,
+    coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 6, 10)), size=2,
                           delegate_indexing=True)
     assert coordinator.next_chunk().tarball == 0
 
@@ -139,7 +115,7 @@ def rerun_serial(config):
 
 @pytest.mark.parametrize("clusters", [5, 2])
 def test_a_resume_computes_only_the_frames_the_checkpoint_lacks(tmp_path, clusters):
-    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 40), clusters=clusters)
+    config = simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 3, 40), clusters=clusters)
     assert run_serial(config) == 0
     finished = outputs(tmp_path / "out")
     make_partial(tmp_path / "out", "set1.tar", list(range(0, 40, 3)))
@@ -147,7 +123,7 @@ def test_a_resume_computes_only_the_frames_the_checkpoint_lacks(tmp_path, cluste
 
 
 def test_a_complete_tarball_whose_sqlite_file_was_lost_is_written_from_the_checkpoint(tmp_path):
-    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20))
+    config = simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20))
     assert run_serial(config) == 0
     finished = outputs(tmp_path / "out")
     (tmp_path / "out" / "hist_set0.tar_db.sqlite").unlink()
@@ -155,7 +131,7 @@ def test_a_complete_tarball_whose_sqlite_file_was_lost_is_written_from_the_check
 
 
 def test_rank_0_holds_only_the_tarballs_in_flight(tmp_path):
-    config = make_config(tmp_path, tiny_tarballs(tmp_path / "in", 12, 300))
+    config = simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 12, 300))
     coordinator = started(config, size=1)
     held = []
     while not coordinator.all_computed:
@@ -188,7 +164,7 @@ def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
 
 
 def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_path):
-    coordinator = started(make_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
+    coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
                           delegate_indexing=True)
     index_job = coordinator.next_job()
     first = coordinator.next_chunk()  # rank 0 indexes the other tarball itself, having nothing to hand out

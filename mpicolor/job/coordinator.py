@@ -23,6 +23,7 @@ from mpicolor.job.progress import Progress
 from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexedTarball, IndexJob, SqliteJob, SqliteWritten
 from mpicolor.job.report import EXIT_INTERRUPTED, RunReport, TarballOutcome
 from mpicolor.job.schedule import CHUNK_SECONDS, Schedule
+from mpicolor.job.tiers import ranks_text
 from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.state import resume
 from mpicolor.state.atomic import remove_stale_temporaries, write_json
@@ -250,7 +251,7 @@ class Coordinator:
         node = self.nodes.get(rank, ())
         with_it = [other for other in node if other != rank]
         log.error("rank %d %s; it gets no more work, and what it held goes to other %s", rank, why,
-                  f"nodes (the ranks of its node, {_ranks_text(with_it)}, are lost with it)" if with_it else "ranks")
+                  f"nodes (the ranks of its node, {ranks_text(with_it)}, are lost with it)" if with_it else "ranks")
         self.report.lost_ranks[rank] = why
         for other in with_it:
             self.report.lost_ranks[other] = f"lost with its node coordinator, rank {rank}"
@@ -537,13 +538,6 @@ class Coordinator:
                       "status %d)", ", ".join(map(str, sorted(self.report.lost_ranks))), status)
         self._release()
         return status
-
-
-def _ranks_text(ranks):
-    """``"5-8"`` for consecutive ranks, else a list."""
-    if len(ranks) > 2 and ranks[-1] - ranks[0] == len(ranks) - 1:
-        return f"{ranks[0]}-{ranks[-1]}"
-    return ", ".join(map(str, ranks))
 
 
 def run_serial(config, computer=None):

@@ -20,7 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from mpicolor.job.protocol import Alive, Chunk, ChunkResult, Stop
-from mpicolor.job.schedule import Schedule, WorkerLedger
+from mpicolor.job.schedule import RANGE_SECONDS, Schedule, WorkerLedger
+from mpicolor.job.tiers import capacity, coordinator_computes, rank_0_peers, ranks_text
 from mpicolor.job.worker import answer
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ class Dispatcher:
 
     def done(self):
         return self.status is not None or (self.planner.finished and self.own is None and self.ledger.idle())
+
+    def stop_peers(self, status):
+        """Tell every peer still in the run to end with ``status``, and wait until that is sent."""
+        for rank in self.ledger.ranks():
+            self.channel.send(rank, Stop(status))
+        self.channel.flush()
 
     def step(self):
         """One pass: take in messages, hand out work, complete sends, stop if interrupted, give up on stalled
@@ -377,19 +384,78 @@ class LocalChannel:
         pass
 
 
-def work(channel, computer, coordinator, sleep=time.sleep):
-    """A worker's loop: answer orders from ``coordinator`` (compute chunks, index tarballs, write sqlite files)
-    until it says stop; returns the exit status the stop carries."""
-    pause = POLL_MIN
-    while True:
-        received = channel.poll()
+def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrupted=None):
+    """Rank 0's dispatcher over ``coordinator``, organised for the job's layout: flat, or across nodes.
+
+    Parameters
+    ----------
+    channel : channel
+    coordinator : mpicolor.job.coordinator.Coordinator
+    computer : mpicolor.job.worker.FrameComputer
+        Rank 0's own, used when it computes.
+    size : int
+    nodes : list of tuple of int
+        Every rank's node (its ranks, ascending).
+    hosts : list of str
+        Every rank's host, for the log.
+    interrupted : mpicolor.job.mpi.Interrupted, optional
+    """
+    capacities, node_of = rank_0_peers(size, nodes)
+    config = coordinator.config
+    if node_of:
+        coordinator.organise(sum(capacities.values()), RANGE_SECONDS, node_of)
+        log.info("%d ranks on %d nodes: rank 0 hands ranges to the node coordinators (ranks %s)", size, len(node_of),
+                 ranks_text(capacities))
+
+        def describe(peer):
+            return f"rank {peer} (node coordinator of ranks {ranks_text(node_of[peer])}) on {hosts[peer]}"
+        own = None
+    else:
+        own = computer if coordinator_computes(len(capacities)) else None
+        coordinator.organise(len(capacities) + (own is not None))
+
+        def describe(peer):
+            return f"rank {peer} on {hosts[peer]}"
+    return Dispatcher(channel, coordinator, capacities, own, describe, config.stall_timeout, interrupted)
+
+
+def node_dispatcher(channel, computer, mine, stall_timeout, host):
+    """A node coordinator's dispatcher (``mine``: its `mpicolor.job.tiers.Role`) over a `NodePlanner`."""
+    planner = NodePlanner(channel.send, mine.coordinator, capacity(mine), computer, stall_timeout)
+    return Dispatcher(channel, planner, dict.fromkeys(mine.peers, 1), computer if mine.computes else None,
+                      lambda peer: f"rank {peer} on {host}", stall_timeout)
+
+
+class Worker:
+    """A worker: answers the orders of its coordinator (computes chunks, indexes tarballs, writes sqlite files)
+    until it says stop."""
+
+    def __init__(self, channel, computer, coordinator):
+        self.channel, self.computer, self.coordinator = channel, computer, coordinator
+        self.status = None  # the exit status the stop carried, once it came
+
+    def step(self):
+        """Answer one waiting order; True when there was one."""
+        received = self.channel.poll()
         if received is None:
-            sleep(pause)
-            pause = min(2 * pause, POLL_MAX)
-            continue
-        pause = POLL_MIN
+            return False
         order = received[1]
         if isinstance(order, Stop):
-            channel.flush()
-            return order.status
-        channel.send(coordinator, answer(computer, order))
+            self.channel.flush()
+            self.status = order.status
+        else:
+            self.channel.send(self.coordinator, answer(self.computer, order))
+        return True
+
+
+def work(channel, computer, coordinator):
+    """A worker's loop (see `Worker`), sleeping with a back-off while no order waits; returns the exit status."""
+    worker = Worker(channel, computer, coordinator)
+    pause = POLL_MIN
+    while worker.status is None:
+        if worker.step():
+            pause = POLL_MIN
+        else:
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_MAX)
+    return worker.status

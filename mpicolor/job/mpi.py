@@ -23,13 +23,12 @@ from mpi4py import MPI
 from mpicolor.engine.devices import probe_gpus
 from mpicolor.engine.kernels import warm_up
 from mpicolor.job.coordinator import Coordinator
-from mpicolor.job.dispatch import POLL_MAX, POLL_MIN, Dispatcher, NodePlanner, work
+from mpicolor.job.dispatch import POLL_MAX, POLL_MIN, node_dispatcher, root_dispatcher, work
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.placement import place_rank
-from mpicolor.job.protocol import TAGS, Setup, Stop
+from mpicolor.job.protocol import TAGS, Setup
 from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_FAILED, EXIT_USAGE
-from mpicolor.job.schedule import RANGE_SECONDS
-from mpicolor.job.tiers import capacity, node_by_size, node_coordinator, role
+from mpicolor.job.tiers import node_by_size, role
 from mpicolor.job.worker import FrameComputer
 from mpicolor.state.output_dir import OutputError
 
@@ -219,16 +218,12 @@ def _run_job(comm, rank, size, make_config, interrupted):
         if rank == 0:
             return _coordinate(comm, coordinator, computer, everyone, interrupted)
         mine = role(rank, size, node)
-        channel = MpiChannel(comm)
         if not mine.is_node_coordinator:
-            return work(channel, computer, mine.coordinator)
-        planner = NodePlanner(channel.send, 0, capacity(mine), computer, config.stall_timeout)
-        host = socket.gethostname()
-        dispatcher = Dispatcher(channel, planner, dict.fromkeys(mine.peers, 1), computer if mine.computes else None,
-                                lambda peer: f"rank {peer} on {host}", config.stall_timeout)
+            return work(MpiChannel(comm), computer, mine.coordinator)
+        dispatcher = node_dispatcher(MpiChannel(comm), computer, mine, config.stall_timeout, socket.gethostname())
         dispatcher.serve()
-        status = planner.stopped.status
-        tell(comm, Stop(status), [peer for peer in mine.peers if peer not in dispatcher.ledger.lost])
+        status = dispatcher.planner.stopped.status
+        dispatcher.stop_peers(status)
         return status
     finally:
         computer.close()
@@ -237,29 +232,12 @@ def _run_job(comm, rank, size, make_config, interrupted):
 def _coordinate(comm, coordinator, computer, everyone, interrupted):
     """Rank 0's part: serve the workers, or across nodes the node coordinators, until every output is written;
     returns the exit status."""
-    config, size = coordinator.config, comm.Get_size()
+    config = coordinator.config
     placements, hosts, nodes = zip(*everyone)
-    mine = role(0, size, nodes[0], list(dict.fromkeys(nodes)))
-    if mine.tiered:
-        node_of = {node_coordinator(node): node for node in nodes if node_coordinator(node) is not None}
-        capacities = {lead: capacity(role(lead, size, node_of[lead])) for lead in mine.peers}
-        coordinator.organise(sum(capacities.values()), RANGE_SECONDS, node_of)
-
-        def describe(peer):
-            return f"rank {peer} (node coordinator of ranks {_span(node_of[peer])}) on {hosts[peer]}"
-        log.info("%d ranks on %d nodes: rank 0 hands ranges to the node coordinators (ranks %s)", size,
-                 len(capacities), _span(mine.peers))
-    else:
-        capacities = dict.fromkeys(mine.peers, 1)
-        coordinator.organise(len(capacities) + mine.computes)
-
-        def describe(peer):
-            return f"rank {peer} on {hosts[peer]}"
-    log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", size, sum(p.role == "gpu" for p in placements),
-             *config.split, library_version())
+    dispatcher = root_dispatcher(MpiChannel(comm), coordinator, computer, comm.Get_size(), nodes, hosts, interrupted)
+    log.info("%d ranks (%d GPU ranks by the split %d:%d), MPI: %s", comm.Get_size(),
+             sum(p.role == "gpu" for p in placements), *config.split, library_version())
     coordinator.start_clocks()
-    dispatcher = Dispatcher(MpiChannel(comm), coordinator, capacities, computer if mine.computes else None, describe,
-                            config.stall_timeout, interrupted)
     try:
         interruption = dispatcher.serve()
         if interruption is not None:
@@ -272,18 +250,10 @@ def _coordinate(comm, coordinator, computer, everyone, interrupted):
                   error.strerror or error, error.filename or "")
         abort(comm, EXIT_OUTPUT)
     # the others are told to stop only now: they would otherwise wait in a spinning collective
-    tell(comm, Stop(code), [peer for peer in mine.peers if peer not in dispatcher.ledger.lost])
+    dispatcher.stop_peers(code)
     if coordinator.report.lost_ranks:  # they cannot end by themselves
         abort(comm, code)
     return code
-
-
-def _span(ranks):
-    """``"5-8"`` for consecutive ranks, else a list."""
-    ranks = list(ranks)
-    if len(ranks) > 2 and ranks[-1] - ranks[0] == len(ranks) - 1:
-        return f"{ranks[0]}-{ranks[-1]}"
-    return ", ".join(map(str, ranks))
 
 
 def _placement(rank, node, config):

@@ -86,7 +86,7 @@ def role(rank, size, node, nodes=None):
     if rank == 0:
         if nodes is None:
             raise ValueError("rank 0 of a run across several nodes needs every node's ranks")
-        leads = sorted(lead for lead in map(node_coordinator, nodes) if lead is not None)
+        leads = sorted({lead for lead in map(node_coordinator, nodes) if lead is not None})
         return Role(0, None, tuple(leads), False, True)
     lead = node_coordinator(node)
     if rank != lead:
@@ -98,3 +98,35 @@ def role(rank, size, node, nodes=None):
 def capacity(role_of_peer):
     """The ranks a peer computes with: 1 for a worker, its node's computing ranks for a node coordinator."""
     return len(role_of_peer.peers) + role_of_peer.computes
+
+
+def rank_0_peers(size, nodes):
+    """Rank 0's peers, and across nodes each node coordinator's node.
+
+    Parameters
+    ----------
+    size : int
+    nodes : list of tuple of int
+        Every node's ranks (repeats are ignored).
+
+    Returns
+    -------
+    capacities : dict of int to int
+        Each peer and the ranks it computes with.
+    node_of : dict of int to tuple of int
+        Each node coordinator's node (empty for a flat run).
+    """
+    nodes = list(dict.fromkeys(nodes))
+    mine = role(0, size, nodes[0] if len(nodes) == 1 else next(node for node in nodes if 0 in node), nodes)
+    if not mine.tiered:
+        return dict.fromkeys(mine.peers, 1), {}
+    node_of = {node_coordinator(node): node for node in nodes if node_coordinator(node) is not None}
+    return {lead: capacity(role(lead, size, node_of[lead])) for lead in mine.peers}, node_of
+
+
+def ranks_text(ranks):
+    """Ranks for the log: ``"5-8"`` when consecutive, else ``"1, 2, 4"``."""
+    ranks = sorted(ranks)
+    if len(ranks) > 2 and ranks[-1] - ranks[0] == len(ranks) - 1:
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ", ".join(map(str, ranks))
