@@ -166,8 +166,10 @@ def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
 def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_path):
     coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
                           delegate_indexing=True)
-    index_job = coordinator.next_job()
-    first = coordinator.next_chunk()  # rank 0 indexes the other tarball itself, having nothing to hand out
+    indexed_by_rank_1, index_job = coordinator.next_job(), coordinator.next_job()  # rank 1 indexes both
+    assert coordinator.next_chunk() is None  # nothing to hand out: rank 0 waits for the indexing it asked for
+    coordinator.indexed(index_for_coordinator(indexed_by_rank_1.number, indexed_by_rank_1.path))
+    first = coordinator.next_chunk()
     coordinator.rank_lost(1, "on host held chunk 0 for 5 s", [first, index_job])
     again = coordinator.next_chunk()
     assert again.positions.tolist() == first.positions.tolist() and again.chunk_id != first.chunk_id

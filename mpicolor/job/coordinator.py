@@ -108,7 +108,8 @@ class Coordinator:
         self.frames_known = 0
         self.organise(size)
         self.node_cpu = {}           # node coordinator -> its processor seconds, as last reported
-        self.first_handed = self.last_result = None  # clock times: the work's own wall time
+        # the work's own wall and processor times: from the first chunk handed out to the last result
+        self.first_handed = self.last_result = self.work_cpu = self.last_result_cpu = None
         self.started = clock()
         self.last_checkpoint = self.last_ended_save = self.started
         self.progress = None
@@ -210,12 +211,14 @@ class Coordinator:
         if not self.delegate_indexing:
             while self.todo and self._unassigned() < self.schedule.frames_ahead():
                 self._open(*self.todo.popleft())
-        elif self.todo and self._unassigned() == 0:
-            self._open(*self.todo.popleft())  # nothing to hand out: index here rather than wait for a worker
+        elif self.todo and self._unassigned() == 0 and not self.indexing:
+            # nothing to hand out and no worker indexing: index here rather than wait (a tarball of 44,470
+            # frames costs a second, so rank 0 asks workers first: its dispatcher hands out jobs before chunks)
+            self._open(*self.todo.popleft())
         for tarball in self.active.values():
             if tarball.unassigned() > 0:
                 if self.first_handed is None:
-                    self.first_handed = self.clock()
+                    self.first_handed, self.work_cpu = self.clock(), time.process_time()
                 return self._cut(tarball, capacity)
         return None
 
@@ -293,7 +296,7 @@ class Coordinator:
         tarball.cursor += length
         tarball.outstanding += 1
         chunk = Chunk(self.next_chunk_id, tarball.number, tarball.path, positions, tarball.offsets[positions],
-                      tarball.sizes[positions], tarball.stamp)
+                      tarball.sizes[positions], tarball.stamp, last=tail and self._unassigned() == 0)
         self.next_chunk_id += 1
         return chunk
 
@@ -353,7 +356,7 @@ class Coordinator:
         tarball = self.active[result.tarball]
         tarball.results.record(result.positions, result.packed, result.shares, result.backend, result.failures,
                                result.notes, result.crops)
-        self.last_result = self.clock()
+        self.last_result, self.last_result_cpu = self.clock(), time.process_time()
         if result.last:
             tarball.outstanding -= 1
         self.dirty[tarball.results.name] = tarball.results
@@ -528,9 +531,10 @@ class Coordinator:
         wall = self.clock() - self.started
         for line in self.report.lines(wall, placements):
             log.info("%s", line)
-        work_wall = None if self.first_handed is None else self.last_result - self.first_handed
+        work = None if self.last_result is None else (self.last_result - self.first_handed,
+                                                      self.last_result_cpu - self.work_cpu)
         write_json(os.path.join(self.config.output_dir, RUN_SUMMARY),
-                   self.report.document(wall, self.settings, self.writer.times.document(), work_wall,
+                   self.report.document(wall, self.settings, self.writer.times.document(), work,
                                         {rank: cpu for rank, cpu in self.node_cpu.items() if rank is not None}))
         status = self.report.exit_status()
         if self.report.lost_ranks:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from mpicolor.job.protocol import Alive, Chunk, ChunkResult, Stop
+from mpicolor.job.protocol import Alive, Chunk, ChunkResult, Cut, Stop
 from mpicolor.job.schedule import RANGE_SECONDS, Schedule, WorkerLedger
 from mpicolor.job.tiers import capacity, coordinator_computes, rank_0_peers, ranks_text
 from mpicolor.job.worker import answer
@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 # orders a peer holds: the one it works on and one waiting behind it, so that none waits for its next
 DEPTH = 2
-# back-off of the polling loops: MPICH's blocking receive spins a core, which would starve the others
-POLL_MIN, POLL_MAX = 0.0002, 0.005
+# Back-off of the polling loops, from the first idle pass to the longest sleep: MPICH's blocking receive spins a
+# core, which would starve the others. A poll costs 20 us of processor time or more (100 us on 2 cores shared by
+# 256 ranks), so 250 ranks waiting on 2 cores at 5 ms would take one of them; at 50 ms they take 5%, and no peer
+# waits for its coordinator's answer, since it holds its next chunk, or range, while it computes one.
+POLL_MIN, POLL_MAX = 0.001, 0.05
 # seconds between checks for stalled peers
 STALL_CHECK = 0.5
-# seconds between a node coordinator's interim batches of the ranges its node computes
-FLUSH_SECONDS = 1.0
+# seconds between a node coordinator's interim batches of the ranges its node computes: what rank 0's
+# checkpoint lags behind the node, and what sets rank 0's messages (a range is RANGE_SECONDS of a node's work)
+FLUSH_SECONDS = 5.0
 
 
 class Dispatcher:
@@ -61,15 +65,18 @@ class Dispatcher:
         Seconds of silence with work in hand before a peer is given up on.
     interrupted : mpicolor.job.mpi.Interrupted or None
         Rank 0's: an interrupting signal ends the loop after a last checkpoint.
+    depth : int
+        Orders each peer holds ahead: `DEPTH` chunks for a worker; one range not yet cut for a node coordinator,
+        which says `Cut` when it has handed a range out.
     clock : callable
         Monotonic seconds.
     """
 
     def __init__(self, channel, planner, capacities, computer=None, describe=str, stall_timeout=600.0,
-                 interrupted=None, clock=time.monotonic):
+                 interrupted=None, depth=DEPTH, clock=time.monotonic):
         self.channel, self.planner, self.capacities, self.computer = channel, planner, capacities, computer
         self.describe, self.stall_timeout, self.interrupted, self.clock = describe, stall_timeout, interrupted, clock
-        self.ledger = WorkerLedger(capacities, DEPTH, clock)
+        self.ledger = WorkerLedger(capacities, depth, clock)
         self.own = None               # this rank's own chunk in progress (a generator of its frames)
         self.next_stall_check = clock() + STALL_CHECK
         self.status = None            # the exit status once the loop ended early (an interruption)
@@ -90,7 +97,7 @@ class Dispatcher:
                 pause = POLL_MIN
             else:
                 time.sleep(pause)
-                pause = min(2 * pause, POLL_MAX)
+                pause = min(4 * pause, POLL_MAX)
         return self.status
 
     def done(self):
@@ -124,6 +131,8 @@ class Dispatcher:
             busy = True
             if source not in self.capacities:
                 self.planner.order(source, message)  # a node coordinator's orders, from rank 0
+            elif isinstance(message, Cut):
+                self.ledger.released(source, message.key)
             elif self.ledger.returned(source, message.key, getattr(message, "last", True)):
                 self.planner.answered(source, message)
             # else: the late answer of a peer given up on: its work was handed to others
@@ -134,16 +143,17 @@ class Dispatcher:
         self.ledger.hand(rank, order.key, order)
 
     def hand_out(self):
-        """Keep every peer `DEPTH` orders ahead, the lowest first; give the least loaded the jobs that are due.
-        With nothing to hand out this asks the planner once, whatever the number of peers."""
+        """Give the least loaded peer the jobs that are due (indexing first: what the chunks come from), then
+        keep every peer its depth of orders ahead, the lowest first. With nothing to hand out this asks the planner
+        once, whatever the number of peers."""
+        if self.ledger.ranks():
+            while (job := self.planner.next_job()) is not None:
+                self._send(self.ledger.least_loaded(), job)
         while (rank := self.ledger.first_hungry()) is not None:
             chunk = self.planner.next_chunk(self.capacities[rank])
             if chunk is None:
                 break
             self._send(rank, chunk)
-        if self.ledger.ranks():
-            while (job := self.planner.next_job()) is not None:
-                self._send(self.ledger.least_loaded(), job)
 
     def stop_if_interrupted(self):
         """After an interrupting signal: the planner's last checkpoint, and the loop ends with its status."""
@@ -175,7 +185,9 @@ class Dispatcher:
                 return False
             self.own = self.computer.steps(chunk)
         try:
-            next(self.own)
+            owed = next(self.own)
+            if owed:  # a simulated frame's cost (sleep(0) would still give the core away)
+                time.sleep(owed)
         except StopIteration as finished:
             self.planner.answered(None, finished.value)
             self.own = None
@@ -238,6 +250,7 @@ class NodePlanner:
         self.relayed = {}           # job key -> the rank that sent the job
         self.lost = {}              # ranks given up on, not yet reported
         self.alone = False          # no rank of the node is left: index and sqlite orders are done here
+        self.draining = False       # rank 0 sent the job's last range: what is held is all there is
         self.next_chunk_id = 0
         self.heartbeat = max(min(stall_timeout / 4, 30.0), FLUSH_SECONDS)
         self.last_flush = self.last_sent = clock()
@@ -255,6 +268,7 @@ class NodePlanner:
             key = (source, message.chunk_id)
             self.ranges[key] = RangeWork(message, source)
             self.cutting.append(key)
+            self.draining |= message.last
         else:
             self.jobs.append((source, message))
 
@@ -268,11 +282,13 @@ class NodePlanner:
         if not self.cutting:
             return None
         work = self.ranges[self.cutting[0]]
-        # what the node holds is split so that its ranks finish it together
-        unassigned = sum(self.ranges[key].unassigned() for key in self.cutting)
-        length = min(self.schedule.work_length(capacity, unassigned, tail=True), work.unassigned())
+        # once nothing more will come, what the node holds is split so that its ranks finish it together
+        unassigned = sum(self.ranges[key].unassigned() for key in self.cutting) if self.draining else 0
+        length = min(self.schedule.work_length(capacity, unassigned, self.draining), work.unassigned())
         whole, part = work.chunk, slice(work.cursor, work.cursor + length)
         work.cursor += length
+        if work.unassigned() == 0:
+            self.send(work.source, Cut(whole.chunk_id))
         return self._numbered(Chunk(-1, whole.tarball, whole.path, whole.positions[part], whole.offsets[part],
                                     whole.sizes[part], whole.stamp), self.cutting[0])
 
@@ -299,6 +315,7 @@ class NodePlanner:
             return
         key = self.owner.pop(message.chunk_id)
         work = self.ranges[key]
+        self.schedule.observe(len(message.positions) - len(message.unread), message.seconds)
         work.parts.append(message)
         work.returned += len(message.positions)
         if work.returned == len(work.chunk.positions):
@@ -409,14 +426,14 @@ def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrup
 
         def describe(peer):
             return f"rank {peer} (node coordinator of ranks {ranks_text(node_of[peer])}) on {hosts[peer]}"
-        own = None
+        own, depth = None, 1
     else:
-        own = computer if coordinator_computes(len(capacities)) else None
+        own, depth = computer if coordinator_computes(len(capacities)) else None, DEPTH
         coordinator.organise(len(capacities) + (own is not None))
 
         def describe(peer):
             return f"rank {peer} on {hosts[peer]}"
-    return Dispatcher(channel, coordinator, capacities, own, describe, config.stall_timeout, interrupted)
+    return Dispatcher(channel, coordinator, capacities, own, describe, config.stall_timeout, interrupted, depth)
 
 
 def node_dispatcher(channel, computer, mine, stall_timeout, host):

@@ -4,8 +4,8 @@ and its words for the log.
 Orders go down (rank 0 to a node coordinator or a worker, a node coordinator to its workers): `Setup`,
 `Chunk` (a chunk to compute; to a node coordinator, a *range* of many chunks), `IndexJob`, `SqliteJob`,
 `Stop`. Replies go up: `ChunkResult` (to a node coordinator's coordinator, a batch of the results of a
-range's chunks), `IndexedTarball`, `SqliteWritten`, and `Alive` from a node coordinator whose node is
-computing but has nothing to return yet. A reply carries the `key` of the order it answers, so that a
+range's chunks), `IndexedTarball`, `SqliteWritten`, and from a node coordinator `Cut` (a range is all handed
+out in its node) and `Alive` (its node is computing but has nothing to return yet). A reply carries the `key` of the order it answers, so that a
 coordinator's ledger knows what is still out; frame ids travel in the payload, never in tags (only tags up to
 32767 are guaranteed).
 """
@@ -64,6 +64,9 @@ class Chunk:
     stamp : tuple or None
         The tarball's file stamp when it was indexed (`mpicolor.job.worker.file_stamp`): frames read from
         another version of it are not kept.
+    last : bool
+        Nothing is left to hand out after it: a node coordinator then cuts what it holds finer, so that the
+        ranks of its node finish together.
     """
 
     chunk_id: int
@@ -73,6 +76,7 @@ class Chunk:
     offsets: np.ndarray
     sizes: np.ndarray
     stamp: tuple | None = None
+    last: bool = False
 
     @property
     def key(self):
@@ -231,6 +235,19 @@ class SqliteWritten:
 
 
 @dataclass
+class Cut:
+    """A node coordinator's word that every frame of range ``chunk_id`` is handed to the ranks of its node, so that
+    its coordinator sends the next: a node holds one range not yet cut, and what rank 0 still has to hand out
+    goes to whichever node runs short first (what makes all nodes finish together)."""
+
+    chunk_id: int
+
+    @property
+    def key(self):
+        return ("chunk", self.chunk_id)
+
+
+@dataclass
 class Alive:
     """A node coordinator's word that its node is computing though it has no result to return yet, or that it
     gave up on ranks of its node (``lost``: rank -> why); ``cpu`` as in `ChunkResult`."""
@@ -241,6 +258,6 @@ class Alive:
 
 
 ORDERS = (Chunk, IndexJob, SqliteJob)
-REPLIES = (ChunkResult, IndexedTarball, SqliteWritten, Alive)
+REPLIES = (ChunkResult, IndexedTarball, SqliteWritten, Cut, Alive)
 # one MPI tag per kind of message: what an MPI trace or a debugger shows
 TAGS = {kind: tag for tag, kind in enumerate((Setup, Stop, *ORDERS, *REPLIES), start=11)}

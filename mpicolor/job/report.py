@@ -85,20 +85,22 @@ class RunReport:
             lines.append(f"  {len(fallbacks)} GPU ranks computed on the CPU: {fallbacks[0].fallback}")
         return lines
 
-    def document(self, wall, settings, saves, work_wall=None, node_cpu=None):
+    def document(self, wall, settings, saves, work=None, node_cpu=None):
         """The run's numbers for scripts and benchmarks (``run-summary.json``).
 
-        Wall seconds from rank 0's start-up to the end (MPI and Python start-up aside), and ``work_wall`` from
-        the first chunk handed out to the last result; per rank frames, busy seconds, backends; rank 0's peak
-        memory and bytes written; ``saves``, the writer's :meth:`~mpicolor.state.writer.SaveTimes.document`;
-        ``node_cpu``, each node coordinator's processor seconds.
+        Wall seconds from rank 0's start-up to the end (MPI and Python start-up aside); ``work``, the wall and
+        rank 0's processor seconds from the first chunk handed out to the last result (None when nothing was
+        computed); per rank frames, busy seconds, backends; rank 0's peak memory and bytes written; ``saves``,
+        the writer's :meth:`~mpicolor.state.writer.SaveTimes.document`; ``node_cpu``, each node coordinator's
+        processor seconds.
         """
         frames = sum(stats.frames for stats in self.rank_stats.values())
         # what coordinating costs rank 0 in processor time; known when it computed no frame itself (runs of
         # more than 16 ranks): on a shared node its wall time also counts the time others held the core
         coordinating = None if 0 in self.rank_stats else time.process_time() - self.cpu_started
         return {
-            "wall": wall, "work_wall": work_wall, "frames": frames, "coordinator_cpu_s": coordinating,
+            "wall": wall, "frames": frames, "coordinator_cpu_s": coordinating,
+            "work_wall": work and work[0], "work_coordinator_cpu_s": work and work[1],
             "node_coordinators_cpu_s": {str(rank): cpu for rank, cpu in sorted((node_cpu or {}).items())},
             "coordinator_frames_per_cpu_s": frames / coordinating if coordinating else None,
             "ranks": {str(rank): {"frames": stats.frames, "busy": stats.busy, "backends": stats.backends}

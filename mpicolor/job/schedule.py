@@ -64,11 +64,15 @@ class Schedule:
             Frames indexed and not yet handed out.
         tail : bool
             True when nothing is left to index: then what is left is split so that all ranks finish together
-            (each peer takes at most its share of half of it).
+            (each peer takes at most its share of half of it; a node, still a chunk for each of its ranks, or
+            the range would leave some of them idle and cost rank 0 messages that gain nothing).
         """
         length = capacity if self.frame_seconds is None else self._unit_frames(capacity)
         if tail:
-            length = min(length, math.ceil(unassigned * capacity / (2 * self.size)))
+            share = math.ceil(unassigned * capacity / (2 * self.size))
+            fewest = (capacity * int(CHUNK_SECONDS / max(self.frame_seconds, 1e-9))
+                      if self.unit_seconds > CHUNK_SECONDS and self.frame_seconds else 1)
+            length = min(length, max(share, fewest))
         return max(1, length)
 
     def frames_ahead(self):
@@ -104,8 +108,9 @@ class WorkerLedger:
         self.clock = clock
         self.depth = depth
         self.held = {rank: {} for rank in workers}
+        self.counted = {rank: set() for rank in self.held}  # the held orders that count toward depth
         self.since = {rank: clock() for rank in self.held}
-        self.short = dict.fromkeys(sorted(self.held))  # peers holding fewer than depth orders
+        self.short = dict.fromkeys(sorted(self.held))  # peers holding fewer than depth counted orders
         self.lost = set()
 
     def ranks(self):
@@ -119,17 +124,22 @@ class WorkerLedger:
     def count(self, rank):
         return len(self.held[rank])
 
+    def _recount(self, rank):
+        if len(self.counted[rank]) < self.depth:
+            self.short[rank] = None
+        else:
+            self.short.pop(rank, None)
+
     def least_loaded(self):
         return min(self.held, key=self.count)
 
     def hand(self, rank, key, work):
         """Record that ``rank`` was sent ``work``."""
-        held = self.held[rank]
-        if not held:
+        if not self.held[rank]:
             self.since[rank] = self.clock()
-        held[key] = work
-        if len(held) >= self.depth:
-            self.short.pop(rank, None)
+        self.held[rank][key] = work
+        self.counted[rank].add(key)
+        self._recount(rank)
 
     def returned(self, rank, key, last=True):
         """Record ``rank``'s answer for ``key`` (``last``: the order is done; an interim batch or a sign of life
@@ -138,11 +148,17 @@ class WorkerLedger:
             return False
         self.since[rank] = self.clock()
         if last and key is not None:
-            held = self.held[rank]
-            del held[key]
-            if len(held) < self.depth:
-                self.short[rank] = None
+            del self.held[rank][key]
+            self.counted[rank].discard(key)
+            self._recount(rank)
         return True
+
+    def released(self, rank, key):
+        """``rank`` passed all of order ``key`` on (a node coordinator's `Cut`): it still holds it, but the
+        order no longer counts toward ``depth``."""
+        if rank not in self.lost:
+            self.counted[rank].discard(key)
+            self._recount(rank)
 
     def idle(self):
         """True when no peer holds anything."""
@@ -158,6 +174,6 @@ class WorkerLedger:
     def lose(self, rank):
         """Give up on ``rank``: it gets no more work, its late answers are dropped; returns the work it held."""
         self.lost.add(rank)
-        del self.since[rank]
+        del self.since[rank], self.counted[rank]
         self.short.pop(rank, None)
         return list(self.held.pop(rank).values())

@@ -189,8 +189,10 @@ class FrameComputer:
     def steps(self, chunk):
         """Compute a chunk one frame at a time.
 
-        A generator: it yields after every frame (so that rank 0 can serve messages between frames) and
-        returns the :class:`ChunkResult`. A frame that cannot be decoded becomes a failure with its reason;
+        A generator: it yields after every frame (so that a coordinator can serve messages between frames) and
+        returns the :class:`ChunkResult`. Each yield is the seconds the frame still owes: under ``--simulate``
+        its cost, to be slept by whoever steps the generator (`compute` sleeps a chunk's once, so that a rank
+        does not wake for every frame), else 0. A frame that cannot be decoded becomes a failure with its reason;
         it never ends the chunk. A frame that cannot be read (:class:`Unread`) leaves it and the rest of the
         chunk unread, and a tarball that changed since it was indexed leaves the whole chunk unread: what was
         read may mix two versions. On a GPU rank the yields come after every decode and the palettes are
@@ -209,8 +211,10 @@ class FrameComputer:
         images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
         held = 0  # device bytes the batch will take
         busy = 0.0
+        simulated = self.config.simulate or 0.0
         cannot_read, unread_from = None, n_frames  # why, and from which frame on, the chunk is not read
         for i, (position, offset, size) in enumerate(zip(positions, chunk.offsets.tolist(), chunk.sizes.tolist())):
+            owed = 0.0
             with _frame_notes(notes, position):
                 try:
                     frame_bytes = self._frame_bytes(chunk.path, offset, size)
@@ -224,17 +228,17 @@ class FrameComputer:
                         held += cost
                     else:
                         palette = self._palette(frame_bytes, crops, i)
-                        packed[i], shares[i] = palette.packed, palette.shares
+                        packed[i], shares[i], owed = palette.packed, palette.shares, simulated
                 except BadFrame as error:
                     failures[position] = str(error)
                     backend[i] = FAILED
                 except Unread as error:
                     cannot_read, unread_from = str(error), i
-            # the time between yields is rank 0's own: only the time spent here counts as busy
-            busy += time.perf_counter() - started
+            # the time between yields is the coordinator's own: only the time spent here counts as busy
+            busy += time.perf_counter() - started + owed
             if cannot_read is not None:
                 break
-            yield
+            yield owed
             started = time.perf_counter()
         changed = self._change_since_indexed(chunk)
         if changed is not None:
@@ -351,17 +355,18 @@ class FrameComputer:
     def compute(self, chunk):
         """Compute a whole chunk and return its :class:`ChunkResult`."""
         steps = self.steps(chunk)
+        owed = 0.0
         while True:
             try:
-                next(steps)
+                owed += next(steps)
             except StopIteration as finished:
+                if owed:  # simulated frames' cost (sleep(0) would still give the core away)
+                    time.sleep(owed)
                 return finished.value
 
     def _palette(self, frame_bytes, crops, i):
         """A frame's palette on the CPU (its crop, if any, into ``crops[i]``)."""
-        if self.config.simulate is not None:
-            if self.config.simulate > 0:  # sleep(0) still yields the core: 50 us a frame
-                time.sleep(self.config.simulate)
+        if self.config.simulate is not None:  # the cost is slept by the caller of `steps`
             return stand_in_palette(frame_bytes, self.config.clusters)
         if crops is not None:
             return extract_palette(self._decode(frame_bytes, crops, i), self.config.clusters, self.config.method,
