@@ -22,7 +22,8 @@ from mpicolor.engine import gpu
 from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
-from mpicolor.job.worker import Chunk, FrameComputer
+from mpicolor.job.protocol import Chunk
+from mpicolor.job.worker import FrameComputer
 from mpicolor.job.config import RunConfig
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.devices import probe_gpus
@@ -302,6 +303,7 @@ def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, c
 # --- under mpiexec ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.mpi
 def test_info_places_36_ranks_on_6_gpus_using_every_device():
     # one node, two cycles of 14:4: the GPU ranks are 0-3 and 18-21, 8 of them for 6 devices
     finished = run_mpicolor(36, "info", "--json", "--split", "14:4", "--gpus", "6", timeout=180)
@@ -324,6 +326,7 @@ def test_info_places_36_ranks_on_6_gpus_using_every_device():
     assert document["mpi"] and document["numba_cache"]
 
 
+@pytest.mark.mpi
 def test_a_bad_gpu_memory_setting_is_a_usage_error_before_any_work(tmp_path):
     pack_scenes(str(tmp_path))
     output = tmp_path / "out"
@@ -333,6 +336,7 @@ def test_a_bad_gpu_memory_setting_is_a_usage_error_before_any_work(tmp_path):
     assert "Traceback" not in finished.stderr and not output.exists()
 
 
+@pytest.mark.mpi
 def test_run_with_gpu_ranks_and_no_gpu_says_so_once_per_rank(tmp_path):
     if probe_gpus()[0]:
         pytest.skip("a usable GPU is present")
