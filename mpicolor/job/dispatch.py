@@ -234,13 +234,15 @@ class NodePlanner:
     clock : callable
         Monotonic seconds.
     process_time : callable
-        This process's processor seconds, sent with every batch (the benchmarks' coordinator cost).
+        This process's processor seconds; those spent since this planner began are sent with every batch (the
+        benchmarks' node coordinator cost).
     """
 
     def __init__(self, send, coordinator, size, computer, stall_timeout=600.0, clock=time.monotonic,
                  process_time=time.process_time):
         self.send, self.coordinator, self.computer = send, coordinator, computer
         self.clock, self.process_time = clock, process_time
+        self.cpu_started = process_time()
         self.schedule = Schedule(size)
         self.ranges = {}            # (source, range id) -> RangeWork
         self.cutting = deque()      # the ranges with frames not yet handed out
@@ -259,6 +261,9 @@ class NodePlanner:
     @property
     def finished(self):
         return self.stopped is not None
+
+    def cpu_spent(self):
+        return self.process_time() - self.cpu_started
 
     def order(self, source, message):
         """Take an order from ``source`` (rank 0): a range, a job for a rank of the node, or Stop."""
@@ -326,7 +331,7 @@ class NodePlanner:
 
     def _return(self, work, last):
         """Send what came back of a range since its last batch (``last``: the range is complete)."""
-        batch = ChunkResult.merged(work.chunk.chunk_id, work.chunk.tarball, work.parts, last, self.process_time())
+        batch = ChunkResult.merged(work.chunk.chunk_id, work.chunk.tarball, work.parts, last, self.cpu_spent())
         work.parts = []
         self.send(work.source, batch)
         self.last_sent = self.clock()
@@ -356,7 +361,7 @@ class NodePlanner:
                 if work.parts:
                     self._return(work, last=False)
         if self.lost or (self.ranges and now - self.last_sent >= self.heartbeat):
-            self.send(self.coordinator, Alive(self.lost, self.process_time()))
+            self.send(self.coordinator, Alive(self.lost, self.cpu_spent()))
             self.lost, self.last_sent = {}, now
         while self.alone and (job := self.next_job()) is not None:
             self.answered(None, answer(self.computer, job))
