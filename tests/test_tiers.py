@@ -66,7 +66,9 @@ class Sent(list):
 
 def planner(clock, size=3):
     sent = Sent()
-    return NodePlanner(sent, 0, size, computer=None, stall_timeout=60.0, clock=clock, process_time=lambda: 1.5), sent
+    # the process had spent 10 s when the planner began, 11.5 s ever after: the planner reports 1.5 s
+    process_time = iter([10.0] + [11.5] * 100).__next__
+    return NodePlanner(sent, 0, size, computer=None, stall_timeout=60.0, clock=clock, process_time=process_time), sent
 
 
 def test_a_node_coordinator_cuts_its_ranges_into_chunks_and_returns_each_range_whole():
