@@ -95,6 +95,10 @@ def build_parser():
     scaling = benches.add_parser("scaling", help="strong or weak scaling over rank counts, real or simulated")
     from mpicolor.bench.scaling import add_scaling_arguments
     add_scaling_arguments(scaling)
+    coordinator = benches.add_parser("coordinator", help="rank 0's real code at 10 to 1,000 nodes of 160 ranks, the "
+                                                         "nodes simulated on a virtual clock")
+    from mpicolor.bench.coordinator import add_coordinator_arguments
+    add_coordinator_arguments(coordinator)
     state = benches.add_parser("state", help="the run's state as the collection grows: 25 and 250 tarballs of "
                                              "44,470 tiny frames, simulated")
     from mpicolor.bench.state import add_state_arguments
@@ -152,6 +156,10 @@ def main(argv=None):
         from mpicolor.bench.scaling import run_scaling_bench
 
         return run_scaling_bench(args)
+    if args.command == "bench" and args.bench == "coordinator":
+        from mpicolor.bench.coordinator import run_coordinator_bench
+
+        return run_coordinator_bench(args)
     if args.command == "bench" and args.bench == "state":
         from mpicolor.bench.state import run_state_bench
 

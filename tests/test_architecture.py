@@ -14,7 +14,7 @@ ALLOWED = {
     "engine": set(),
     "state": set(),
     "job": {"engine", "state"},
-    "bench": {"engine", "state"},
+    "bench": {"job", "engine", "state"},  # bench coordinator drives rank 0's own classes
     "tools": {"job", "engine", "state"},
     "palette": {"engine"},  # the public shim of mpicolor.palette
 }

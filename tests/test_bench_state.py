@@ -46,3 +46,17 @@ def test_two_small_collections_side_by_side(tmp_path):
     assert all(row["written_vs_output"] > 0.5 and row["rank0_peak_bytes"] > 0 for row in rows)
     tables = read_sqlite(tmp_path / "bench" / "out-3" / "hist_set0002.tar_db.sqlite")
     assert len(tables["images"]) == 40 and tables["failures"] == []
+
+
+def test_bench_coordinator_runs_rank_0s_code_to_the_end_against_simulated_nodes(tmp_path):
+    from mpicolor.bench.coordinator import FRAMES_PER_SET, simulate
+
+    frames = 4 * FRAMES_PER_SET
+    row = simulate(nodes=3, ranks_per_node=32, cost=0.006, frames=frames, window=600, folder=str(tmp_path),
+                   per_frame=2e-7)
+    assert row["finished"] and row["frames_done"] == frames and row["data_sets"] == 4
+    # every frame computed once: the work cannot beat ideal, and three nodes keep busy
+    assert row["ideal_s"] <= row["work_s"] < 2 * row["ideal_s"]
+    assert 0 < row["rank0_cpu_s"] and row["messages_per_s"] > 0 and row["tail_s"] >= 0
+    summary = json.loads((tmp_path / "out-3-4" / "run-summary.json").read_text())
+    assert summary["frames"] == frames

@@ -163,6 +163,16 @@ def test_the_ledger_finds_a_silent_worker_and_hands_back_what_it_held():
     assert not ledger.returned(1, ("chunk", 0))  # a late answer is dropped
 
 
+def test_an_index_job_does_not_take_the_place_of_a_chunk():
+    # found by bench coordinator: a node holding an index job waited the indexing's second for its next range
+    ledger = WorkerLedger([1, 2], 1, Clock())
+    ledger.hand(1, ("index", 0), "index job", counts=False)
+    assert ledger.first_hungry() == 1
+    ledger.hand(1, ("chunk", 0), "range 0")
+    assert ledger.first_hungry() == 2 and ledger.count(1) == 2
+    assert ledger.returned(1, ("index", 0)) and ledger.first_hungry() == 2  # the range still counts
+
+
 def test_the_work_of_a_lost_rank_is_handed_out_again_and_the_run_still_ends(tmp_path):
     coordinator = started(simulated_config(tmp_path, tiny_tarballs(tmp_path / "in", 2, 20)), size=2,
                           delegate_indexing=True)

@@ -140,7 +140,7 @@ class Dispatcher:
 
     def _send(self, rank, order):
         self.channel.send(rank, order)
-        self.ledger.hand(rank, order.key, order)
+        self.ledger.hand(rank, order.key, order, counts=isinstance(order, Chunk))
 
     def hand_out(self):
         """Give the least loaded peer the jobs that are due (indexing first: what the chunks come from), then
@@ -406,7 +406,7 @@ class LocalChannel:
         pass
 
 
-def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrupted=None):
+def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrupted=None, clock=time.monotonic):
     """Rank 0's dispatcher over ``coordinator``, organised for the job's layout: flat, or across nodes.
 
     Parameters
@@ -421,6 +421,8 @@ def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrup
     hosts : list of str
         Every rank's host, for the log.
     interrupted : mpicolor.job.mpi.Interrupted, optional
+    clock : callable
+        Monotonic seconds (the coordinator benchmark's are virtual).
     """
     capacities, node_of = rank_0_peers(size, nodes)
     config = coordinator.config
@@ -438,7 +440,8 @@ def root_dispatcher(channel, coordinator, computer, size, nodes, hosts, interrup
 
         def describe(peer):
             return f"rank {peer} on {hosts[peer]}"
-    return Dispatcher(channel, coordinator, capacities, own, describe, config.stall_timeout, interrupted, depth)
+    return Dispatcher(channel, coordinator, capacities, own, describe, config.stall_timeout, interrupted, depth,
+                      clock)
 
 
 def node_dispatcher(channel, computer, mine, stall_timeout, host):

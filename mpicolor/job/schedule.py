@@ -133,13 +133,15 @@ class WorkerLedger:
     def least_loaded(self):
         return min(self.held, key=self.count)
 
-    def hand(self, rank, key, work):
-        """Record that ``rank`` was sent ``work``."""
+    def hand(self, rank, key, work, counts=True):
+        """Record that ``rank`` was sent ``work``; ``counts``: it counts toward ``depth`` (chunks do; an index or
+        sqlite job does not, or the node that takes it would wait a second for its next range)."""
         if not self.held[rank]:
             self.since[rank] = self.clock()
         self.held[rank][key] = work
-        self.counted[rank].add(key)
-        self._recount(rank)
+        if counts:
+            self.counted[rank].add(key)
+            self._recount(rank)
 
     def returned(self, rank, key, last=True):
         """Record ``rank``'s answer for ``key`` (``last``: the order is done; an interim batch or a sign of life
