@@ -107,9 +107,9 @@ def build_parser():
 
 
 def _run_config(args):
-    from mpicolor.job.config import RunConfig
     from mpicolor.engine.gpu import memory_limit
     from mpicolor.engine.palette import default_scale
+    from mpicolor.job.config import RunConfig
     from mpicolor.job.placement import parse_split
 
     return RunConfig(
@@ -136,8 +136,8 @@ def main(argv=None):
     if args.command in TOOLS:
         return importlib.import_module(f"mpicolor.tools.{args.command}").main(args)
     if args.command == "info":
-        from mpicolor.tools.info import main as info_main
         from mpicolor.job.placement import parse_split
+        from mpicolor.tools.info import main as info_main
 
         return info_main(args, parse_split(args.split))
     if args.command == "bench" and args.bench == "kernel":

@@ -14,13 +14,13 @@ import pytest
 
 import hostile
 from helpers import outputs, pack_scenes, pack_tarball, read_checkpoint
+from mpicolor.engine.palette import palette_from_bytes
 from mpicolor.job import worker
-from mpicolor.job.protocol import Chunk
-from mpicolor.job.worker import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_for_coordinator
 from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import Coordinator, run_serial
+from mpicolor.job.protocol import Chunk
 from mpicolor.job.report import EXIT_OK, EXIT_TARBALL_FAILED, TarballOutcome
-from mpicolor.engine.palette import palette_from_bytes
+from mpicolor.job.worker import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_for_coordinator
 from mpicolor.state.results import CPU, FAILED, INCOMPLETE, PENDING
 
 GIANT = 5 << 30

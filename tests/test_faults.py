@@ -11,14 +11,26 @@ import time
 import pytest
 
 import hostile
-from helpers import (bundled_frames, checkpoint_datasets, done_in_checkpoint, job_environment, kill_job,
-                     many_frames_input, mpicolor_command, outputs, pack_scenes, pack_tarball, read_checkpoint,
-                     read_sqlite, run_mpicolor)
+from helpers import (
+    bundled_frames,
+    checkpoint_datasets,
+    done_in_checkpoint,
+    job_environment,
+    kill_job,
+    many_frames_input,
+    mpicolor_command,
+    outputs,
+    pack_scenes,
+    pack_tarball,
+    read_checkpoint,
+    read_sqlite,
+    run_mpicolor,
+)
 from mpicolor.bench import run as bench_run
 from mpicolor.bench.run import is_open_mpi
 from mpicolor.engine.palette import palette_from_bytes
-from mpicolor.state.checkpoint import CHECKPOINT
 from mpicolor.job.report import EXIT_INTERRUPTED, EXIT_RANK_FAILED
+from mpicolor.state.checkpoint import CHECKPOINT
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
 from mpicolor.state.results import FAILED, PENDING
 
@@ -30,7 +42,7 @@ BAD_FRAMES = {"empty.jpg", "random.jpg", "truncated.jpg", "corrupt.jpg", "huge.j
 def tree_state(root, skip=None):
     """Path -> content hash of every file below root (except below ``skip``), and the folders."""
     state = {}
-    for folder, folders, files in os.walk(root):
+    for folder, _, files in os.walk(root):
         if skip and os.path.abspath(folder).startswith(os.path.abspath(skip)):
             continue
         state[os.path.relpath(folder, root) + "/"] = None

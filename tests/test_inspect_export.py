@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
-from mpicolor.tools import export, inspect, render, results
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
+from mpicolor.tools import export, inspect, render, results
 from test_pack import command
 from test_render import SETTINGS, read_png, synthetic_outputs, tarball_results
-
 
 
 def parquet():
@@ -131,7 +130,7 @@ def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp
         hexes, shares = expected[row["tarball"], int(row["member"])]
         assert [row[f"color{k}_hex"] for k in range(5)] == hexes
         assert [float(row[f"share{k}"]) for k in range(5)] == pytest.approx(shares, abs=1e-6)
-        assert row["color0_hex"] == "#%02x%02x%02x" % tuple(int(row[f"color0_{c}"]) for c in "rgb")
+        assert row["color0_hex"] == "#" + "".join(f"{int(row[f'color0_{c}']):02x}" for c in "rgb")
     frames = json_lines(printed(capsys, export, run_output, "--format", "json"))
     for frame in frames:
         hexes, shares = expected[frame["tarball"], frame["member"]]
@@ -184,7 +183,6 @@ def test_an_output_dir_without_results_is_refused(tmp_path, capsys):
     for module, flags in ((inspect, []), (export, ["--format", "csv"]), (render, ["--out", tmp_path / "x.png"])):
         assert command(module, tmp_path, *flags) == 3
         assert "holds neither checkpoint.h5 nor any hist_*.sqlite file" in capsys.readouterr().err
-
 
 
 @pytest.mark.mpi

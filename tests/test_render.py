@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from helpers import SHARED_DATA, outputs, run_mpicolor
-from mpicolor.tools import inspect, pack, render, results
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.results import CPU, FAILED, GPU, PENDING, TarballResults
 from mpicolor.state.sqlite import write_sqlite
+from mpicolor.tools import inspect, pack, render, results
 from test_pack import command, make_video
 
 CLIP = os.path.join(SHARED_DATA, "video", "car-detection.mp4")
@@ -191,7 +191,7 @@ def test_bad_requests_are_refused(tmp_path, capsys, flags, message):
 def sqlite_dominants(output_dir):
     """color0 of every computed frame, by tarball name then member name, from the sqlite files."""
     dominants = []
-    for name, tables in sorted(outputs(output_dir).items()):
+    for _, tables in sorted(outputs(output_dir).items()):
         dominants += [row[1] for row in sorted(tables["images"], key=lambda row: (row[0], row[-1]))]
     return dominants
 

@@ -7,8 +7,16 @@ import shutil
 
 import pytest
 
-from helpers import (TESTS, bundled_frames, checkpoint_datasets, make_partial, outputs, pack_tarball, read_checkpoint,
-                     run_mpicolor)
+from helpers import (
+    TESTS,
+    bundled_frames,
+    checkpoint_datasets,
+    make_partial,
+    outputs,
+    pack_tarball,
+    read_checkpoint,
+    run_mpicolor,
+)
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.output_dir import RUN_SUMMARY
 

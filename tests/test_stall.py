@@ -7,8 +7,17 @@ import time
 
 import pytest
 
-from helpers import (checkpoint_datasets, done_in_checkpoint, job_environment, kill_job, many_frames_input,
-                     mpicolor_command, outputs, rank_pid, run_mpicolor)
+from helpers import (
+    checkpoint_datasets,
+    done_in_checkpoint,
+    job_environment,
+    kill_job,
+    many_frames_input,
+    mpicolor_command,
+    outputs,
+    rank_pid,
+    run_mpicolor,
+)
 
 pytestmark = pytest.mark.mpi
 

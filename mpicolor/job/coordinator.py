@@ -31,8 +31,8 @@ from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint,
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE, TarballResults
 from mpicolor.state.sqlite import sqlite_name
-from mpicolor.state.writer import StateWriter
 from mpicolor.state.tarballs import find_tarballs
+from mpicolor.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicolor.tools import results
 from mpicolor.job.logs import setup_logging
+from mpicolor.tools import results
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,8 @@ def json_bytes(block, clusters):
     bytes
     """
     fields = [b'{"tarball": ' + _json_string(block.tarball).encode() + b', "member": ', _digits(block.member),
-              b', "imgname": ', _texts([_json_string(name.decode()) for name in block.imgname.tolist()]), b', "status": ',
+              b', "imgname": ', _texts([_json_string(name.decode()) for name in block.imgname.tolist()]),
+              b', "status": ',
               _JSON_STATUS_TEXT[block.failed.astype(np.intp)], b', "reason": ',
               _failure_texts(block, lambda reasons: _texts(list(map(_json_string, reasons))), empty=b"null"),
               b', "colors": [']

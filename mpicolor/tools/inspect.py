@@ -9,10 +9,10 @@ import json
 import logging
 from collections.abc import Iterator
 
-from mpicolor.tools import results
-from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.progress import format_duration
+from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
+from mpicolor.tools import results
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import time
 
 import cv2
 
-from mpicolor.state.atomic import publish, temporary_path
 from mpicolor.job.launch import launcher_rank
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.progress import format_duration
+from mpicolor.state.atomic import publish, temporary_path
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mpicolor.tools import results
-from mpicolor.state.atomic import write_atomically
 from mpicolor.job.logs import setup_logging
+from mpicolor.state.atomic import write_atomically
+from mpicolor.tools import results
 
 log = logging.getLogger(__name__)
 

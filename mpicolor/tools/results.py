@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor.job.progress import Progress
 from mpicolor.state import results as model
 from mpicolor.state.atomic import publish, temporary_path
 from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError
 from mpicolor.state.sqlite import sqlite_name
-from mpicolor.job.progress import Progress
 
 log = logging.getLogger(__name__)
 
