@@ -15,12 +15,21 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
+from helpers import (
+    SYNTHETIC_SETTINGS,
+    bundled_frames,
+    command,
+    outputs,
+    pack_scenes,
+    pack_tarball,
+    read_png,
+    run_mpicolor,
+    synthetic_outputs,
+    tarball_results,
+)
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from mpicolor.tools import export, inspect, render, results
-from test_pack import command
-from test_render import SETTINGS, read_png, synthetic_outputs, tarball_results
 
 
 def parquet():
@@ -146,7 +155,7 @@ def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     cut = tarball_results("d.tar", ["d/1.jpg"], [[0x123456, 0, 0]], [[1, 0, 0]], [CPU],
                           status=INCOMPLETE)
     cut.incomplete = "the archive ends inside d/2.jpg"
-    Checkpoint(str(output_dir)).save(SETTINGS, [unreadable, cut])
+    Checkpoint(str(output_dir)).save(SYNTHETIC_SETTINGS, [unreadable, cut])
     report = json.loads(printed(capsys, inspect, output_dir, "--json"))
     statuses = {t["name"]: (t["status"], t["computed"], t["failed"], t["pending"]) for t in report["tarballs"]}
     assert statuses == {"a.tar": ("partial", 1, 0, 1), "b.tar": ("complete", 2, 1, 0),
