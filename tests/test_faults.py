@@ -29,7 +29,7 @@ from helpers import (
 from mpicolor.bench import run as bench_run
 from mpicolor.bench.run import is_open_mpi
 from mpicolor.engine.palette import palette_from_bytes
-from mpicolor.job.report import EXIT_INTERRUPTED, EXIT_RANK_FAILED
+from mpicolor.job.exits import EXIT_INTERRUPTED, EXIT_RANK_FAILED
 from mpicolor.state.checkpoint import CHECKPOINT
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
 from mpicolor.state.results import FAILED, PENDING

@@ -27,6 +27,7 @@ from helpers import (
     synthetic_outputs,
     tarball_results,
 )
+from mpicolor.job.exits import EXIT_INPUT_FAILED
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
 from mpicolor.tools import export, inspect, render, results
@@ -284,17 +285,17 @@ def test_a_damaged_tarball_is_named_and_the_others_still_come_out(tmp_path, caps
     output_dir = synthetic_outputs(tmp_path / "out")
     damage(output_dir, "b.tar")
     capsys.readouterr()
-    assert command(inspect, output_dir, "--json") == results.EXIT_DAMAGED
+    assert command(inspect, output_dir, "--json") == EXIT_INPUT_FAILED
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert [tarball["name"] for tarball in report["tarballs"]] == ["a.tar"]
     assert "packed" in report["damaged"]["b.tar"] and "b.tar" in captured.err
-    assert command(inspect, output_dir) == results.EXIT_DAMAGED
+    assert command(inspect, output_dir) == EXIT_INPUT_FAILED
     printed = capsys.readouterr().out
     assert "  b.tar: cannot be read (DamagedCheckpoint: " in printed and "'packed' doesn't exist" in printed
-    assert command(export, output_dir, "--format", "csv") == results.EXIT_DAMAGED
+    assert command(export, output_dir, "--format", "csv") == EXIT_INPUT_FAILED
     assert [row[:2] for row in csv.reader(io.StringIO(capsys.readouterr().out))][1:] == [["a.tar", "0"]]
-    assert command(render, output_dir, "--out", tmp_path / "bar.png") == results.EXIT_DAMAGED
+    assert command(render, output_dir, "--out", tmp_path / "bar.png") == EXIT_INPUT_FAILED
     assert read_png(tmp_path / "bar.png").shape[1] == 2  # a.tar's frames only
 
 

@@ -23,7 +23,7 @@ from helpers import (
     wait_for_lock,
 )
 from mpicolor.bench import run as bench_run
-from mpicolor.job.report import EXIT_OK, EXIT_RANK_LOST
+from mpicolor.job.exits import EXIT_OK, EXIT_RANK_LOST
 
 pytestmark = pytest.mark.mpi
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpicolor import __version__
+from mpicolor.job.exits import EXIT_INTERRUPTED
 from mpicolor.job.logs import RunLog
 from mpicolor.job.progress import Progress
 from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexedTarball, IndexJob, SqliteJob, SqliteWritten
-from mpicolor.job.report import EXIT_INTERRUPTED, RunReport, TarballOutcome
+from mpicolor.job.report import RunReport, TarballOutcome
 from mpicolor.job.schedule import CHUNK_SECONDS, Schedule
 from mpicolor.job.tiers import ranks_text
 from mpicolor.job.worker import FrameComputer, index_for_coordinator

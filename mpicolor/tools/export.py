@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor.job.exits import EXIT_USAGE
 from mpicolor.job.logs import setup_logging
 from mpicolor.tools import results
 
@@ -70,12 +71,12 @@ def main(args):
     if args.format == "parquet":
         if args.out is None:
             log.error("--format parquet needs --out FILE: Parquet is a binary file, not text for a terminal")
-            return results.EXIT_USAGE
+            return EXIT_USAGE
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             log.error("%s", PYARROW_MISSING)
-            return results.EXIT_USAGE
+            return EXIT_USAGE
 
     def export(reader, names):
         started = time.monotonic()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_USAGE
 from mpicolor.job.logs import setup_logging
 from mpicolor.state.atomic import write_atomically
 from mpicolor.tools import results
@@ -80,7 +81,7 @@ def main(args):
             raise ValueError(f"--width {args.width} should be >= 1")
     except ValueError as error:
         log.error("%s", error)
-        return results.EXIT_USAGE
+        return EXIT_USAGE
 
     def render(reader, names):
         while True:
@@ -89,7 +90,7 @@ def main(args):
             if not n_frames:
                 log.error("%s holds no frames to render (tarballs: %s)", args.output_dir,
                           ", ".join(names) or "none")
-                return results.EXIT_USAGE if not reader.damaged else results.EXIT_DAMAGED
+                return EXIT_USAGE if not reader.damaged else EXIT_INPUT_FAILED
             width = args.width or n_frames
             builder = BarcodeBuilder(n_frames, width, args.height, args.mode, reader.clusters,
                                      titles=suffix == ".svg")

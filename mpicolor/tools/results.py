@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
 from mpicolor.job.progress import Progress
 from mpicolor.state import results as model
 from mpicolor.state.atomic import publish, temporary_path
@@ -31,12 +32,6 @@ from mpicolor.state.sqlite import sqlite_name
 log = logging.getLogger(__name__)
 
 SOURCE_CHECKPOINT, SOURCE_SQLITE = "checkpoint", "sqlite"
-# exit status of inspect, render and export when OUTPUT_DIR holds no results (as `run`'s unusable OUTPUT_DIR)
-EXIT_NO_RESULTS = 3
-# exit status when a tarball could not be read and was left out (as `run`'s unreadable tarball)
-EXIT_DAMAGED = 1
-# exit status for a bad setting: an unknown --tarball, a bad --out or --width
-EXIT_USAGE = 2
 # the per-frame state of a frame read from sqlite: computed, by a backend the file does not record
 COMPUTED_UNKNOWN = 255
 # what reading one tarball of a damaged checkpoint or sqlite file raises
@@ -389,14 +384,15 @@ def over_selection(output_dir, wanted, work):
     Returns
     -------
     int
-        ``work``'s status; else 0, or ``EXIT_DAMAGED`` when a tarball could not be read; ``EXIT_USAGE``
-        for a ``--tarball`` that OUTPUT_DIR does not hold; ``EXIT_NO_RESULTS`` when it cannot be read.
+        ``work``'s status; else 0, or ``EXIT_INPUT_FAILED`` when a tarball could not be read; ``EXIT_USAGE``
+        for a ``--tarball`` that OUTPUT_DIR does not hold; ``EXIT_OUTPUT`` when it cannot be read
+        (`mpicolor.job.exits`).
     """
     try:
         reader = OutputReader(output_dir)
     except FileNotFoundError as error:
         log.error("%s", error)
-        return EXIT_NO_RESULTS
+        return EXIT_OUTPUT
     with reader:
         try:
             names = reader.select(wanted) if wanted else reader.names
@@ -408,12 +404,12 @@ def over_selection(output_dir, wanted, work):
 
 
 def exit_status(reader):
-    """A tool's exit status once it is done: 0, or ``EXIT_DAMAGED`` when a tarball could not be read."""
+    """A tool's exit status once it is done: 0, or ``EXIT_INPUT_FAILED`` when a tarball could not be read."""
     if reader.damaged:
         log.error("%d tarball(s) of %s could not be read and are left out: %s", len(reader.damaged),
                   reader.output_dir, ", ".join(sorted(reader.damaged)))
-        return EXIT_DAMAGED
-    return 0
+        return EXIT_INPUT_FAILED
+    return EXIT_OK
 
 
 @contextlib.contextmanager
