@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpicolor import cli
 from mpicolor.bench import run as bench_run
 from mpicolor.job.config import RunConfig
 from mpicolor.state.checkpoint import CHECKPOINT, Checkpoint, CheckpointReader
@@ -79,6 +80,12 @@ def simulated_config(tmp_path, input_dir, **settings):
     """The settings of a ``--simulate 0`` run from ``input_dir`` into ``tmp_path/out``."""
     return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
                      **settings)
+
+
+def command_line_config(input_dir, output_dir, *flags):
+    """The settings that ``mpicolor run INPUT_DIR OUTPUT_DIR flags...`` runs with (`mpicolor.cli`), for a run in
+    process (`mpicolor.job.coordinator.run_serial`); ValueError for a bad setting, as rank 0 meets it."""
+    return cli.run_config(cli.build_parser().parse_args(["run", str(input_dir), str(output_dir), *map(str, flags)]))
 
 
 class Clock:
