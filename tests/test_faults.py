@@ -64,7 +64,6 @@ def test_hostile_members_are_failures_or_frames_and_nothing_escapes(tmp_path):
     pack_scenes(str(input_dir))
     targets = [os.path.normpath(os.path.join(base, name)) for base in (working, input_dir, output_dir)
                for name in ("../escape.jpg", "../../../../etc/cron.d/x.jpg")] + ["/abs/frame.jpg"]
-    assert not any(os.path.exists(target) for target in targets)
     before = tree_state(tmp_path)
     finished = run_mpicolor(2, "run", input_dir, output_dir, cwd=working)
     assert finished.returncode == 0, finished.stderr
@@ -81,7 +80,6 @@ def test_hostile_members_are_failures_or_frames_and_nothing_escapes(tmp_path):
     info = dict(tables["info"])
     assert json.loads(info["skipped"]) == expected["skipped_counts"]
     # nothing written outside OUTPUT_DIR (a member named ../escape.jpg is a label, never a path)
-    assert all(target.startswith(str(tmp_path)) for target in targets[:-1])
     assert tree_state(tmp_path, skip=output_dir) == before
     assert not any(os.path.exists(target) for target in targets)
     # library noise stays out of the log: libjpeg's warnings became the frames' reasons, shown in log lines
