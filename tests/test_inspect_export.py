@@ -30,7 +30,7 @@ from helpers import (
 from mpicolor.job.exits import EXIT_INPUT_FAILED
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
-from mpicolor.tools import export, inspect, render, results
+from mpicolor.tools import export, inspect, render, stored
 
 
 def parquet():
@@ -311,8 +311,8 @@ def test_parquet_needs_a_file_and_pyarrow(run_output, tmp_path, capsys, monkeypa
 
 @pytest.mark.mpi
 def test_tools_show_progress_as_tarballs_are_read(run_output, capsys):
-    with results.OutputReader(str(run_output)) as reader:
-        for _ in results.each_tarball(reader, reader.names, "bar"):
+    with stored.OutputReader(str(run_output)) as reader:
+        for _ in stored.each_tarball(reader, reader.names, "bar"):
             time.sleep(0.6)  # the bar shows at most twice a second
     bar = capsys.readouterr().err
     assert "\r[" in bar and "tarball 3/3, frames 12/12" in bar and bar.endswith("\n")

@@ -18,7 +18,7 @@ from helpers import (
     synthetic_outputs,
 )
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
-from mpicolor.tools import inspect, pack, render, results
+from mpicolor.tools import inspect, pack, render, stored
 
 CLIP = os.path.join(SHARED_DATA, "video", "car-detection.mp4")
 
@@ -130,8 +130,8 @@ def test_the_sqlite_files_give_the_same_picture_as_the_checkpoint(tmp_path):
     assert command(render, output_dir, "--out", tmp_path / "a.png", "--tarball", "b.tar") == 0
     os.remove(output_dir / CHECKPOINT)
     shutil.rmtree(output_dir / CHECKPOINT_FOLDER)
-    with results.OutputReader(str(output_dir)) as reader:
-        assert reader.source == results.SOURCE_SQLITE
+    with stored.OutputReader(str(output_dir)) as reader:
+        assert reader.source == stored.SOURCE_SQLITE
     assert command(render, output_dir, "--out", tmp_path / "b.png", "--tarball", "b.tar") == 0
     np.testing.assert_array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))
 

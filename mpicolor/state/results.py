@@ -8,6 +8,8 @@ import numpy as np
 PENDING, CPU, GPU, FAILED = 0, 1, 2, 3
 BACKEND_NAMES = {CPU: "cpu", GPU: "gpu", FAILED: "failed"}
 BACKEND_CODES = {name: code for code, name in BACKEND_NAMES.items()}
+# a frame read back from a sqlite file: computed, by a backend the file does not record
+COMPUTED_UNKNOWN = 255
 
 PARTIAL, COMPLETE, INCOMPLETE, UNREADABLE = "partial", "complete", "incomplete", "unreadable"
 CROP_SIDES = ("top", "bottom", "left", "right")
