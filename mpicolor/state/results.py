@@ -51,7 +51,7 @@ class TarballResults:
     fingerprint : mpicolor.state.tarballs.Fingerprint or None
         What identifies the tarball these results belong to (None: not known, e.g. a 0.1.0 checkpoint).
     engine : int or None
-        The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINES`);
+        The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINE_VERSIONS`);
         None for results computed in this run, or stored by 0.1.0.
     """
 

@@ -57,7 +57,7 @@ def reusable(stored, index, clusters, engine):
         The tarball as it is now: member names, skipped members, fingerprint.
     clusters : int
     engine : int
-        The version of this run's method (`mpicolor.engine.palette.ENGINES`).
+        The version of this run's method (`mpicolor.engine.palette.ENGINE_VERSIONS`).
 
     Returns
     -------

@@ -38,7 +38,7 @@ READ_ERRORS = (OSError, KeyError, ValueError, sqlite3.DatabaseError)
 
 @dataclass
 class TarballView(model.TarballResults):
-    """One tarball's results (the checkpoint's :class:`~mpicolor.model.TarballResults`), whichever file they
+    """One tarball's results (the checkpoint's :class:`~mpicolor.state.results.TarballResults`), whichever file they
     were read from.
 
     Attributes
