@@ -110,10 +110,12 @@ def build_parser():
     return parser
 
 
-def _run_config(args):
-    from mpicolor.job.config import RunConfig
+def run_config(args):
+    """The validated :class:`~mpicolor.job.config.RunConfig` of ``mpicolor run``'s arguments; ValueError for a
+    bad setting."""
     from mpicolor.engine.gpu import memory_limit
     from mpicolor.engine.palette import default_scale
+    from mpicolor.job.config import RunConfig
     from mpicolor.job.placement import parse_split
 
     return RunConfig(
@@ -136,12 +138,12 @@ def main(argv=None):
     if args.command == "run":
         from mpicolor.job.mpi import run_job
 
-        return run_job(lambda: _run_config(args))
+        return run_job(lambda: run_config(args))
     if args.command in TOOLS:
         return importlib.import_module(f"mpicolor.tools.{args.command}").main(args)
     if args.command == "info":
-        from mpicolor.tools.info import main as info_main
         from mpicolor.job.placement import parse_split
+        from mpicolor.tools.info import main as info_main
 
         return info_main(args, parse_split(args.split))
     if args.command == "bench" and args.bench == "kernel":

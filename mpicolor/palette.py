@@ -5,8 +5,15 @@ lives in :mod:`mpicolor.engine` (`mpicolor.engine.palette`, `mpicolor.engine.dec
 """
 
 from mpicolor.engine.decode import decode_frame
-from mpicolor.engine.palette import (METHODS, BadFrame, Palette, default_scale, extract_palette, palette_from_bytes,
-                                     smooth_chroma)
+from mpicolor.engine.palette import (
+                                     METHODS,
+                                     BadFrame,
+                                     Palette,
+                                     default_scale,
+                                     extract_palette,
+                                     palette_from_bytes,
+                                     smooth_chroma,
+)
 
 __all__ = ["METHODS", "BadFrame", "Palette", "decode_frame", "default_scale", "extract_palette",
            "palette_from_bytes", "smooth_chroma"]

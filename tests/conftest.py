@@ -47,9 +47,10 @@ def _git_status():
     return found.stdout if found.returncode == 0 else None
 
 
-@pytest.fixture(autouse=True)
-def repository_untouched():
-    """No test writes into the checkout: ``git status`` is the same after every test as before it."""
+@pytest.fixture(autouse=True, scope="module")
+def repository_untouched(request):
+    """No test writes into the checkout: ``git status`` is the same after every test module as before it
+    (checked per module, not per test: two ``git status`` a test cost more than most in-process tests)."""
     before = _git_status()
     yield
-    assert _git_status() == before, "the test changed files in the repository"
+    assert _git_status() == before, f"a test of {request.module.__name__} changed files in the repository"

@@ -1,5 +1,6 @@
 """Helpers of the tests: bundled real frames, tarballs, launching real ``mpiexec``, reading outputs."""
 
+import argparse
 import io
 import os
 import signal
@@ -9,14 +10,18 @@ import sys
 import tarfile
 import time
 
+import cv2
 import h5py
+import numpy as np
 import pytest
 
+from mpicolor import cli
 from mpicolor.bench import run as bench_run
 from mpicolor.job.config import RunConfig
 from mpicolor.state.checkpoint import CHECKPOINT, Checkpoint, CheckpointReader
 from mpicolor.state.output_dir import LOCK
-from mpicolor.state.results import PARTIAL, PENDING
+from mpicolor.state.results import CPU, FAILED, GPU, PARTIAL, PENDING, TarballResults
+from mpicolor.state.sqlite import write_sqlite
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(TESTS, "data", "frames")
@@ -75,6 +80,12 @@ def simulated_config(tmp_path, input_dir, **settings):
     """The settings of a ``--simulate 0`` run from ``input_dir`` into ``tmp_path/out``."""
     return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
                      **settings)
+
+
+def command_line_config(input_dir, output_dir, *flags):
+    """The settings that ``mpicolor run INPUT_DIR OUTPUT_DIR flags...`` runs with (`mpicolor.cli`), for a run in
+    process (`mpicolor.job.coordinator.run_serial`); ValueError for a bad setting, as rank 0 meets it."""
+    return cli.run_config(cli.build_parser().parse_args(["run", str(input_dir), str(output_dir), *map(str, flags)]))
 
 
 class Clock:
@@ -219,3 +230,76 @@ def outputs(output_dir):
     """Every sqlite file's tables, by file name."""
     return {name: read_sqlite(os.path.join(output_dir, name))
             for name in sorted(os.listdir(output_dir)) if name.endswith(".sqlite")}
+
+
+# ---- the tools: videos to pack, an OUTPUT_DIR written without a run, their commands in process ----
+
+# the tiny test video: solid frames of distinct colours, 10 frames per second
+TINY_FPS, TINY_FRAMES, TINY_SIZE = 10, 25, (64, 48)
+
+
+def command(module, *argv):
+    """Run ``mpicolor <module> argv...`` in this process, through the module's own argparse flags."""
+    parser = argparse.ArgumentParser(prog=f"mpicolor {module.__name__.rsplit('.', 1)[-1]}")
+    module.add_arguments(parser)
+    return module.main(parser.parse_args([str(arg) for arg in argv]))
+
+
+def tiny_colours(n_frames=TINY_FRAMES):
+    """RGB of each frame of the tiny video, far enough apart that JPEG cannot blur one into another.
+
+    Returns
+    -------
+    ndarray of shape (n_frames, 3), uint8
+    """
+    index = np.arange(n_frames)
+    return np.stack([index * 10, 250 - index * 10, (index * 97) % 256], axis=1).astype(np.uint8)
+
+
+def make_video(path, n_frames=TINY_FRAMES):
+    """A Motion-JPEG AVI of solid frames in :func:`tiny_colours`, made with OpenCV's VideoWriter."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), TINY_FPS, TINY_SIZE)
+    assert writer.isOpened(), "OpenCV cannot write MJPG AVI here"
+    for red, green, blue in tiny_colours(n_frames).tolist():
+        writer.write(np.full((TINY_SIZE[1], TINY_SIZE[0], 3), (blue, green, red), np.uint8))
+    writer.release()
+    return str(path)
+
+
+# the stored settings of `synthetic_outputs`
+SYNTHETIC_SETTINGS = {"clusters": 3, "method": "fast", "seed": 0, "scale": 1, "max_pixels": 1000, "label": "db",
+                      "version": "test"}
+
+
+def tarball_results(name, frames, packed, shares, backend, failures=None, status=None):
+    """A :class:`TarballResults` with these rows; status from the backends unless given."""
+    tarball = TarballResults.empty(name, frames, len(packed[0]))
+    tarball.record(np.arange(len(frames)), np.array(packed, np.uint32), np.array(shares, np.float32),
+                   np.array(backend, np.uint8), failures or {})
+    tarball.settle()
+    tarball.status = status or tarball.status
+    return tarball
+
+
+def synthetic_outputs(output_dir):
+    """An OUTPUT_DIR written by the state modules themselves, without a run:
+
+    ``b.tar`` complete: ``b/2.jpg`` (tar position 0) red over green, ``b/1.jpg`` blue, ``b/3.jpg`` failed;
+    ``a.tar`` partial: ``a/1.jpg`` white/black half and half, ``a/2.jpg`` pending.
+    In render order: a/1 (white/black), a/2 (pending), b/1 (blue), b/2 (red/green), b/3 (failed).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    complete = tarball_results("b.tar", ["b/2.jpg", "b/1.jpg", "b/3.jpg"],
+                               [[0xFF0000, 0x00FF00, 0], [0x0000FF, 0, 0], [0, 0, 0]],
+                               [[0.75, 0.25, 0], [1, 0, 0], [0, 0, 0]], [CPU, GPU, FAILED],
+                               {2: "not a JPEG"})
+    partial = tarball_results("a.tar", ["a/1.jpg", "a/2.jpg"], [[0xFFFFFF, 0x000000, 0], [0, 0, 0]],
+                              [[0.5, 0.5, 0], [0, 0, 0]], [CPU, PENDING])
+    Checkpoint(str(output_dir)).save(SYNTHETIC_SETTINGS, [complete, partial])
+    write_sqlite(str(output_dir), "db", complete, SYNTHETIC_SETTINGS)
+    return output_dir
+
+
+def read_png(path):
+    """A PNG as RGBA, shape (height, width, 4)."""
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)

@@ -163,7 +163,7 @@ LogLevel ERROR
             # a host name of its own too (a UTS namespace), as real hosts have: Open MPI tells nodes apart by it
             self.sshds.append(subprocess.Popen(
                 [self.ip, "netns", "exec", namespace, tool("unshare"), "--uts", "sh", "-c",
-                 f'hostname "$0" && exec "$@"', namespace, tool("sshd"), "-D", "-e", "-f", config_path],
+                 'hostname "$0" && exec "$@"', namespace, tool("sshd"), "-D", "-e", "-f", config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
 
     def _wait_listening(self):
@@ -176,9 +176,10 @@ LogLevel ERROR
                 try:
                     socket.create_connection((address, 22), timeout=1).close()
                     break
-                except OSError:
+                except OSError as error:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"sshd of {address} is not listening after {SSHD_START_TIMEOUT} s")
+                        raise RuntimeError(f"sshd of {address} is not listening after {SSHD_START_TIMEOUT} s") \
+                            from error
                     time.sleep(0.05)
 
     # ---- use --------------------------------------------------------------------------------------------

@@ -71,9 +71,8 @@ def test_only_job_mpi_imports_mpi4py():
 
 
 def test_the_public_palette_api_still_imports_from_mpicolor_palette():
-    from mpicolor.palette import BadFrame, decode_frame, extract_palette, palette_from_bytes
-
     from mpicolor.engine import decode, palette
+    from mpicolor.palette import BadFrame, decode_frame, extract_palette, palette_from_bytes
     assert (extract_palette, palette_from_bytes, BadFrame) == (palette.extract_palette, palette.palette_from_bytes,
                                                                palette.BadFrame)
     assert decode_frame is decode.decode_frame

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from helpers import Clock, make_partial, outputs, simulated_config, tiny_tarballs
-from mpicolor.job.protocol import ChunkResult, IndexJob, RankStats
-from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.job.coordinator import WRITE_BACKLOG, Coordinator, run_serial
-from mpicolor.job.report import EXIT_RANK_LOST
+from mpicolor.job.exits import EXIT_RANK_LOST
+from mpicolor.job.protocol import ChunkResult, IndexJob, RankStats
 from mpicolor.job.schedule import CHUNK_SECONDS, INDEXING_AHEAD, MAX_CHUNK, Schedule, WorkerLedger
+from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER
 from mpicolor.state.results import CPU
 

@@ -10,8 +10,8 @@ import pytest
 import simplejpeg
 
 from mpicolor.engine import palette
+from mpicolor.engine.decode import MAX_BYTES_PER_PIXEL, METADATA_BYTES, BadFrame, check_head, decode_frame
 from mpicolor.job.worker import HEAD_BYTES
-from mpicolor.engine.decode import METADATA_BYTES, MAX_BYTES_PER_PIXEL, BadFrame, check_head, decode_frame
 
 # in the portable subset, which run/power-check.sh runs on ppc64le under emulation
 pytestmark = pytest.mark.portable

@@ -11,14 +11,26 @@ import time
 import pytest
 
 import hostile
-from helpers import (bundled_frames, checkpoint_datasets, done_in_checkpoint, job_environment, kill_job,
-                     many_frames_input, mpicolor_command, outputs, pack_scenes, pack_tarball, read_checkpoint,
-                     read_sqlite, run_mpicolor)
+from helpers import (
+    bundled_frames,
+    checkpoint_datasets,
+    done_in_checkpoint,
+    job_environment,
+    kill_job,
+    many_frames_input,
+    mpicolor_command,
+    outputs,
+    pack_scenes,
+    pack_tarball,
+    read_checkpoint,
+    read_sqlite,
+    run_mpicolor,
+)
 from mpicolor.bench import run as bench_run
 from mpicolor.bench.run import is_open_mpi
 from mpicolor.engine.palette import palette_from_bytes
+from mpicolor.job.exits import EXIT_INTERRUPTED, EXIT_RANK_FAILED
 from mpicolor.state.checkpoint import CHECKPOINT
-from mpicolor.job.report import EXIT_INTERRUPTED, EXIT_RANK_FAILED
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
 from mpicolor.state.results import FAILED, PENDING
 
@@ -30,7 +42,7 @@ BAD_FRAMES = {"empty.jpg", "random.jpg", "truncated.jpg", "corrupt.jpg", "huge.j
 def tree_state(root, skip=None):
     """Path -> content hash of every file below root (except below ``skip``), and the folders."""
     state = {}
-    for folder, folders, files in os.walk(root):
+    for folder, _, files in os.walk(root):
         if skip and os.path.abspath(folder).startswith(os.path.abspath(skip)):
             continue
         state[os.path.relpath(folder, root) + "/"] = None
@@ -52,7 +64,6 @@ def test_hostile_members_are_failures_or_frames_and_nothing_escapes(tmp_path):
     pack_scenes(str(input_dir))
     targets = [os.path.normpath(os.path.join(base, name)) for base in (working, input_dir, output_dir)
                for name in ("../escape.jpg", "../../../../etc/cron.d/x.jpg")] + ["/abs/frame.jpg"]
-    assert not any(os.path.exists(target) for target in targets)
     before = tree_state(tmp_path)
     finished = run_mpicolor(2, "run", input_dir, output_dir, cwd=working)
     assert finished.returncode == 0, finished.stderr
@@ -69,7 +80,6 @@ def test_hostile_members_are_failures_or_frames_and_nothing_escapes(tmp_path):
     info = dict(tables["info"])
     assert json.loads(info["skipped"]) == expected["skipped_counts"]
     # nothing written outside OUTPUT_DIR (a member named ../escape.jpg is a label, never a path)
-    assert all(target.startswith(str(tmp_path)) for target in targets[:-1])
     assert tree_state(tmp_path, skip=output_dir) == before
     assert not any(os.path.exists(target) for target in targets)
     # library noise stays out of the log: libjpeg's warnings became the frames' reasons, shown in log lines

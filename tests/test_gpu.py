@@ -19,16 +19,16 @@ import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
 from mpicolor.engine import gpu
-from mpicolor.engine.kernels import kmeans, warm_up
-from mpicolor.job import worker
-from mpicolor.state.results import CPU, GPU
-from mpicolor.job.protocol import Chunk
-from mpicolor.job.worker import FrameComputer
-from mpicolor.job.config import RunConfig
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.devices import probe_gpus
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.palette import extract_palette, sample_indices
 from mpicolor.engine.stages import FAST
+from mpicolor.job import worker
+from mpicolor.job.config import RunConfig
+from mpicolor.job.protocol import Chunk
+from mpicolor.job.worker import FrameComputer
+from mpicolor.state.results import CPU, GPU
 from mpicolor.state.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
@@ -163,13 +163,17 @@ class DeviceError(RuntimeError):
     """Stands for a CUDA error class."""
 
 
+# what a failing device raises unless told otherwise
+ILLEGAL_ACCESS = DeviceError("an illegal memory access was encountered")
+
+
 class FakeDevice(gpu.Backend):
     """A NumPy backend whose "device" fails batches of several frames (``fail_batches``), the calls numbered
     in ``fail_calls`` (from 1), or every call (``fail_all``), with ``error``; ``calls`` records the frames of
     every call and ``held`` their device bytes."""
 
     def __init__(self, method="fast", fail_batches=False, fail_calls=(), fail_all=False, memory=None,
-                 error=DeviceError("an illegal memory access was encountered")):
+                 error=ILLEGAL_ACCESS):
         super().__init__(method=method, xp=np, memory=memory)
         self.fail_batches, self.fail_calls, self.fail_all, self.error = fail_batches, fail_calls, fail_all, error
         self.calls, self.held = [], []
@@ -279,11 +283,14 @@ def test_a_gpu_batch_is_bounded_by_the_memory_limit_not_by_the_chunk(tmp_path, c
 
 def test_frame_bytes_count_the_row_sample_that_goes_to_the_device():
     # what a frame holds on the device follows its row sample, which stops growing with the frame
-    for shape in ((48, 64, 3), (1080, 1920, 3), (4320, 7680, 3)):
-        image = np.zeros(shape, np.uint8)
-        sampled = len(sample_indices(*shape[:2]))
-        assert gpu.Backend.frame_bytes(image) == sampled * gpu.PLAN_BYTES_PER_SAMPLED_PIXEL
-        assert sampled <= FAST.sample_max
+    shapes = ((48, 64, 3), (1080, 1920, 3), (4320, 7680, 3))
+    sampled = [len(sample_indices(*shape[:2])) for shape in shapes]
+    held = [gpu.Backend.frame_bytes(np.zeros(shape, np.uint8)) for shape in shapes]
+    # in proportion to the sampled pixels, the same bytes for each whatever the frame
+    assert len({bytes_held / pixels for bytes_held, pixels in zip(held, sampled)}) == 1
+    # and no further: 8K has 16 times the pixels of 1080p, and its sample stays under the cap
+    assert sampled[0] < sampled[1] <= sampled[2] <= FAST.sample_max
+    assert held[2] < 1.1 * held[1]
     assert gpu.Backend(xp=np, memory=1 << 30).batch_budget == 1 << 29
 
 
@@ -377,7 +384,8 @@ def test_cupy_backend_binds_its_device_and_bounds_its_memory(cupy, frames):
         assert cupy.cuda.Device().id == device
         assert cupy.get_default_memory_pool().get_limit() == 1 << 28
     assert backend.batch_budget == 1 << 27
-    assert [gpu.sorted_palette(*colours, 5) for colours in backend.colours(frames[:3], 5, 0)] == cpu_palettes(frames[:3])
+    palettes = [gpu.sorted_palette(*colours, 5) for colours in backend.colours(frames[:3], 5, 0)]
+    assert palettes == cpu_palettes(frames[:3])
 
 
 def test_cuml_seed_is_close_to_scikit_learns(cupy, frames):

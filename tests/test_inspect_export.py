@@ -15,13 +15,22 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import bundled_frames, outputs, pack_scenes, pack_tarball, run_mpicolor
-from mpicolor.tools import export, inspect, render, results
+from helpers import (
+    SYNTHETIC_SETTINGS,
+    bundled_frames,
+    command,
+    outputs,
+    pack_scenes,
+    pack_tarball,
+    read_png,
+    run_mpicolor,
+    synthetic_outputs,
+    tarball_results,
+)
+from mpicolor.job.exits import EXIT_INPUT_FAILED
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, Checkpoint, tarball_file_name
 from mpicolor.state.results import CPU, INCOMPLETE, TarballResults
-from test_pack import command
-from test_render import SETTINGS, read_png, synthetic_outputs, tarball_results
-
+from mpicolor.tools import export, inspect, render, stored
 
 
 def parquet():
@@ -131,7 +140,7 @@ def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp
         hexes, shares = expected[row["tarball"], int(row["member"])]
         assert [row[f"color{k}_hex"] for k in range(5)] == hexes
         assert [float(row[f"share{k}"]) for k in range(5)] == pytest.approx(shares, abs=1e-6)
-        assert row["color0_hex"] == "#%02x%02x%02x" % tuple(int(row[f"color0_{c}"]) for c in "rgb")
+        assert row["color0_hex"] == "#" + "".join(f"{int(row[f'color0_{c}']):02x}" for c in "rgb")
     frames = json_lines(printed(capsys, export, run_output, "--format", "json"))
     for frame in frames:
         hexes, shares = expected[frame["tarball"], frame["member"]]
@@ -147,7 +156,7 @@ def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     cut = tarball_results("d.tar", ["d/1.jpg"], [[0x123456, 0, 0]], [[1, 0, 0]], [CPU],
                           status=INCOMPLETE)
     cut.incomplete = "the archive ends inside d/2.jpg"
-    Checkpoint(str(output_dir)).save(SETTINGS, [unreadable, cut])
+    Checkpoint(str(output_dir)).save(SYNTHETIC_SETTINGS, [unreadable, cut])
     report = json.loads(printed(capsys, inspect, output_dir, "--json"))
     statuses = {t["name"]: (t["status"], t["computed"], t["failed"], t["pending"]) for t in report["tarballs"]}
     assert statuses == {"a.tar": ("partial", 1, 0, 1), "b.tar": ("complete", 2, 1, 0),
@@ -184,7 +193,6 @@ def test_an_output_dir_without_results_is_refused(tmp_path, capsys):
     for module, flags in ((inspect, []), (export, ["--format", "csv"]), (render, ["--out", tmp_path / "x.png"])):
         assert command(module, tmp_path, *flags) == 3
         assert "holds neither checkpoint.h5 nor any hist_*.sqlite file" in capsys.readouterr().err
-
 
 
 @pytest.mark.mpi
@@ -277,17 +285,17 @@ def test_a_damaged_tarball_is_named_and_the_others_still_come_out(tmp_path, caps
     output_dir = synthetic_outputs(tmp_path / "out")
     damage(output_dir, "b.tar")
     capsys.readouterr()
-    assert command(inspect, output_dir, "--json") == results.EXIT_DAMAGED
+    assert command(inspect, output_dir, "--json") == EXIT_INPUT_FAILED
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert [tarball["name"] for tarball in report["tarballs"]] == ["a.tar"]
     assert "packed" in report["damaged"]["b.tar"] and "b.tar" in captured.err
-    assert command(inspect, output_dir) == results.EXIT_DAMAGED
+    assert command(inspect, output_dir) == EXIT_INPUT_FAILED
     printed = capsys.readouterr().out
     assert "  b.tar: cannot be read (DamagedCheckpoint: " in printed and "'packed' doesn't exist" in printed
-    assert command(export, output_dir, "--format", "csv") == results.EXIT_DAMAGED
+    assert command(export, output_dir, "--format", "csv") == EXIT_INPUT_FAILED
     assert [row[:2] for row in csv.reader(io.StringIO(capsys.readouterr().out))][1:] == [["a.tar", "0"]]
-    assert command(render, output_dir, "--out", tmp_path / "bar.png") == results.EXIT_DAMAGED
+    assert command(render, output_dir, "--out", tmp_path / "bar.png") == EXIT_INPUT_FAILED
     assert read_png(tmp_path / "bar.png").shape[1] == 2  # a.tar's frames only
 
 
@@ -303,8 +311,8 @@ def test_parquet_needs_a_file_and_pyarrow(run_output, tmp_path, capsys, monkeypa
 
 @pytest.mark.mpi
 def test_tools_show_progress_as_tarballs_are_read(run_output, capsys):
-    with results.OutputReader(str(run_output)) as reader:
-        for _ in results.each_tarball(reader, reader.names, "bar"):
+    with stored.OutputReader(str(run_output)) as reader:
+        for _ in stored.each_tarball(reader, reader.names, "bar"):
             time.sleep(0.6)  # the bar shows at most twice a second
     bar = capsys.readouterr().err
     assert "\r[" in bar and "tarball 3/3, frames 12/12" in bar and bar.endswith("\n")

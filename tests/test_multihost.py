@@ -62,7 +62,8 @@ def test_ranks_on_three_hosts_give_the_single_host_results(hosts, input_dir, tmp
     assert placed == {rank: hosts.namespaces[rank // SLOTS] for rank in range(RANKS)}
 
     # three hosts: the node tier, with a node coordinator per host (rank 1 on rank 0's) and rank 0 computing nothing
-    assert f"{RANKS} ranks on {HOSTS} nodes: rank 0 hands ranges to the node coordinators (ranks 1, 2, 4)" in multi.stderr
+    assert (f"{RANKS} ranks on {HOSTS} nodes: rank 0 hands ranges to the node coordinators (ranks 1, 2, 4)"
+            in multi.stderr)
     with open(tmp_path / "multi" / "run-summary.json") as summary_file:
         summary = json.load(summary_file)
     assert "0" not in summary["ranks"] and set(summary["ranks"]) <= {str(rank) for rank in range(1, RANKS)}

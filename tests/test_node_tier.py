@@ -10,10 +10,20 @@ import time
 
 import pytest
 
-from helpers import (checkpoint_datasets, done_in_checkpoint, job_environment, kill_job, many_frames_input,
-                     mpicolor_command, outputs, rank_pid, run_mpicolor, wait_for_lock)
+from helpers import (
+    checkpoint_datasets,
+    done_in_checkpoint,
+    job_environment,
+    kill_job,
+    many_frames_input,
+    mpicolor_command,
+    outputs,
+    rank_pid,
+    run_mpicolor,
+    wait_for_lock,
+)
 from mpicolor.bench import run as bench_run
-from mpicolor.job.report import EXIT_OK, EXIT_RANK_LOST
+from mpicolor.job.exits import EXIT_OK, EXIT_RANK_LOST
 
 pytestmark = pytest.mark.mpi
 

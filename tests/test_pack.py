@@ -1,6 +1,5 @@
 """`mpicolor pack`: videos to tarballs of JPEG frames in time order, streaming, atomic, parallel under mpiexec."""
 
-import argparse
 import os
 import subprocess
 import sys
@@ -10,39 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import TINY_FRAMES, command, make_video, tiny_colours
 from mpicolor.bench import run as bench_run
 from mpicolor.tools import pack
-
-# the tiny test video: solid frames of distinct colours, 10 frames per second
-TINY_FPS, TINY_FRAMES, TINY_SIZE = 10, 25, (64, 48)
-
-
-def command(module, *argv):
-    """Run ``mpicolor <module> argv...`` in this process, through the module's own argparse flags."""
-    parser = argparse.ArgumentParser(prog=f"mpicolor {module.__name__.rsplit('.', 1)[-1]}")
-    module.add_arguments(parser)
-    return module.main(parser.parse_args([str(arg) for arg in argv]))
-
-
-def tiny_colours(n_frames=TINY_FRAMES):
-    """RGB of each frame of the tiny video, far enough apart that JPEG cannot blur one into another.
-
-    Returns
-    -------
-    ndarray of shape (n_frames, 3), uint8
-    """
-    index = np.arange(n_frames)
-    return np.stack([index * 10, 250 - index * 10, (index * 97) % 256], axis=1).astype(np.uint8)
-
-
-def make_video(path, n_frames=TINY_FRAMES):
-    """A Motion-JPEG AVI of solid frames in :func:`tiny_colours`, made with OpenCV's VideoWriter."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), TINY_FPS, TINY_SIZE)
-    assert writer.isOpened(), "OpenCV cannot write MJPG AVI here"
-    for red, green, blue in tiny_colours(n_frames).tolist():
-        writer.write(np.full((TINY_SIZE[1], TINY_SIZE[0], 3), (blue, green, red), np.uint8))
-    writer.release()
-    return str(path)
 
 
 def members(tar_path):

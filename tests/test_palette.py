@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from mpicolor.engine import gpu, jit, palette, stages
-from mpicolor.engine.kernels import histogram, kmeans, search, warm_up
 from mpicolor.engine.decode import decode_frame
-from mpicolor.engine.palette import (METHODS, BadFrame, default_scale, extract_palette,
-                              palette_from_bytes, smooth_chroma)
+from mpicolor.engine.kernels import histogram, kmeans, search, warm_up
+from mpicolor.engine.palette import METHODS, BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma
 
 # in the portable subset, which run/power-check.sh runs on ppc64le under emulation
 pytestmark = pytest.mark.portable
@@ -239,7 +238,8 @@ def adaptive_levels(image, thresholds):
     occupied, bins, _ = histogram.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64),
                                               1, np.zeros((1 << 18, 4), np.int32), ups, coarser, codes)
     np.testing.assert_array_equal(codes >> 6, histogram.colour_bins(pixels, 6))
-    np.testing.assert_array_equal(codes & 63, ((pixels[:, 0] & 3) << 4) | ((pixels[:, 1] & 3) << 2) | (pixels[:, 2] & 3))
+    low_bits = ((pixels[:, 0] & 3) << 4) | ((pixels[:, 1] & 3) << 2) | (pixels[:, 2] & 3)
+    np.testing.assert_array_equal(codes & 63, low_bits)
     points, weights, moments, sizes = histogram.sample_levels(
         codes, bins, occupied, 6, ups, coarser, np.array(thresholds, np.float64), np.zeros(1 << 18, np.int32),
         np.zeros(coarser.shape[0], np.uint8))

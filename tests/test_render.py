@@ -5,54 +5,22 @@ import json
 import os
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 
-from helpers import SHARED_DATA, outputs, run_mpicolor
-from mpicolor.tools import inspect, pack, render, results
-from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
-from mpicolor.state.results import CPU, FAILED, GPU, PENDING, TarballResults
-from mpicolor.state.sqlite import write_sqlite
-from test_pack import command, make_video
+from helpers import (
+    SHARED_DATA,
+    command,
+    make_video,
+    outputs,
+    read_png,
+    run_mpicolor,
+    synthetic_outputs,
+)
+from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
+from mpicolor.tools import inspect, pack, render, stored
 
 CLIP = os.path.join(SHARED_DATA, "video", "car-detection.mp4")
-SETTINGS = {"clusters": 3, "method": "fast", "seed": 0, "scale": 1, "max_pixels": 1000, "label": "db",
-            "version": "test"}
-
-
-def tarball_results(name, frames, packed, shares, backend, failures=None, status=None):
-    """A :class:`TarballResults` with these rows; status from the backends unless given."""
-    tarball = TarballResults.empty(name, frames, len(packed[0]))
-    tarball.record(np.arange(len(frames)), np.array(packed, np.uint32), np.array(shares, np.float32),
-                   np.array(backend, np.uint8), failures or {})
-    tarball.settle()
-    tarball.status = status or tarball.status
-    return tarball
-
-
-def synthetic_outputs(output_dir):
-    """An OUTPUT_DIR written by the state modules themselves, without a run:
-
-    ``b.tar`` complete: ``b/2.jpg`` (tar position 0) red over green, ``b/1.jpg`` blue, ``b/3.jpg`` failed;
-    ``a.tar`` partial: ``a/1.jpg`` white/black half and half, ``a/2.jpg`` pending.
-    In render order: a/1 (white/black), a/2 (pending), b/1 (blue), b/2 (red/green), b/3 (failed).
-    """
-    os.makedirs(output_dir, exist_ok=True)
-    complete = tarball_results("b.tar", ["b/2.jpg", "b/1.jpg", "b/3.jpg"],
-                               [[0xFF0000, 0x00FF00, 0], [0x0000FF, 0, 0], [0, 0, 0]],
-                               [[0.75, 0.25, 0], [1, 0, 0], [0, 0, 0]], [CPU, GPU, FAILED],
-                               {2: "not a JPEG"})
-    partial = tarball_results("a.tar", ["a/1.jpg", "a/2.jpg"], [[0xFFFFFF, 0x000000, 0], [0, 0, 0]],
-                              [[0.5, 0.5, 0], [0, 0, 0]], [CPU, PENDING])
-    Checkpoint(str(output_dir)).save(SETTINGS, [complete, partial])
-    write_sqlite(str(output_dir), "db", complete, SETTINGS)
-    return output_dir
-
-
-def read_png(path):
-    """A PNG as RGBA, shape (height, width, 4)."""
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
 
 
 def test_stripes_put_the_dominant_colour_on_top_with_heights_by_share(tmp_path):
@@ -162,8 +130,8 @@ def test_the_sqlite_files_give_the_same_picture_as_the_checkpoint(tmp_path):
     assert command(render, output_dir, "--out", tmp_path / "a.png", "--tarball", "b.tar") == 0
     os.remove(output_dir / CHECKPOINT)
     shutil.rmtree(output_dir / CHECKPOINT_FOLDER)
-    with results.OutputReader(str(output_dir)) as reader:
-        assert reader.source == results.SOURCE_SQLITE
+    with stored.OutputReader(str(output_dir)) as reader:
+        assert reader.source == stored.SOURCE_SQLITE
     assert command(render, output_dir, "--out", tmp_path / "b.png", "--tarball", "b.tar") == 0
     np.testing.assert_array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))
 
@@ -191,7 +159,7 @@ def test_bad_requests_are_refused(tmp_path, capsys, flags, message):
 def sqlite_dominants(output_dir):
     """color0 of every computed frame, by tarball name then member name, from the sqlite files."""
     dominants = []
-    for name, tables in sorted(outputs(output_dir).items()):
+    for _, tables in sorted(outputs(output_dir).items()):
         dominants += [row[1] for row in sorted(tables["images"], key=lambda row: (row[0], row[-1]))]
     return dominants
 

@@ -11,12 +11,22 @@ import time
 import numpy as np
 import pytest
 
-from helpers import (checkpoint_datasets, job_environment, kill_job, many_frames_input, mpicolor_command, outputs,
-                     rank_pid, read_checkpoint, run_mpicolor, wait_for_lock)
+from helpers import (
+    checkpoint_datasets,
+    job_environment,
+    kill_job,
+    many_frames_input,
+    mpicolor_command,
+    outputs,
+    rank_pid,
+    read_checkpoint,
+    run_mpicolor,
+    wait_for_lock,
+)
+from mpicolor.engine.palette import palette_from_bytes
 from mpicolor.state.atomic import TEMP_SUFFIX
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
-from mpicolor.engine.palette import palette_from_bytes
 
 pytestmark = pytest.mark.mpi
 
@@ -32,7 +42,7 @@ def test_outputs_equal_extract_palette_on_the_same_bytes(input_dir, tmp_path):
         expected = [(member.name, tar.extractfile(member).read()) for member in tar.getmembers()]
     rows = tables["hist_car.tar_db.sqlite"]["images"]
     assert [row[0] for row in rows] == [name for name, _ in expected]
-    for row, (name, frame_bytes) in zip(rows, expected):
+    for row, (_, frame_bytes) in zip(rows, expected):
         palette = palette_from_bytes(frame_bytes)
         assert list(row[1:6]) == palette.packed.tolist()
         np.testing.assert_allclose(row[6:11], palette.shares, rtol=1e-6)

@@ -12,8 +12,17 @@ from helpers import TESTS
 from mpicolor.state import checkpoint as checkpoint_module
 from mpicolor.state import resume
 from mpicolor.state.atomic import TEMP_SUFFIX, publish, remove_stale_temporaries, temporary_path
-from mpicolor.state.checkpoint import (CHECKPOINT, CHECKPOINT_FOLDER, CHECKPOINT_PREV_0_1, FORMAT, Checkpoint,
-                                       CheckpointReader, DamagedCheckpoint, _write_tarball, tarball_file_name)
+from mpicolor.state.checkpoint import (
+    CHECKPOINT,
+    CHECKPOINT_FOLDER,
+    CHECKPOINT_PREV_0_1,
+    FORMAT,
+    Checkpoint,
+    CheckpointReader,
+    DamagedCheckpoint,
+    _write_tarball,
+    tarball_file_name,
+)
 from mpicolor.state.output_dir import OutputError, OutputLock
 from mpicolor.state.results import COMPLETE, CPU, FAILED, PARTIAL, PENDING, TarballResults
 from mpicolor.state.sqlite import write_sqlite
@@ -89,7 +98,6 @@ def test_files_of_one_checkpoint_may_come_from_two_engines_and_say_which(tmp_pat
     checkpoint.save(dict(SETTINGS, engine=2), [results("b.tar")])
     again = opened(tmp_path)
     assert (again.read("a.tar").engine, again.read("b.tar").engine) == (1, 2)
-
 
 
 @pytest.mark.parametrize("limit", [64 << 20, 1000], ids=["fixed-length", "variable-length"])

@@ -17,7 +17,6 @@ import sqlite3
 import struct
 import subprocess
 import tarfile
-import time
 
 import h5py
 import pytest
@@ -307,34 +306,34 @@ def test_errors_and_members_survive_pickling():
     assert pickle.loads(pickle.dumps(member)) == member
 
 
-def test_image_suffixes_are_lower_case_with_dot():
-    assert all(suffix == suffix.lower() and suffix.startswith(".") for suffix in IMAGE_SUFFIXES)
-    assert {".jpg", ".jpeg", ".png", ".webp"} <= set(IMAGE_SUFFIXES)
+def test_a_member_is_a_frame_by_its_image_suffix_in_any_case(tmp_path):
+    frame = good_jpeg(0, 16, 16)
+    names = [f"f{number}{suffix}" for number, suffix in enumerate(IMAGE_SUFFIXES)]
+    names += ["upper.JPG", "mixed.JpEg", "shout.PNG"]
+    path = str(tmp_path / "suffixes.tar")
+    write_tar(path, [Entry(name, frame) for name in names + ["notes.txt", "jpg", "no.jpg.txt", "dotless_jpg"]])
+    index = index_tarball(path)
+    assert [member.name for member in index.members] == names
+    assert index.skipped == {"not an image": 4}
 
 
-def _best_rate(path, n_members, scan_headers):
-    """Members per second of the fastest of 3 indexings of `path`."""
-    elapsed = []
-    for _ in range(3):
-        start = time.perf_counter()
-        index = _index_tarball(path, scan_headers)
-        elapsed.append(time.perf_counter() - start)
-        assert len(index.members) == n_members
-    return n_members / min(elapsed)
-
-
-def test_indexing_speed(tmp_path):
+def test_a_plain_tar_is_indexed_from_its_headers_without_tarfile(tmp_path, monkeypatch):
+    # what makes indexing fast is that no TarInfo is made (a race against tarfile's clock is a benchmark's, not a
+    # test's): a tar of many members is indexed with tarfile unable to open anything, and gives tarfile's index
     n_members = 10_000
     path = str(tmp_path / "many.tar")
     frame = good_jpeg(0, 16, 16)
     write_tar(path, [(f"clip/frame_{i:05d}.jpg", frame) for i in range(n_members)])
-    assert _header_scan_handles(path)
-    # side by side, so that a slow or busy machine slows both alike
-    reference = _best_rate(path, n_members, scan_headers=False)
-    rate = _best_rate(path, n_members, scan_headers=True)
-    print(f"indexed {n_members} members at {rate:,.0f} members/s, tarfile alone at {reference:,.0f} members/s")
-    # about 5x on a quiet machine; the bound leaves room for noisy CI neighbours
-    assert rate > 2 * reference, f"indexing ran at {rate:,.0f} members/s, tarfile alone at {reference:,.0f}"
+    reference = _index_tarball(path, scan_headers=False)
+
+    def no_tarfile(*args, **kwargs):
+        raise AssertionError("tarfile was asked to open the archive")
+
+    monkeypatch.setattr(tarfile, "open", no_tarfile)
+    index = _index_tarball(path, scan_headers=True)
+    assert len(index.members) == n_members
+    assert (index.members, index.skipped, index.incomplete) == (reference.members, reference.skipped,
+                                                                 reference.incomplete)
 
 
 def test_find_tarballs_sorts_ignores_and_rejects(tmp_path):

@@ -10,10 +10,9 @@ import pytest
 from helpers import Clock, outputs, simulated_config, tiny_tarballs
 from mpicolor.job.coordinator import run_serial
 from mpicolor.job.dispatch import FLUSH_SECONDS, Dispatcher, NodePlanner
+from mpicolor.job.exits import EXIT_OK, EXIT_RANK_LOST
 from mpicolor.job.inprocess import run_in_process
-from mpicolor.job.protocol import (Alive, Chunk, ChunkResult, Cut, IndexJob, RankStats, SqliteJob, SqliteWritten,
-                                   Stop)
-from mpicolor.job.report import EXIT_OK, EXIT_RANK_LOST
+from mpicolor.job.protocol import Alive, Chunk, ChunkResult, Cut, IndexJob, RankStats, SqliteJob, SqliteWritten, Stop
 from mpicolor.job.tiers import Role, capacity, node_by_size, rank_0_peers, ranks_text, role
 from mpicolor.state.results import CPU
 

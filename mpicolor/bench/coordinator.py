@@ -37,8 +37,16 @@ import numpy as np
 from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import Coordinator
 from mpicolor.job.dispatch import FLUSH_SECONDS, STALL_CHECK, root_dispatcher
-from mpicolor.job.protocol import (Alive, Chunk, ChunkResult, Cut, IndexedTarball, IndexJob, RankStats,
-                                   SqliteJob, SqliteWritten)
+from mpicolor.job.protocol import (
+    Chunk,
+    ChunkResult,
+    Cut,
+    IndexedTarball,
+    IndexJob,
+    RankStats,
+    SqliteJob,
+    SqliteWritten,
+)
 from mpicolor.job.schedule import CHUNK_SECONDS, RANGE_SECONDS, UNITS_AHEAD
 from mpicolor.state.checkpoint import Checkpoint
 from mpicolor.state.results import COMPLETE, CPU, TarballResults

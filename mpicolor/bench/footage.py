@@ -119,7 +119,8 @@ def build_sets(out, shared_data, sample_videos=None):
                  "GPL-2+"), web720(photos))
 
     samples = _debian_files(OPENCV_DOC, "usr/share/doc/opencv-doc/examples/data/*", downloads)
-    add(FrameSet("opencv-photos", "validation", "photographs (and a painting, a render) of OpenCV's samples, 0.05-0.46 MP",
+    add(FrameSet("opencv-photos", "validation",
+                 "photographs (and a painting, a render) of OpenCV's samples, 0.05-0.46 MP",
                  f"Debian {OPENCV_DOC} 4.6.0, examples/data: {', '.join(OPENCV_PHOTOS)}",
                  "Apache-2.0 AND BSD-3-Clause"),
         [cv2.imread(path) for path in samples if os.path.basename(path) in OPENCV_PHOTOS])

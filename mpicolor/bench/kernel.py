@@ -12,11 +12,11 @@ import numpy as np
 import simplejpeg
 from threadpoolctl import threadpool_limits
 
-from mpicolor.engine.kernels import kmeans, warm_up
+from mpicolor.bench.run import DEFAULT_FRAMES, median
 from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
 from mpicolor.engine.gpu import Backend, GpuUnavailable
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
-from mpicolor.bench.run import DEFAULT_FRAMES, median
 from mpicolor.state.tarballs import IMAGE_SUFFIXES, BadTarball, index_tarball, read_member
 
 BACKENDS = ("cpu", "gpu", "numpy")
@@ -333,7 +333,7 @@ def _by_size_class(sources, variants):
     classes = {}
     for method, scale in variants:
         label = _label(method, scale)
-        for name, belongs, target in SIZE_CLASSES:
+        for name, _, target in SIZE_CLASSES:
             records = [dict(record, frame=f"{_short(source)}/{record['frame']}")
                        for source, result in sources.items() for record in result["frames"]
                        if _size_class(record) == name]

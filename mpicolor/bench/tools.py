@@ -3,8 +3,8 @@
 It makes a synthetic collection (by default 20 tarballs of 555,875 tiny frames: the original's 11,117,500
 frames; the tarballs are hard links to one file, :func:`mpicolor.bench.state.tiny_tarball`), runs it once
 with ``--simulate 0`` under ``mpiexec`` (both are kept in ``--out`` and reused by later runs), then runs
-every tool by itself, in a process of its own, and reports the median wall time, processor time and the peak resident memory of that process (``wait4``'s
-``ru_utime``, ``ru_stime`` and ``ru_maxrss``).
+every tool by itself, in a process of its own, and reports the median wall time, processor time and the peak
+resident memory of that process (``wait4``'s ``ru_utime``, ``ru_stime`` and ``ru_maxrss``).
 The rows that the exports wrote are counted and checked against the frames in the results.
 """
 
@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from mpicolor.bench.state import linked_collection, tiny_tarball
 from mpicolor.bench.run import median, timed_run
+from mpicolor.bench.state import linked_collection, tiny_tarball
 from mpicolor.state.output_dir import RUN_SUMMARY
 
 DEFAULT_OUT = os.path.join("bench-out", "tools")

@@ -21,9 +21,25 @@ from mpicolor.engine.devices import probe_gpus
 from mpicolor.engine.kernels.histogram import colour_bins
 from mpicolor.engine.kernels.kmeans import LANES
 from mpicolor.engine.kernels.search import distinct_runs
-from mpicolor.engine.palette import check_image, check_settings, sample_indices, sample_rows, seed_colours, sorted_palette
-from mpicolor.engine.stages import (FAST, finer_threshold, kept_runs, level_thresholds, lloyd_tolerance, restart_level,
-                                    restart_uniforms, settled, too_few_points)
+from mpicolor.engine.palette import (
+    check_image,
+    check_settings,
+    sample_indices,
+    sample_rows,
+    seed_colours,
+    sorted_palette,
+)
+from mpicolor.engine.stages import (
+    FAST,
+    finer_threshold,
+    kept_runs,
+    level_thresholds,
+    lloyd_tolerance,
+    restart_level,
+    restart_uniforms,
+    settled,
+    too_few_points,
+)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 

@@ -20,7 +20,6 @@ METHODS = ("fast", "seed")
 # resumed run computes again the stored results of another version, so that no tarball mixes two.
 # (0.1.0 stored none: its methods were version 1.) Checkpoints store it as the tarball's ``engine``.
 ENGINE_VERSIONS = {"fast": 4, "seed": 1}
-ENGINES = ENGINE_VERSIONS  # the name mpicolor.job.config imports, until it takes ENGINE_VERSIONS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

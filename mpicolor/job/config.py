@@ -4,13 +4,12 @@ import os
 from dataclasses import asdict, dataclass
 
 from mpicolor import __version__
-from mpicolor.engine.palette import ENGINES, METHODS
+from mpicolor.engine.palette import ENGINE_VERSIONS, METHODS
+from mpicolor.state.resume import RESULT_SETTINGS, STORED_SETTINGS
 
 # The engine version of --simulate's stand-in palettes (`mpicolor.job.worker.stand_in_palette`), unchanged
 # since 0.1.0, whatever the method.
 STAND_IN_ENGINE = 1
-# Settings that change the numbers in the outputs: a resumed run must use the same ones.
-RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,11 @@ class RunConfig:
 
     def stored_settings(self):
         """What every output file records of this run: the result settings, the label, the version and the
-        method's engine (`mpicolor.engine.palette.ENGINES`)."""
-        return dict(self.result_settings(), label=self.label, version=self.version, engine=self.engine())
+        method's engine (`mpicolor.engine.palette.ENGINE_VERSIONS`)."""
+        values = dict(asdict(self), engine=self.engine())
+        return {name: values[name] for name in STORED_SETTINGS}
 
     def engine(self):
         """The version of the computation that makes this run's palettes: the method's, or the simulated
         stand-ins'."""
-        return STAND_IN_ENGINE if self.simulate is not None else ENGINES[self.method]
+        return STAND_IN_ENGINE if self.simulate is not None else ENGINE_VERSIONS[self.method]

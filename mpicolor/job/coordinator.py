@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpicolor import __version__
+from mpicolor.job.exits import EXIT_INTERRUPTED
 from mpicolor.job.logs import RunLog
 from mpicolor.job.progress import Progress
 from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexedTarball, IndexJob, SqliteJob, SqliteWritten
-from mpicolor.job.report import EXIT_INTERRUPTED, RunReport, TarballOutcome
+from mpicolor.job.report import RunReport, TarballOutcome
 from mpicolor.job.schedule import CHUNK_SECONDS, Schedule
 from mpicolor.job.tiers import ranks_text
 from mpicolor.job.worker import FrameComputer, index_for_coordinator
@@ -31,8 +32,8 @@ from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint,
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE, TarballResults
 from mpicolor.state.sqlite import sqlite_name
-from mpicolor.state.writer import StateWriter
 from mpicolor.state.tarballs import find_tarballs
+from mpicolor.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from mpicolor.engine.devices import probe_gpus
 from mpicolor.engine.kernels import warm_up
 from mpicolor.job.coordinator import Coordinator
 from mpicolor.job.dispatch import POLL_MAX, POLL_MIN, node_dispatcher, root_dispatcher, work
+from mpicolor.job.exits import EXIT_OUTPUT, EXIT_RANK_FAILED, EXIT_USAGE
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.placement import place_rank
 from mpicolor.job.protocol import TAGS, Setup
-from mpicolor.job.report import EXIT_OUTPUT, EXIT_RANK_FAILED, EXIT_USAGE
 from mpicolor.job.tiers import node_by_size, role
 from mpicolor.job.worker import FrameComputer
 from mpicolor.state.output_dir import OutputError

@@ -5,9 +5,9 @@ Orders go down (rank 0 to a node coordinator or a worker, a node coordinator to 
 `Chunk` (a chunk to compute; to a node coordinator, a *range* of many chunks), `IndexJob`, `SqliteJob`,
 `Stop`. Replies go up: `ChunkResult` (to a node coordinator's coordinator, a batch of the results of a
 range's chunks), `IndexedTarball`, `SqliteWritten`, and from a node coordinator `Cut` (a range is all handed
-out in its node) and `Alive` (its node is computing but has nothing to return yet). A reply carries the `key` of the order it answers, so that a
-coordinator's ledger knows what is still out; frame ids travel in the payload, never in tags (only tags up to
-32767 are guaranteed).
+out in its node) and `Alive` (its node is computing but has nothing to return yet). A reply carries the `key` of
+the order it answers, so that a coordinator's ledger knows what is still out; frame ids travel in the payload,
+never in tags (only tags up to 32767 are guaranteed).
 """
 
 import os

@@ -4,14 +4,10 @@ import resource
 import time
 from dataclasses import dataclass
 
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_OK, EXIT_RANK_LOST
 from mpicolor.job.progress import format_duration
 from mpicolor.job.protocol import RankStats
 from mpicolor.state.results import INCOMPLETE, UNREADABLE
-
-# exit status of `mpicolor run`
-EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED, EXIT_RANK_LOST = 0, 1, 2, 3, 4, 5
-# a rank raised an exception and the job was aborted (sysexits.h EX_SOFTWARE: an internal software error)
-EXIT_RANK_FAILED = 70
 
 
 @dataclass
@@ -57,7 +53,7 @@ class RunReport:
         if self.lost_ranks:
             return EXIT_RANK_LOST
         failed = any(outcome.status in (UNREADABLE, INCOMPLETE) for outcome in self.outcomes.values())
-        return EXIT_TARBALL_FAILED if failed else EXIT_OK
+        return EXIT_INPUT_FAILED if failed else EXIT_OK
 
     def lines(self, wall, placements=()):
         """Lines of the end-of-run summary."""

@@ -14,8 +14,14 @@ import numpy as np
 
 from mpicolor.engine.borders import crop, detect_borders
 from mpicolor.engine.decode import check_head, decode_frame
-from mpicolor.engine.palette import (BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma,
-                              sorted_palette)
+from mpicolor.engine.palette import (
+    BadFrame,
+    default_scale,
+    extract_palette,
+    palette_from_bytes,
+    smooth_chroma,
+    sorted_palette,
+)
 from mpicolor.job.protocol import ChunkResult, IndexedTarball, IndexJob, RankStats, SqliteJob, SqliteWritten
 from mpicolor.state.checkpoint import DamagedCheckpoint
 from mpicolor.state.results import BACKEND_CODES, BACKEND_NAMES, CPU, FAILED, GPU, PENDING

@@ -20,6 +20,7 @@ One module per concept, as h5py's ``_hl`` has them:
 ``writer``
     The thread that writes checkpoint files for rank 0 while it goes on coordinating.
 
-Plain Python with no MPI: only rank 0 calls these (and the tools read them), and the tests call them in
-process. Imports nothing of mpicolor but itself.
+Plain Python with no MPI: rank 0 calls these, workers index tarballs and write the sqlite files of tarballs
+complete in the checkpoint, the tools read them, and the tests call them in process. Imports nothing of
+mpicolor but itself.
 """

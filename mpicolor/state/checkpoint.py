@@ -41,11 +41,17 @@ import os
 import h5py
 import numpy as np
 
-from mpicolor.state.resume import MADE_BY
-from mpicolor.state.atomic import (TEMP_SUFFIX, publish, publish_together, remove_stale_temporaries,
-                                   require_space, temporary_path)
+from mpicolor.state.atomic import (
+    TEMP_SUFFIX,
+    publish,
+    publish_together,
+    remove_stale_temporaries,
+    require_space,
+    temporary_path,
+)
 from mpicolor.state.output_dir import OutputError
 from mpicolor.state.results import TarballResults
+from mpicolor.state.resume import MADE_BY
 from mpicolor.state.tarballs import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -195,7 +201,7 @@ class Checkpoint:
 
     def _settings_from_files(self):
         """The settings stored in the first readable tarball file, for an index that is missing or damaged."""
-        for name, file_name in self.files.items():
+        for file_name in self.files.values():
             path = os.path.join(self.folder, file_name)
             try:
                 with h5py.File(path, "r", locking=False) as h5:

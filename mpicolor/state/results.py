@@ -8,6 +8,8 @@ import numpy as np
 PENDING, CPU, GPU, FAILED = 0, 1, 2, 3
 BACKEND_NAMES = {CPU: "cpu", GPU: "gpu", FAILED: "failed"}
 BACKEND_CODES = {name: code for code, name in BACKEND_NAMES.items()}
+# a frame read back from a sqlite file: computed, by a backend the file does not record
+COMPUTED_UNKNOWN = 255
 
 PARTIAL, COMPLETE, INCOMPLETE, UNREADABLE = "partial", "complete", "incomplete", "unreadable"
 CROP_SIDES = ("top", "bottom", "left", "right")
@@ -49,7 +51,7 @@ class TarballResults:
     fingerprint : mpicolor.state.tarballs.Fingerprint or None
         What identifies the tarball these results belong to (None: not known, e.g. a 0.1.0 checkpoint).
     engine : int or None
-        The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINES`);
+        The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINE_VERSIONS`);
         None for results computed in this run, or stored by 0.1.0.
     """
 

@@ -13,9 +13,14 @@ from mpicolor.state.results import UNREADABLE
 
 log = logging.getLogger(__name__)
 
+# Settings that change the numbers in the outputs: a resumed run must use the same ones.
+RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
 # Stored settings that say what made a file rather than what the run asked: they may differ between the
 # files of one checkpoint, and never refuse a run.
 MADE_BY = ("version", "engine")
+# What every output file records of its run (the checkpoint's settings, a sqlite file's info table beside its
+# counts): the result settings, the label that names the sqlite files, and what made it.
+STORED_SETTINGS = (*RESULT_SETTINGS, "label", *MADE_BY)
 # The engine of results that 0.1.0 stored, which recorded none.
 ENGINE_OF_0_1_0 = 1
 
@@ -52,7 +57,7 @@ def reusable(stored, index, clusters, engine):
         The tarball as it is now: member names, skipped members, fingerprint.
     clusters : int
     engine : int
-        The version of this run's method (`mpicolor.engine.palette.ENGINES`).
+        The version of this run's method (`mpicolor.engine.palette.ENGINE_VERSIONS`).
 
     Returns
     -------

@@ -1,6 +1,8 @@
-"""The original's output: ``hist_{tarball}_{label}.sqlite`` per finished tarball, written atomically."""
+"""The original's output: ``hist_{tarball}_{label}.sqlite`` per finished tarball, written atomically, and read back
+(for the tools, when no checkpoint can be read)."""
 
 import errno
+import glob
 import json
 import os
 import sqlite3
@@ -9,7 +11,17 @@ import numpy as np
 
 from mpicolor.state.atomic import publish_together, require_space, temporary_path
 from mpicolor.state.checkpoint import CHECKPOINT_FOLDER, read_tarball_file, tarball_file_name
-from mpicolor.state.results import CPU, CROP_SIDES, GPU
+from mpicolor.state.results import (
+    COMPLETE,
+    COMPUTED_UNKNOWN,
+    CPU,
+    CROP_SIDES,
+    FAILED,
+    GPU,
+    INCOMPLETE,
+    PENDING,
+    TarballResults,
+)
 
 
 def sqlite_name(tarball_name, label):
@@ -115,3 +127,77 @@ def _sqlite_temporary(output_dir, label, results, settings):
     finally:
         connection.close()
     return temporary, final
+
+
+# ---- reading back ----
+
+def sqlite_files(output_dir):
+    """The names of the ``hist_*.sqlite`` files in OUTPUT_DIR."""
+    return {os.path.basename(path) for path in glob.glob(os.path.join(glob.escape(output_dir), "hist_*.sqlite"))}
+
+
+def _connect(path):
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def read_sqlite_info(path):
+    """A ``hist_*.sqlite`` file's ``info`` table as a dict, and its colours per frame."""
+    connection = _connect(path)
+    try:
+        info = dict(connection.execute("SELECT key, value FROM info").fetchall())
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(images)")]
+    finally:
+        connection.close()
+    return info, sum(column.startswith("color") for column in columns)
+
+
+def sqlite_frame_count(path):
+    """Frames of one ``hist_*.sqlite`` file: one past the largest ``member`` of its images and failures."""
+    connection = _connect(path)
+    try:
+        largest = connection.execute("SELECT max(member) FROM (SELECT member FROM images UNION ALL "
+                                     "SELECT member FROM failures)").fetchone()[0]
+    finally:
+        connection.close()
+    return 0 if largest is None else largest + 1
+
+
+def read_sqlite(path):
+    """The :class:`~mpicolor.state.results.TarballResults` of one ``hist_*.sqlite`` file (what the tools read
+    without a checkpoint); the ``member`` column places every row, and computed frames have the backend code
+    ``COMPUTED_UNKNOWN``."""
+    info, clusters = read_sqlite_info(path)
+    connection = _connect(path)
+    try:
+        selected = ", ".join(["imgname", "member"] + [f"color{k}" for k in range(clusters)]
+                             + [f"share{k}" for k in range(clusters)])
+        images = connection.execute(f"SELECT {selected} FROM images").fetchall()
+        failures = connection.execute("SELECT imgname, reason, member FROM failures").fetchall()
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # files written before notes were recorded have no notes table
+        notes = connection.execute("SELECT note, member FROM notes").fetchall() if "notes" in tables else []
+    finally:
+        connection.close()
+    # columns of rows, transposed in C: a Python loop per row is what made this slow at scale
+    names, members, *values = zip(*images) if images else ((), (), *[()] * (2 * clusters))
+    members = np.array(members, np.int64)
+    failed_names, reasons, failed_members = zip(*failures) if failures else ((), (), ())
+    failed_members = np.array(failed_members, np.int64)
+    n_frames = 1 + int(max(members.max(initial=-1), failed_members.max(initial=-1)))
+    frames = [""] * n_frames
+    for positions, texts in ((members, names), (failed_members, failed_names)):
+        for position, text in zip(positions.tolist(), texts):
+            frames[position] = text
+    packed = np.zeros((n_frames, clusters), np.uint32)
+    shares = np.zeros((n_frames, clusters), np.float32)
+    packed[members] = np.array(values[:clusters], np.int64).T.reshape(-1, clusters)
+    shares[members] = np.array(values[clusters:], np.float64).T.reshape(-1, clusters)
+    backend = np.full(n_frames, PENDING, np.uint8)
+    backend[members] = COMPUTED_UNKNOWN
+    backend[failed_members] = FAILED
+    return TarballResults(
+        name=info.get("tarball") or os.path.basename(path), frames=frames, packed=packed, shares=shares,
+        backend=backend, failures=dict(zip(failed_members.tolist(), reasons)),
+        notes={member: note for note, member in notes}, skipped=json.loads(info.get("skipped") or "{}"),
+        incomplete=info.get("incomplete") or None,
+        status=INCOMPLETE if info.get("incomplete") else COMPLETE)

@@ -1,7 +1,8 @@
 """Tarball indexing: find the data sets, list their frames by byte offset, read a frame's bytes.
 
-Rank 0 indexes each tarball once with the standard library's `tarfile` in plain read mode
-(``'r:'``, never a compressed mode) and records, for every frame, the member name, the byte
+Rank 0, or a worker it asks, indexes each tarball once by scanning its 512-byte headers itself (the
+standard library's `tarfile` in plain read mode, ``'r:'``, never a compressed mode, for what the scan leaves
+to it) and records, for every frame, the member name, the byte
 offset of its data and its size; every rank then reads its frames with `os.pread` straight from
 the archive. Nothing is ever extracted, so a hostile member name (``../../x.jpg``,
 ``/etc/x.jpg``) can do no harm: a name is a label, never a path.

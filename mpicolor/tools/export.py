@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpicolor.tools import results
+from mpicolor.job.exits import EXIT_USAGE
 from mpicolor.job.logs import setup_logging
+from mpicolor.tools import stored
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ PYARROW_MISSING = ("--format parquet needs pyarrow: pip install 'mpicolor[parque
 
 def add_arguments(parser):
     """The flags of ``mpicolor export``."""
-    results.add_arguments(parser)
+    stored.add_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, required=True,
                         help="csv; json (JSON Lines: one object per frame); parquet (needs pyarrow)")
     parser.add_argument("--out", default=None, metavar="FILE",
@@ -70,17 +71,17 @@ def main(args):
     if args.format == "parquet":
         if args.out is None:
             log.error("--format parquet needs --out FILE: Parquet is a binary file, not text for a terminal")
-            return results.EXIT_USAGE
+            return EXIT_USAGE
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             log.error("%s", PYARROW_MISSING)
-            return results.EXIT_USAGE
+            return EXIT_USAGE
 
     def export(reader, names):
         started = time.monotonic()
-        tarballs = results.each_tarball(reader, names, args.progress, names_as_bytes=True)
-        with results.output_stream(args.out) as stream:
+        tarballs = stored.each_tarball(reader, names, args.progress, names_as_bytes=True)
+        with stored.output_stream(args.out) as stream:
             if args.format == "parquet":
                 rows = write_parquet(reader, tarballs, stream)
             else:
@@ -89,7 +90,7 @@ def main(args):
         log.info("exported %d frames as %s in %.1f s (%.0f frames/s)", rows, args.format, elapsed,
                  rows / elapsed if elapsed > 0 else 0.0)
 
-    return results.over_selection(args.output_dir, args.tarball, export)
+    return stored.over_selection(args.output_dir, args.tarball, export)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def frame_rows(tarball, block_rows=BLOCK_ROWS):
 
     Parameters
     ----------
-    tarball : mpicolor.tools.results.TarballView
+    tarball : mpicolor.tools.stored.TarballView
 
     Yields
     ------
@@ -149,8 +150,8 @@ def write_text(reader, tarballs, stream, format_rows):
 
     Parameters
     ----------
-    reader : mpicolor.tools.results.OutputReader
-    tarballs : iterator of mpicolor.tools.results.TarballView
+    reader : mpicolor.tools.stored.OutputReader
+    tarballs : iterator of mpicolor.tools.stored.TarballView
     stream : binary file
     format_rows : callable
         ``csv_bytes`` or ``json_bytes``; ``csv_bytes`` writes the header first.
@@ -219,7 +220,8 @@ def json_bytes(block, clusters):
     bytes
     """
     fields = [b'{"tarball": ' + _json_string(block.tarball).encode() + b', "member": ', _digits(block.member),
-              b', "imgname": ', _texts([_json_string(name.decode()) for name in block.imgname.tolist()]), b', "status": ',
+              b', "imgname": ', _texts([_json_string(name.decode()) for name in block.imgname.tolist()]),
+              b', "status": ',
               _JSON_STATUS_TEXT[block.failed.astype(np.intp)], b', "reason": ',
               _failure_texts(block, lambda reasons: _texts(list(map(_json_string, reasons))), empty=b"null"),
               b', "colors": [']
@@ -247,8 +249,8 @@ def write_parquet(reader, tarballs, stream):
 
     Parameters
     ----------
-    reader : mpicolor.tools.results.OutputReader
-    tarballs : iterator of mpicolor.tools.results.TarballView
+    reader : mpicolor.tools.stored.OutputReader
+    tarballs : iterator of mpicolor.tools.stored.TarballView
     stream : binary file
 
     Returns

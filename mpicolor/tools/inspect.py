@@ -9,10 +9,10 @@ import json
 import logging
 from collections.abc import Iterator
 
-from mpicolor.tools import results
-from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.progress import format_duration
+from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, UNREADABLE
+from mpicolor.tools import stored
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ SHOWN_FAILURES = 10
 
 def add_arguments(parser):
     """The flags of ``mpicolor inspect``."""
-    results.add_arguments(parser)
+    stored.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
@@ -39,11 +39,11 @@ def main(args):
     setup_logging()
 
     def report(reader, names):
-        tarballs = map(_tarball_report, results.each_tarball(reader, names, args.progress))
-        with results.output_stream(None) as stream:
+        tarballs = map(_tarball_report, stored.each_tarball(reader, names, args.progress))
+        with stored.output_stream(None) as stream:
             (write_json if args.json else write_text)(reader, tarballs, stream)
 
-    return results.over_selection(args.output_dir, args.tarball, report)
+    return stored.over_selection(args.output_dir, args.tarball, report)
 
 
 def write_json(reader, tarballs, stream):
@@ -58,7 +58,7 @@ def write_json(reader, tarballs, stream):
 
     Parameters
     ----------
-    reader : mpicolor.tools.results.OutputReader
+    reader : mpicolor.tools.stored.OutputReader
     tarballs : iterator of dict
         The tarballs' reports.
     stream : binary file

@@ -22,16 +22,16 @@ import time
 
 import cv2
 
-from mpicolor.state.atomic import publish, temporary_path
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_OK
 from mpicolor.job.launch import launcher_rank
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.progress import format_duration
+from mpicolor.state.atomic import publish, temporary_path
 
 log = logging.getLogger(__name__)
 
 # seconds between progress log lines when stderr is not a terminal, and between bar updates when it is
 LOG_INTERVAL, BAR_INTERVAL = 10.0, 0.25
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 class VideoError(RuntimeError):
@@ -80,7 +80,7 @@ def main(args):
     if size > 1:
         gathered = gather_to_root(outcomes)
         if rank != 0:
-            return EXIT_FAILED if any(outcome[2] for outcome in outcomes) else EXIT_OK
+            return EXIT_INPUT_FAILED if any(outcome[2] for outcome in outcomes) else EXIT_OK
         outcomes = sorted(outcome for per_rank in gathered for outcome in per_rank)
     return _summarise(outcomes)
 
@@ -303,4 +303,4 @@ def _summarise(outcomes):
     log.info("packed %d of %d videos, %d frames", len(outcomes) - len(failed), len(outcomes), frames)
     for video, error in failed:
         log.error("failed: %s (%s)", video, error)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_INPUT_FAILED if failed else EXIT_OK

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mpicolor.tools import results
-from mpicolor.state.atomic import write_atomically
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_USAGE
 from mpicolor.job.logs import setup_logging
+from mpicolor.state.atomic import write_atomically
+from mpicolor.tools import stored
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ WIDE = 20_000
 
 def add_arguments(parser):
     """The flags of ``mpicolor render``."""
-    results.add_arguments(parser)
+    stored.add_arguments(parser)
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="the picture: FILE.png, or FILE.svg with frame name and colours on hover")
     parser.add_argument("--height", type=int, default=160, metavar="H",
@@ -80,7 +81,7 @@ def main(args):
             raise ValueError(f"--width {args.width} should be >= 1")
     except ValueError as error:
         log.error("%s", error)
-        return results.EXIT_USAGE
+        return EXIT_USAGE
 
     def render(reader, names):
         while True:
@@ -89,13 +90,13 @@ def main(args):
             if not n_frames:
                 log.error("%s holds no frames to render (tarballs: %s)", args.output_dir,
                           ", ".join(names) or "none")
-                return results.EXIT_USAGE if not reader.damaged else results.EXIT_DAMAGED
+                return EXIT_USAGE if not reader.damaged else EXIT_INPUT_FAILED
             width = args.width or n_frames
             builder = BarcodeBuilder(n_frames, width, args.height, args.mode, reader.clusters,
                                      titles=suffix == ".svg")
             starts = dict(zip(counts, np.cumsum([0, *counts.values()]).tolist()))
             damaged = len(reader.damaged)
-            for tarball in results.each_tarball(reader, list(counts), args.progress):
+            for tarball in stored.each_tarball(reader, list(counts), args.progress):
                 builder.add(frame_sequence([tarball], names=suffix == ".svg"), starts[tarball.name])
             if len(reader.damaged) == damaged:
                 break
@@ -112,7 +113,7 @@ def main(args):
         log.info("wrote %s: %d frames of %d tarballs (read from the %s) in %d columns, mode %s", args.out,
                  n_frames, len(counts), reader.source, width, args.mode)
 
-    return results.over_selection(args.output_dir, args.tarball, render)
+    return stored.over_selection(args.output_dir, args.tarball, render)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def frame_sequence(tarballs, names=True):
 
     Parameters
     ----------
-    tarballs : list of mpicolor.tools.results.TarballView
+    tarballs : list of mpicolor.tools.stored.TarballView
     names : bool
         Make the frames' names (only the SVG shows them); False leaves ``names`` empty.
 

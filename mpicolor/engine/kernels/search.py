@@ -4,11 +4,21 @@ import time
 
 import numpy as np
 
-from mpicolor.engine.kernels.histogram import clear_coarser, coarser_rows, sample_bins, sample_levels
 from mpicolor.engine.jit import kernel
+from mpicolor.engine.kernels.histogram import clear_coarser, coarser_rows, sample_bins, sample_levels
 from mpicolor.engine.kernels.kmeans import _nearest, kmeans_runs, lloyd_runs, palette_inertia
-from mpicolor.engine.stages import (FAST, finer_threshold, kept_runs, level_thresholds, lloyd_tolerance, local_trials,
-                                    restart_level, settled, too_few_points)
+from mpicolor.engine.stages import (
+    FAST,
+    finer_threshold,
+    kept_runs,
+    level_thresholds,
+    lloyd_tolerance,
+    local_trials,
+    restart_level,
+    settled,
+    too_few_points,
+)
+
 
 @kernel
 def _level(points, weights, moments, level, sizes):
@@ -18,7 +28,8 @@ def _level(points, weights, moments, level, sizes):
 
 
 @kernel
-def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, slots, seen, uniforms, clusters, settings):
+def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, slots, seen, uniforms, clusters,
+                settings):
     """The stages of `mpicolor.engine.stages` for one frame in one call, from its pixels to its sorted colours.
 
     One numba call: the Python between the kernels was about a sixth of the palette on small frames.

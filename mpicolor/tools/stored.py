@@ -8,7 +8,6 @@ results at a time, so that its memory follows the largest tarball, not the colle
 
 import contextlib
 import dataclasses
-import glob
 import itertools
 import json
 import logging
@@ -21,37 +20,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor.job.exits import EXIT_INPUT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from mpicolor.job.progress import Progress
 from mpicolor.state import results as model
 from mpicolor.state.atomic import publish, temporary_path
 from mpicolor.state.checkpoint import CHECKPOINT, CheckpointReader
 from mpicolor.state.output_dir import RUN_SUMMARY, OutputError
-from mpicolor.state.sqlite import sqlite_name
-from mpicolor.job.progress import Progress
+from mpicolor.state.resume import STORED_SETTINGS
+from mpicolor.state.sqlite import read_sqlite, read_sqlite_info, sqlite_files, sqlite_frame_count, sqlite_name
 
 log = logging.getLogger(__name__)
 
 SOURCE_CHECKPOINT, SOURCE_SQLITE = "checkpoint", "sqlite"
-# exit status of inspect, render and export when OUTPUT_DIR holds no results (as `run`'s unusable OUTPUT_DIR)
-EXIT_NO_RESULTS = 3
-# exit status when a tarball could not be read and was left out (as `run`'s unreadable tarball)
-EXIT_DAMAGED = 1
-# exit status for a bad setting: an unknown --tarball, a bad --out or --width
-EXIT_USAGE = 2
-# the per-frame state of a frame read from sqlite: computed, by a backend the file does not record
-COMPUTED_UNKNOWN = 255
 # what reading one tarball of a damaged checkpoint or sqlite file raises
 READ_ERRORS = (OSError, KeyError, ValueError, sqlite3.DatabaseError)
 
 
 @dataclass
 class TarballView(model.TarballResults):
-    """One tarball's results (the checkpoint's :class:`~mpicolor.model.TarballResults`), whichever file they
+    """One tarball's results (the checkpoint's :class:`~mpicolor.state.results.TarballResults`), whichever file they
     were read from.
 
     Attributes
     ----------
     backend : ndarray of shape (n_frames,), uint8
-        ``PENDING``, ``CPU``, ``GPU``, ``FAILED``, or ``COMPUTED_UNKNOWN`` for frames read from sqlite.
+        ``PENDING``, ``CPU``, ``GPU``, ``FAILED``, or ``model.COMPUTED_UNKNOWN`` for frames read from sqlite.
     sqlite : str or None
         The tarball's sqlite file name in OUTPUT_DIR, when it exists.
     """
@@ -60,7 +53,7 @@ class TarballView(model.TarballResults):
 
     def is_computed(self):
         """ndarray of shape (n_frames,), bool: frames with a palette."""
-        return np.isin(self.backend, (model.CPU, model.GPU, COMPUTED_UNKNOWN))
+        return np.isin(self.backend, (model.CPU, model.GPU, model.COMPUTED_UNKNOWN))
 
     def is_failed(self):
         """ndarray of shape (n_frames,), bool: frames that could not be processed."""
@@ -72,7 +65,7 @@ class TarballView(model.TarballResults):
 
     def backends(self):
         """Computed frames per backend name (``unknown`` for frames read from sqlite)."""
-        names = {**model.BACKEND_NAMES, COMPUTED_UNKNOWN: "unknown"}
+        names = {**model.BACKEND_NAMES, model.COMPUTED_UNKNOWN: "unknown"}
         codes, counts = np.unique(self.backend[self.is_computed()], return_counts=True)
         return {names[int(code)]: int(count) for code, count in zip(codes, counts)}
 
@@ -124,7 +117,7 @@ class OutputReader:
         self.output_dir = output_dir
         self.damaged = {}
         self.run_summary = _run_summary(output_dir)
-        self._sqlite_files = _sqlite_files(output_dir)
+        self._sqlite_files = sqlite_files(output_dir)
         self._checkpoint = None
         try:
             self._checkpoint = CheckpointReader(output_dir)
@@ -146,7 +139,7 @@ class OutputReader:
         for file_name in sorted(self._sqlite_files):
             path = os.path.join(output_dir, file_name)
             try:
-                info, clusters = _sqlite_info(path)
+                info, clusters = read_sqlite_info(path)
             except READ_ERRORS as error:
                 self._damage(file_name, error)
                 continue
@@ -155,7 +148,7 @@ class OutputReader:
                 log.warning("%s and %s both hold %s (results of two labels?): reading the first only",
                             os.path.basename(paths[name]), file_name, name)
                 continue
-            self.settings = self.settings or {key: value for key, value in info.items() if key in _SETTINGS_KEYS}
+            self.settings = self.settings or {key: value for key, value in info.items() if key in STORED_SETTINGS}
             paths[name] = path
             self.clusters = max(self.clusters, clusters)
         self._entries = sorted(paths.items())
@@ -183,7 +176,7 @@ class OutputReader:
                 continue
             try:
                 counts[name] = (self._checkpoint.frame_count(where) if self.source == SOURCE_CHECKPOINT
-                                else _sqlite_frame_count(where))
+                                else sqlite_frame_count(where))
             except READ_ERRORS as error:
                 self._damage(name, error)
         return counts
@@ -212,7 +205,7 @@ class OutputReader:
                 if self.source == SOURCE_CHECKPOINT:
                     yield self._from_checkpoint(self._checkpoint.read(where, names_as_bytes))
                 else:
-                    yield _from_sqlite(where)
+                    yield self._from_sqlite(where)
             except READ_ERRORS as error:
                 self._damage(name, error)
 
@@ -226,6 +219,11 @@ class OutputReader:
         fields = {field.name: getattr(tarball, field.name) for field in dataclasses.fields(tarball)}
         return TarballView(**fields, sqlite=sqlite_file if sqlite_file in self._sqlite_files else None)
 
+    def _from_sqlite(self, path):
+        tarball = read_sqlite(path)
+        fields = {field.name: getattr(tarball, field.name) for field in dataclasses.fields(tarball)}
+        return TarballView(**fields, sqlite=os.path.basename(path))
+
     def close(self):
         if self._checkpoint is not None:
             self._checkpoint.close()
@@ -235,14 +233,6 @@ class OutputReader:
 
     def __exit__(self, *exc_info):
         self.close()
-
-
-# keys of a sqlite file's ``info`` table that are the run's settings, not the tarball's counts
-_SETTINGS_KEYS = ("clusters", "method", "seed", "scale", "max_pixels", "label", "version")
-
-
-def _sqlite_files(output_dir):
-    return {os.path.basename(path) for path in glob.glob(os.path.join(glob.escape(output_dir), "hist_*.sqlite"))}
 
 
 def _run_summary(output_dir):
@@ -255,71 +245,6 @@ def _run_summary(output_dir):
     except (OSError, ValueError) as error:
         log.warning("%s is unreadable (%s); no throughput to show", path, error)
         return None
-
-
-def _connect(path):
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def _sqlite_info(path):
-    """A ``hist_*.sqlite`` file's ``info`` table as a dict, and its colours per frame."""
-    connection = _connect(path)
-    try:
-        info = dict(connection.execute("SELECT key, value FROM info").fetchall())
-        columns = [row[1] for row in connection.execute("PRAGMA table_info(images)")]
-    finally:
-        connection.close()
-    return info, sum(column.startswith("color") for column in columns)
-
-
-def _sqlite_frame_count(path):
-    """Frames of one ``hist_*.sqlite`` file: one past the largest ``member`` of its images and failures."""
-    connection = _connect(path)
-    try:
-        largest = connection.execute("SELECT max(member) FROM (SELECT member FROM images UNION ALL "
-                                     "SELECT member FROM failures)").fetchone()[0]
-    finally:
-        connection.close()
-    return 0 if largest is None else largest + 1
-
-
-def _from_sqlite(path):
-    """The :class:`TarballView` of one ``hist_*.sqlite`` file; the ``member`` column places every row."""
-    info, clusters = _sqlite_info(path)
-    connection = _connect(path)
-    try:
-        selected = ", ".join(["imgname", "member"] + [f"color{k}" for k in range(clusters)]
-                             + [f"share{k}" for k in range(clusters)])
-        images = connection.execute(f"SELECT {selected} FROM images").fetchall()
-        failures = connection.execute("SELECT imgname, reason, member FROM failures").fetchall()
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        # files written before notes were recorded have no notes table
-        notes = connection.execute("SELECT note, member FROM notes").fetchall() if "notes" in tables else []
-    finally:
-        connection.close()
-    # columns of rows, transposed in C: a Python loop per row is what made this slow at scale
-    names, members, *values = zip(*images) if images else ((), (), *[()] * (2 * clusters))
-    members = np.array(members, np.int64)
-    failed_names, reasons, failed_members = zip(*failures) if failures else ((), (), ())
-    failed_members = np.array(failed_members, np.int64)
-    n_frames = 1 + int(max(members.max(initial=-1), failed_members.max(initial=-1)))
-    frames = [""] * n_frames
-    for positions, texts in ((members, names), (failed_members, failed_names)):
-        for position, text in zip(positions.tolist(), texts):
-            frames[position] = text
-    packed = np.zeros((n_frames, clusters), np.uint32)
-    shares = np.zeros((n_frames, clusters), np.float32)
-    packed[members] = np.array(values[:clusters], np.int64).T.reshape(-1, clusters)
-    shares[members] = np.array(values[clusters:], np.float64).T.reshape(-1, clusters)
-    backend = np.full(n_frames, model.PENDING, np.uint8)
-    backend[members] = COMPUTED_UNKNOWN
-    backend[failed_members] = model.FAILED
-    return TarballView(
-        name=info.get("tarball") or os.path.basename(path), frames=frames, packed=packed, shares=shares,
-        backend=backend, failures=dict(zip(failed_members.tolist(), reasons)),
-        notes={member: note for note, member in notes}, skipped=json.loads(info.get("skipped") or "{}"),
-        incomplete=info.get("incomplete") or None,
-        status=model.INCOMPLETE if info.get("incomplete") else model.COMPLETE, sqlite=os.path.basename(path))
 
 
 def add_arguments(parser, tarball_help="only these tarballs (default: all, in name order)"):
@@ -389,14 +314,15 @@ def over_selection(output_dir, wanted, work):
     Returns
     -------
     int
-        ``work``'s status; else 0, or ``EXIT_DAMAGED`` when a tarball could not be read; ``EXIT_USAGE``
-        for a ``--tarball`` that OUTPUT_DIR does not hold; ``EXIT_NO_RESULTS`` when it cannot be read.
+        ``work``'s status; else 0, or ``EXIT_INPUT_FAILED`` when a tarball could not be read; ``EXIT_USAGE``
+        for a ``--tarball`` that OUTPUT_DIR does not hold; ``EXIT_OUTPUT`` when it cannot be read
+        (`mpicolor.job.exits`).
     """
     try:
         reader = OutputReader(output_dir)
     except FileNotFoundError as error:
         log.error("%s", error)
-        return EXIT_NO_RESULTS
+        return EXIT_OUTPUT
     with reader:
         try:
             names = reader.select(wanted) if wanted else reader.names
@@ -408,12 +334,12 @@ def over_selection(output_dir, wanted, work):
 
 
 def exit_status(reader):
-    """A tool's exit status once it is done: 0, or ``EXIT_DAMAGED`` when a tarball could not be read."""
+    """A tool's exit status once it is done: 0, or ``EXIT_INPUT_FAILED`` when a tarball could not be read."""
     if reader.damaged:
         log.error("%d tarball(s) of %s could not be read and are left out: %s", len(reader.damaged),
                   reader.output_dir, ", ".join(sorted(reader.damaged)))
-        return EXIT_DAMAGED
-    return 0
+        return EXIT_INPUT_FAILED
+    return EXIT_OK
 
 
 @contextlib.contextmanager
