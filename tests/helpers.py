@@ -21,7 +21,7 @@ from mpicolor.job.config import RunConfig
 from mpicolor.state.checkpoint import CHECKPOINT, Checkpoint, CheckpointReader
 from mpicolor.state.output_dir import LOCK
 from mpicolor.state.results import CPU, FAILED, GPU, PARTIAL, PENDING, TarballResults
-from mpicolor.state.sqlite import write_sqlite
+from mpicolor.state.sqlite import write_sqlite_files
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(TESTS, "data", "frames")
@@ -296,7 +296,7 @@ def synthetic_outputs(output_dir):
     partial = tarball_results("a.tar", ["a/1.jpg", "a/2.jpg"], [[0xFFFFFF, 0x000000, 0], [0, 0, 0]],
                               [[0.5, 0.5, 0], [0, 0, 0]], [CPU, PENDING])
     Checkpoint(str(output_dir)).save(SYNTHETIC_SETTINGS, [complete, partial])
-    write_sqlite(str(output_dir), "db", complete, SYNTHETIC_SETTINGS)
+    write_sqlite_files(str(output_dir), "db", [complete], SYNTHETIC_SETTINGS)
     return output_dir
 
 

@@ -133,7 +133,7 @@ def test_without_a_usable_gpu_asking_for_one_says_why():
         gpu.extract_palettes([np.zeros((4, 4, 3), np.uint8)])
     assert str(raised.value) == reason
     with pytest.raises(gpu.GpuUnavailable):
-        gpu.Backend(device=0)
+        gpu.GpuDevice(device=0)
 
 
 def test_memory_limit_from_the_environment(monkeypatch):
@@ -167,7 +167,7 @@ class DeviceError(RuntimeError):
 ILLEGAL_ACCESS = DeviceError("an illegal memory access was encountered")
 
 
-class FakeDevice(gpu.Backend):
+class FakeDevice(gpu.GpuDevice):
     """A NumPy backend whose "device" fails batches of several frames (``fail_batches``), the calls numbered
     in ``fail_calls`` (from 1), or every call (``fail_all``), with ``error``; ``calls`` records the frames of
     every call and ``held`` their device bytes."""
@@ -259,7 +259,7 @@ def test_an_error_opening_the_device_computes_on_the_cpu(tmp_path, chunk, caplog
     def failing_backend(*args, **kwargs):
         raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
 
-    monkeypatch.setattr(gpu, "Backend", failing_backend)
+    monkeypatch.setattr(gpu, "GpuDevice", failing_backend)
     expected = FrameComputer(config(tmp_path)).compute(chunk)
     with caplog.at_level(logging.WARNING, logger="mpicolor.job.worker"):
         result = FrameComputer(config(tmp_path), "gpu", device=0).compute(chunk)
@@ -273,7 +273,7 @@ def test_a_gpu_batch_is_bounded_by_the_memory_limit_not_by_the_chunk(tmp_path, c
     car_frame = next(path for path in bundled_frames() if "car_" in path)
     frame = decode_frame(pathlib.Path(car_frame).read_bytes())
     # room for two of the chunk's frames (all 768x432) in a batch: the chunk of four takes two batches
-    device = FakeDevice(memory=4 * gpu.Backend.frame_bytes(frame))
+    device = FakeDevice(memory=4 * gpu.GpuDevice.frame_bytes(frame))
     result = FrameComputer(config(tmp_path), "gpu", gpu=device).compute(chunk)
     assert device.calls == [2, 2] and max(device.held) <= device.batch_budget
     np.testing.assert_array_equal(result.packed, expected.packed)
@@ -285,13 +285,13 @@ def test_frame_bytes_count_the_row_sample_that_goes_to_the_device():
     # what a frame holds on the device follows its row sample, which stops growing with the frame
     shapes = ((48, 64, 3), (1080, 1920, 3), (4320, 7680, 3))
     sampled = [len(sample_indices(*shape[:2])) for shape in shapes]
-    held = [gpu.Backend.frame_bytes(np.zeros(shape, np.uint8)) for shape in shapes]
+    held = [gpu.GpuDevice.frame_bytes(np.zeros(shape, np.uint8)) for shape in shapes]
     # in proportion to the sampled pixels, the same bytes for each whatever the frame
     assert len({bytes_held / pixels for bytes_held, pixels in zip(held, sampled)}) == 1
     # and no further: 8K has 16 times the pixels of 1080p, and its sample stays under the cap
     assert sampled[0] < sampled[1] <= sampled[2] <= FAST.sample_max
     assert held[2] < 1.1 * held[1]
-    assert gpu.Backend(xp=np, memory=1 << 30).batch_budget == 1 << 29
+    assert gpu.GpuDevice(xp=np, memory=1 << 30).batch_budget == 1 << 29
 
 
 def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, chunk, caplog):
@@ -379,7 +379,7 @@ def test_cupy_kernel_gives_the_cpu_palettes(cupy, frames):
 
 def test_cupy_backend_binds_its_device_and_bounds_its_memory(cupy, frames):
     device = cupy.cuda.runtime.getDeviceCount() - 1
-    backend = gpu.Backend(device=device, memory=1 << 28)
+    backend = gpu.GpuDevice(device=device, memory=1 << 28)
     with backend.bound():
         assert cupy.cuda.Device().id == device
         assert cupy.get_default_memory_pool().get_limit() == 1 << 28
@@ -391,7 +391,7 @@ def test_cupy_backend_binds_its_device_and_bounds_its_memory(cupy, frames):
 def test_cuml_seed_is_close_to_scikit_learns(cupy, frames):
     pytest.importorskip("cuml", reason="cuML is not installed (x86_64 and aarch64 only)")
     image = cv2.resize(frames[0], (160, 90), interpolation=cv2.INTER_AREA)
-    cuml_palette = gpu.sorted_palette(*gpu.Backend(method="seed").colours([image], 5, 0)[0], 5)
+    cuml_palette = gpu.sorted_palette(*gpu.GpuDevice(method="seed").colours([image], 5, 0)[0], 5)
     sklearn_palette = extract_palette(image, method="seed")
     pixels = image.reshape(-1, 3)
     # float32 and another k-means++: not the same centres, but as good a clustering (within 1%)

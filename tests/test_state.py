@@ -25,7 +25,7 @@ from mpicolor.state.checkpoint import (
 )
 from mpicolor.state.output_dir import OutputError, OutputLock
 from mpicolor.state.results import COMPLETE, CPU, FAILED, PARTIAL, PENDING, TarballResults
-from mpicolor.state.sqlite import write_sqlite
+from mpicolor.state.sqlite import write_sqlite_files
 from mpicolor.state.tarballs import Fingerprint
 
 # in the portable subset, which run/power-check.sh runs on ppc64le under emulation
@@ -56,7 +56,7 @@ def test_sqlite_schema_names_and_parameterised_rows(tmp_path):
     tarball.record(np.array([2]), np.zeros((1, 2), np.uint32), np.zeros((1, 2), np.float32),
                    np.array([FAILED], np.uint8), {2: "not an image"})
     assert tarball.settle()
-    path = write_sqlite(str(tmp_path), "db", tarball, SETTINGS)
+    [path] = write_sqlite_files(str(tmp_path), "db", [tarball], SETTINGS)
     assert os.path.basename(path) == "hist_a.tar_db.sqlite"
     connection = sqlite3.connect(path)
     columns = [row[1] for row in connection.execute("PRAGMA table_info(images)")]

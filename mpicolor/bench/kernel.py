@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from mpicolor.bench.run import DEFAULT_FRAMES, median
 from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
-from mpicolor.engine.gpu import Backend, GpuUnavailable
+from mpicolor.engine.gpu import GpuDevice, GpuUnavailable
 from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
 from mpicolor.state.tarballs import IMAGE_SUFFIXES, BadTarball, index_tarball, read_member
@@ -111,7 +111,7 @@ def run_kernel_bench(args):
     variants += [("fast", scale) for scale in args.scale] if "fast" in methods else []
     try:
         backends = {} if args.backend == "cpu" else {
-            method: Backend(method=method, xp=np if args.backend == "numpy" else None) for method in methods}
+            method: GpuDevice(method=method, xp=np if args.backend == "numpy" else None) for method in methods}
     except GpuUnavailable as error:
         print(f"mpicolor bench kernel: --backend {args.backend}: {error}", file=sys.stderr)
         return 2

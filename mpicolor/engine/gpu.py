@@ -41,7 +41,7 @@ from mpicolor.engine.stages import (
     too_few_points,
 )
 
-__all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
+__all__ = ["GpuDevice", "GpuUnavailable", "extract_palettes"]
 
 # Device memory one rank may hold (CuPy's pool limit); about 22 ranks share a GPU in the original's
 # layout, so the default leaves room for their CUDA contexts on a 32 GB device. MPICOLOR_GPU_MEMORY
@@ -110,7 +110,7 @@ def memory_limit():
     return int(text)
 
 
-class Backend:
+class GpuDevice:
     """A GPU rank's device: its binding, its memory bound, and the palette methods on it.
 
     Parameters

@@ -161,7 +161,7 @@ class FrameComputer:
     frame unread (pending for the next run) and the rest of the chunk with it.
 
     A GPU rank decodes a chunk's frames one by one on the CPU and computes their palettes in batches on its
-    device (:class:`mpicolor.engine.gpu.Backend`, opened at the first chunk), each batch within the device memory
+    device (:class:`mpicolor.engine.gpu.GpuDevice`, opened at the first chunk), each batch within the device memory
     limit. Without a usable GPU there (no cuML for ``seed``, say) it computes on the CPU and says why once;
     any error of the device on a batch retries its frames one by one, and a frame that fails on the device
     again is computed on the CPU with a note.
@@ -176,7 +176,7 @@ class FrameComputer:
         This rank, for the results' accounting.
     device : int or None
         CUDA device of a GPU rank (``Placement.device``).
-    gpu : mpicolor.engine.gpu.Backend, optional
+    gpu : mpicolor.engine.gpu.GpuDevice, optional
         An open backend to use instead of opening one on ``device`` (tests pass one running on NumPy).
     read : callable, default os.pread
         ``read(fd, length, offset) -> bytes``: how frames are read (tests pass one that fails).
@@ -312,9 +312,9 @@ class FrameComputer:
         if self.backend_code != GPU or self.config.simulate is not None:
             return None
         if self.gpu is None:
-            from mpicolor.engine.gpu import Backend, GpuUnavailable
+            from mpicolor.engine.gpu import GpuDevice, GpuUnavailable
             try:
-                self.gpu = Backend(self.device, self.config.method, memory=self.config.gpu_memory)
+                self.gpu = GpuDevice(self.device, self.config.method, memory=self.config.gpu_memory)
             except Exception as error:  # whatever the device's path raises, the CPU computes
                 why = error if isinstance(error, GpuUnavailable) else f"{type(error).__name__}: {error}"
                 log.warning("GPU rank computing on the CPU: %s", why)

@@ -29,12 +29,6 @@ def sqlite_name(tarball_name, label):
     return f"hist_{tarball_name}_{label}.sqlite"
 
 
-def write_sqlite(output_dir, label, results, settings):
-    """Write one tarball's results as ``hist_{tarball}_{label}.sqlite``, atomically (see
-    :func:`write_sqlite_files`); returns the path written."""
-    return write_sqlite_files(output_dir, label, [results], settings)[0]
-
-
 def write_sqlite_files(output_dir, label, tarballs, settings):
     """Write tarballs' results as ``hist_{tarball}_{label}.sqlite`` files, each atomically, published together.
 
