@@ -94,3 +94,59 @@ def outputs(output_dir):
     """Every sqlite file's tables, by file name."""
     return {name: read_sqlite(os.path.join(output_dir, name))
             for name in sorted(os.listdir(output_dir)) if name.endswith(".sqlite")}
+
+
+# the tests' video clips: every bundled frame shown for CLIP_FRAMES_PER_PHOTO frames of a slow pan, a keyframe
+# every CLIP_KEYFRAME_INTERVAL frames, at CLIP_RATE frames per second
+CLIP_SIZE, CLIP_RATE, CLIP_FRAMES_PER_PHOTO, CLIP_KEYFRAME_INTERVAL = (256, 144), 25, 8, 12
+CLIP_FRAMES = 12 * CLIP_FRAMES_PER_PHOTO
+
+
+def clip_frames(n_frames=CLIP_FRAMES):
+    """BGR frames of the tests' clips: a pan across each bundled frame in turn, ``n_frames`` in all."""
+    import cv2
+
+    from mpicolor.bench.videos import panning_frames
+
+    photos = [cv2.imread(path) for path in bundled_frames()]
+    frames = [frame for photo in photos for frame in panning_frames(photo, CLIP_FRAMES_PER_PHOTO, CLIP_SIZE)]
+    return (frames * (-(-n_frames // len(frames))))[:n_frames]
+
+
+def make_clip(path, codec, **options):
+    """Encode `clip_frames` with `mpicolor.bench.videos.write_clip` (a keyframe every 12 frames unless told)."""
+    from mpicolor.bench.videos import write_clip
+
+    options.setdefault("keyframe_interval", CLIP_KEYFRAME_INTERVAL)
+    write_clip(str(path), clip_frames(options.pop("n_frames", CLIP_FRAMES)), codec, rate=CLIP_RATE, threads=1,
+               **options)
+    return str(path)
+
+
+def damage_packets(source, target, positions):
+    """Copy a video, overwriting the middle third of the packets at these decode positions with noise.
+
+    The middle, since a Matroska packet's position is that of its block header, a few bytes before the data.
+
+    Returns
+    -------
+    list of int
+        The presentation numbers of the damaged frames (as `mpicolor.state.videos` numbers frames).
+    """
+    import av
+    import numpy as np
+
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        packets = [(packet.pos, packet.size, packet.pts) for packet in container.demux(stream) if packet.size]
+    with open(source, "rb") as original:
+        data = bytearray(original.read())
+    noise = np.random.default_rng(0)
+    for position in positions:
+        start, size, _ = packets[position]
+        data[start + size // 3:start + 2 * size // 3] = noise.integers(0, 256, 2 * size // 3 - size // 3,
+                                                                        dtype=np.uint8).tobytes()
+    with open(target, "wb") as copy:
+        copy.write(bytes(data))
+    ranks = sorted(pts for _, _, pts in packets)
+    return [ranks.index(packets[position][2]) for position in positions]
