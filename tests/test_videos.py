@@ -307,12 +307,16 @@ def test_rotation_is_applied_as_pack_applies_it(video_clips):
     ok, opencv = capture.read()
     assert ok and upright.shape == opencv.shape == (256, 144, 3)
     assert np.abs(upright.astype(int) - opencv).mean() < 2
+    ffmpeg = frame.ffmpeg_bgr()
+    assert ffmpeg.shape == (256, 144, 3) and ffmpeg.flags.c_contiguous
+    assert np.abs(upright.astype(int) - ffmpeg).max() <= 2
 
 
 def test_other_pixel_formats_come_converted_by_ffmpeg(video_clips):
     index = videos.index_video(video_clips["yuv444"])
     frame = decode(index, 0, 1)[0]
     assert frame.pixel_format == "bgr24" and frame.planes[0].shape == (144, 256, 3)
+    assert frame.ffmpeg_bgr() is frame.planes[0]
     with av.open(video_clips["yuv444"]) as container:
         np.testing.assert_array_equal(frame.planes[0], next(container.decode(video=0)).to_ndarray(format="bgr24"))
 

@@ -13,11 +13,18 @@ the same frame at quality 90; and the bytes per frame of the video and of the JP
 (whole runs from videos against ``pack`` then ``run``) comes with the run's video input.
 """
 
+import argparse
 import fractions
 import os
+import statistics
+import sys
+import time
 
 import cv2
 import numpy as np
+
+from mpicolor.engine import yuv
+from mpicolor.state import videos
 
 # the benchmark clips: every frame of each photograph for SECONDS_PER_PHOTO at RATE frames per second
 RATE, SECONDS_PER_PHOTO, BENCH_SIZE = 25, 2, (1920, 1080)
@@ -128,3 +135,166 @@ def write_clip(path, frames, codec, rate=RATE, keyframe_interval=None, times=Non
             written += 1
         container.mux(stream.encode(None))
     return written
+
+
+def make_bench_clips(frames_dir, clips_dir, codecs=("h264", "av1")):
+    """The benchmark clips, made when missing: every photograph of `frames_dir` panned for SECONDS_PER_PHOTO.
+
+    Parameters
+    ----------
+    frames_dir : str
+        A folder of photographs (``../shared/data/frames/hd``: 13 of 1920x1080).
+    clips_dir : str
+        Where the clips are kept (``hd-h264.mp4``, ``hd-av1.mkv``); made if missing, never committed.
+    codecs : tuple of str
+        Keys of `ENCODERS`.
+
+    Returns
+    -------
+    list of str
+        The clips' paths, one per codec.
+    """
+    os.makedirs(clips_dir, exist_ok=True)
+    photos = sorted(os.path.join(frames_dir, name) for name in os.listdir(frames_dir)
+                    if name.lower().endswith((".jpg", ".jpeg", ".png")))
+    clips = []
+    for codec in codecs:
+        path = os.path.join(clips_dir, f"hd-{codec}{ENCODERS[codec][1]}")
+        if not os.path.exists(path):
+            frames = (frame for photo in photos
+                      for frame in panning_frames(cv2.imread(photo), RATE * SECONDS_PER_PHOTO, BENCH_SIZE))
+            partial = path + ".partial" + ENCODERS[codec][1]
+            # a keyframe every 5 s, as web video has them every few seconds
+            write_clip(partial, frames, codec, keyframe_interval=5 * RATE)
+            os.replace(partial, path)
+        clips.append(path)
+    return clips
+
+
+def _median_ms(seconds):
+    return 1000 * statistics.median(seconds) if seconds else float("nan")
+
+
+def measure_clip(path, max_timed=100, index_repeats=5):
+    """Cost per frame of each step from a video's packets to BGR pixels, on one core.
+
+    Every frame is decoded (`mpicolor.state.videos.read_segment` over the whole clip, the run's decoding,
+    timed alone); then up to `max_timed` frames spread over the clip are converted each way and encoded and
+    decoded as JPEG of quality 90, the steps timed in a rotating order so that none always runs on a warm or
+    a cold cache.
+
+    Parameters
+    ----------
+    path : str
+    max_timed : int
+        Frames whose conversions and JPEG round trip are timed.
+    index_repeats : int
+        Times the clip is indexed (the median counts).
+
+    Returns
+    -------
+    dict
+        ``clip``, ``size`` (upright WxH), ``frames``, ``index_ms`` (whole clip), and per frame in ms (medians):
+        ``decode`` (demux, decode and the planes, mean over every frame), ``own_full``, ``own_grid`` (into a
+        frame buffer), ``own_sample`` (the sample alone), ``ffmpeg_bgr``, ``jpeg_encode``, ``jpeg_decode``
+        (as the run decodes a frame for the fast method); ``video_bytes`` and ``jpeg_bytes`` per frame, and
+        ``max_difference`` and ``mean_difference`` of the conversion against FFmpeg's per channel (B, G, R).
+    """
+    from mpicolor.engine.decode import decode_frame
+    from mpicolor.engine.palette import sample_rows, smooth_chroma
+
+    index_times = []
+    for _ in range(index_repeats):
+        started = time.perf_counter()
+        index = videos.index_video(path)
+        index_times.append(time.perf_counter() - started)
+    timed = set(np.linspace(0, index.n_frames - 1, min(max_timed, index.n_frames)).astype(int).tolist())
+    steps = {name: [] for name in ("own_full", "own_grid", "own_sample", "ffmpeg_bgr", "jpeg_encode", "jpeg_decode")}
+    differences, jpeg_sizes, upright = [], [], None
+    started = time.perf_counter()
+    whole = index.segment(0, index.n_frames)
+    decoded = sum(isinstance(frame, videos.DecodedFrame) for frame in videos.read_segment(whole))
+    decode_seconds = time.perf_counter() - started
+    for turn, (frame, bgr_from_ffmpeg, ffmpeg_seconds) in enumerate(_timed_frames(index, timed)):
+        if frame is None:
+            continue
+        steps["ffmpeg_bgr"].append(ffmpeg_seconds)
+        arguments = (frame.pixel_format, frame.planes, frame.colorspace, frame.full_range)
+        upright = yuv.upright_shape(*frame.planes[0].shape[:2], frame.rotation)
+        rows, offsets, column_step, size = sample_rows(*upright)
+        buffer, sample = np.empty(upright + (3,), np.uint8), np.empty((size, 3), np.uint8)
+        jpeg = cv2.imencode(".jpg", bgr_from_ffmpeg, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        jpeg_sizes.append(len(jpeg))
+        grid = (rows, offsets, column_step, frame.rotation)
+        work = [
+            ("own_full", yuv.to_bgr, (*arguments, frame.rotation, buffer), {}),
+            ("own_grid", yuv.grid_to_bgr, (*arguments, *grid, buffer), {}),
+            ("own_sample", yuv.sample_to_bgr, (*arguments, *grid, sample), {}),
+            ("jpeg_encode", cv2.imencode, (".jpg", bgr_from_ffmpeg, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]), {}),
+            ("jpeg_decode", decode_frame, (jpeg,), {"smooth_chroma": smooth_chroma("fast")}),
+        ]
+        for name, step, step_arguments, keywords in work[turn % len(work):] + work[:turn % len(work)]:
+            step_started = time.perf_counter()
+            step(*step_arguments, **keywords)
+            steps[name].append(time.perf_counter() - step_started)
+        own = yuv.to_bgr(*arguments)
+        differences.append(np.abs(own.astype(np.int16) - bgr_from_ffmpeg).reshape(-1, 3))
+    difference = np.concatenate(differences)
+    result = {"clip": os.path.basename(path), "size": f"{upright[1]}x{upright[0]}", "frames": index.n_frames,
+              "index_ms": _median_ms(index_times),
+              "decode": 1000 * decode_seconds / decoded,
+              "video_bytes": os.path.getsize(path) / index.n_frames, "jpeg_bytes": statistics.mean(jpeg_sizes),
+              "max_difference": difference.max(axis=0).tolist(),
+              "mean_difference": difference.mean(axis=0).round(3).tolist()}
+    result.update({name: _median_ms(seconds) for name, seconds in steps.items()})
+    return result
+
+
+def _timed_frames(index, timed):
+    """Decode every frame of a clip; for the `timed` ones, ``(frame, FFmpeg's BGR of it, its seconds)``."""
+    for frame in videos.read_segment(index.segment(0, index.n_frames)):
+        if not isinstance(frame, videos.DecodedFrame) or frame.number not in timed or frame.pixel_format == "bgr24":
+            yield None, None, 0.0
+            continue
+        started = time.perf_counter()
+        bgr = frame.ffmpeg_bgr()
+        yield frame, bgr, time.perf_counter() - started
+
+
+def print_clip_table(rows):
+    """The measurements as a Markdown table, per frame in ms unless said."""
+    header = ["clip", "size", "frames", "index (whole clip, ms)", "decode", "own BGR, whole", "own BGR, grid",
+              "own BGR, sample", "FFmpeg bgr24", "JPEG encode q90", "JPEG decode", "KB/frame video / JPEG",
+              "own vs FFmpeg, max / mean (B, G, R)"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for row in rows:
+        cells = [row["clip"], row["size"], str(row["frames"]), f"{row['index_ms']:.1f}"]
+        cells += [f"{row[name]:.2f}" for name in ("decode", "own_full", "own_grid", "own_sample", "ffmpeg_bgr",
+                                                  "jpeg_encode", "jpeg_decode")]
+        cells.append(f"{row['video_bytes'] / 1000:.1f} / {row['jpeg_bytes'] / 1000:.0f}")
+        cells.append(f"{tuple(row['max_difference'])} / {tuple(row['mean_difference'])}")
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    """``python -m mpicolor.bench.videos``: make the benchmark clips, then measure them and any videos named."""
+    parser = argparse.ArgumentParser(prog="python -m mpicolor.bench.videos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("videos", nargs="*", metavar="VIDEO", help="more videos to measure, e.g. "
+                                                                  "../shared/data/video/*")
+    parser.add_argument("--frames", default=os.path.join("..", "shared", "data", "frames", "hd"), metavar="DIR",
+                        help="photographs the 1080p clips are made of (default ../shared/data/frames/hd)")
+    parser.add_argument("--clips", default=os.path.join("bench-out", "video-clips"), metavar="DIR",
+                        help="where the 1080p clips are kept (default bench-out/video-clips)")
+    parser.add_argument("--max-timed", type=int, default=100, metavar="N",
+                        help="frames per clip whose conversions and JPEG round trip are timed (default 100)")
+    args = parser.parse_args(argv)
+    clips = (make_bench_clips(args.frames, args.clips) if os.path.isdir(args.frames) else []) + args.videos
+    if not clips:
+        parser.error(f"no clips: {args.frames} is not a folder and no VIDEO was named")
+    print_clip_table([measure_clip(path, args.max_timed) for path in clips])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -552,6 +552,8 @@ class DecodedFrame:
     rotation : int
         Display rotation, degrees counter-clockwise, a multiple of 90 (FFmpeg's display matrix, rounded
         as OpenCV rounds it); the pixels are as coded.
+    source : av.VideoFrame or None
+        The decoder's frame the planes belong to, for `ffmpeg_bgr`.
     """
 
     number: int
@@ -561,6 +563,20 @@ class DecodedFrame:
     colorspace: int
     full_range: bool
     rotation: int
+    source: object = dataclasses.field(default=None, repr=False)
+
+    def ffmpeg_bgr(self):
+        """The whole frame upright in BGR by FFmpeg's own conversion (swscale).
+
+        For a whole frame it is the fastest there is (1 ms at 1080p against 5 ms for
+        `mpicolor.engine.yuv.to_bgr`, whose strength is converting only the pixels read).
+
+        Returns
+        -------
+        ndarray of shape (upright height, upright width, 3), uint8, C-contiguous
+        """
+        image = self.planes[0] if self.pixel_format == "bgr24" else self.source.to_ndarray(format="bgr24")
+        return np.ascontiguousarray(np.rot90(image, self.rotation // 90)) if self.rotation else image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -757,7 +773,7 @@ def _decoded(frame, number, seconds):
         height, width = frame.height, frame.width
         planes = tuple(_plane(frame.planes[k], rows, columns)
                        for k, (rows, columns) in enumerate(((height, width),) + ((-(-height // 2), -(-width // 2)),) * 2))
-        return DecodedFrame(number, seconds, frame.format.name, planes, frame.colorspace, full_range, rotation)
+        return DecodedFrame(number, seconds, frame.format.name, planes, frame.colorspace, full_range, rotation, frame)
     return DecodedFrame(number, seconds, "bgr24", (frame.to_ndarray(format="bgr24"),), frame.colorspace, full_range,
                         rotation)
 
