@@ -39,7 +39,8 @@ def video_clips(tmp_path_factory):
     """Small real clips made once from the bundled frames, by name.
 
     ``h264`` (MP4, B-frames), ``vp9`` (WebM) and ``av1`` (Matroska, SVT-AV1), each 96 frames at 25 fps with a
-    keyframe every 12; ``one_keyframe`` (H.264, a single keyframe), ``vfr`` (H.264 at a variable frame rate),
+    keyframe every 12; ``hevc`` (x265) and ``h264-open-gop``, whose frames shown before a keyframe are decoded
+    after it and refer across it; ``one_keyframe`` (H.264, a single keyframe), ``vfr`` (H.264 at a variable frame rate),
     ``rotated`` (H.264 with a 90-degree display matrix), ``yuv444`` (H.264 4:4:4) and ``faststart`` (H.264
     MP4 with its index first, so that a copy cut short keeps it).
     """
@@ -52,6 +53,8 @@ def video_clips(tmp_path_factory):
         "h264": make_clip(folder / "h264.mp4", "h264"),
         "vp9": make_clip(folder / "vp9.webm", "vp9"),
         "av1": make_clip(folder / "av1.mkv", "av1"),
+        "hevc": make_clip(folder / "hevc.mp4", "hevc"),
+        "h264-open-gop": make_clip(folder / "h264-open-gop.mp4", "h264-open-gop"),
         "one_keyframe": make_clip(folder / "one_keyframe.mp4", "h264", keyframe_interval=1000),
         "vfr": make_clip(folder / "vfr.mp4", "h264", times=vfr_times),
         "rotated": make_clip(folder / "rotated.mp4", "h264", rotation=90, n_frames=24),

@@ -79,11 +79,16 @@ def test_an_index_comes_from_the_packets_in_presentation_order(video_clips):
     assert index.fingerprint.size == os.path.getsize(video_clips["h264"])
 
 
-@pytest.mark.parametrize("codec", ["h264", "vp9", "av1"])
+@pytest.mark.parametrize("codec", ["h264", "vp9", "av1", "hevc", "h264-open-gop"])
 def test_a_segment_decodes_alone_to_the_pixels_of_one_sequential_decode(video_clips, codec):
     # the keyframe segments, then segments that start between keyframes and span several
     index = assert_segments_decode_as_the_whole_file(video_clips[codec], [(17, 30), (5, 41), (90, 96)])
     assert len(index.segments()) == CLIP_FRAMES // CLIP_KEYFRAME_INTERVAL
+    # open GOPs: frames shown before a keyframe come after it in the file
+    decode_position = np.argsort(index.decode_order)
+    reaching_across = [keyframe for keyframe in index.keyframes[1:].tolist()
+                       if decode_position[:keyframe].max() > decode_position[keyframe]]
+    assert bool(reaching_across) == (codec in ("hevc", "h264-open-gop"))
 
 
 @needs_shared_clips
@@ -289,10 +294,17 @@ def test_corrupt_packets_cost_their_frames_and_no_other(video_clips, tmp_path, c
                 failed[number] = frame.reason
             elif not 24 <= number < 36 and not 60 <= number < 72:
                 np.testing.assert_array_equal(pixels(frame), reference[number][1])
-    assert numbers[0] == 24 and failed[24].startswith("corrupt packet: the decoder refused it")
-    # what the damage cost lies in the damaged segments, and every frame of the others decodes
-    assert set(failed) <= set(range(24, 36)) | set(range(60, 72))
-    assert all(reason for reason in failed.values())
+    # the damaged frames, and every frame decoded after them up to the next keyframe, fail; the others decode
+    damaged = {24: "", numbers[1]: ""}
+    decoded_after = {number for start, number in [(24, 24), (60, numbers[1])]
+                     for number in index.decode_order[index._positions[number]:index._positions[start + 12]]}
+    assert set(failed) == decoded_after | set(damaged), sorted(failed)
+    for number in damaged:
+        assert failed[number].startswith(("corrupt packet: the decoder refused it",
+                                          "FFmpeg marks the decoded picture corrupt"))
+    # H.264 decodes the frames after the damage (concealed), dav1d refuses them
+    assert all(reason.startswith(("corrupt packet", "decoded after the damaged frame")) for number, reason in
+               failed.items() if number not in damaged)
     # the same frames fail however the video is cut
     again = {number for number, frame in decode(index, 20, 70).items() if isinstance(frame, FrameFailure)}
     assert again == {number for number in failed if 20 <= number < 70}

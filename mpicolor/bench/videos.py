@@ -37,6 +37,9 @@ ENCODERS = {
     "h264": ("libx264", ".mp4", {"preset": "veryfast", "crf": "23", "x264-params": "bframes=3:scenecut=0"}),
     "vp9": ("libvpx-vp9", ".webm", {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}),
     "av1": ("libsvtav1", ".mkv", {"preset": "10", "crf": "35"}),
+    # open GOPs: frames shown before a keyframe are decoded after it and refer across it (x265's default)
+    "hevc": ("libx265", ".mp4", {"preset": "veryfast", "x265-params": "log-level=error:bframes=3:scenecut=0"}),
+    "h264-open-gop": ("libx264", ".mp4", {"preset": "veryfast", "x264-params": "bframes=3:scenecut=0:open-gop=1"}),
 }
 
 
@@ -84,8 +87,9 @@ def write_clip(path, frames, codec, rate=RATE, keyframe_interval=None, times=Non
         The file; its suffix chooses the container.
     frames : iterable of ndarray of shape (height, width, 3), uint8
         BGR frames, all of one size (even width and height).
-    codec : {"h264", "vp9", "av1"}
-        H.264 with B-frames (libx264), VP9 (libvpx) or AV1 (SVT-AV1), with the options of `ENCODERS`.
+    codec : {"h264", "vp9", "av1", "hevc", "h264-open-gop"}
+        H.264 with B-frames (libx264), VP9 (libvpx), AV1 (SVT-AV1), HEVC (x265) or H.264 with open GOPs, with
+        the options of `ENCODERS`.
     rate : int, default RATE
         Frames per second.
     keyframe_interval : int or None

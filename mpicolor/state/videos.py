@@ -40,13 +40,15 @@ Bad input
     a codec FFmpeg has no decoder for. A file cut short after its index is still indexed, up to its last
     whole packet, with the reason in `VideoIndex.incomplete`.
 Corrupt packets
-    Decoders run with FFmpeg's strict error detection (``err_detect`` ``crccheck+bitstream+buffer+explode``):
-    a damaged packet is refused rather than concealed, as a corrupt JPEG fails instead of coming back grey.
-    Each frame it costs is a `FrameFailure` with the reason: the frame whose packet was refused, a picture
-    FFmpeg marks corrupt, and the frames the decoder then cannot deliver (those that refer to the damaged
-    one, until the next keyframe: H.264 drops them, dav1d refuses them). The segment's other frames are
-    decoded as usual. What a decoder cannot detect stays unseen: VP9 has no checksums, and libavcodec's VP9
-    decoder turns most damage into wrong pixels without an error, as libjpeg does with some damaged JPEGs.
+    A frame is damaged when the decoder refuses its packet, when FFmpeg marks its picture corrupt (errors
+    concealed), or when its packet gives no picture; every frame decoded after a damaged one until the next
+    keyframe may refer to it and fails too, as a corrupt JPEG fails instead of coming back grey. Each is a
+    `FrameFailure` with its reason; the segment's other frames are decoded as usual, and the verdicts do not
+    depend on where a segment starts or ends. Decoders check what FFmpeg can check (``err_detect``
+    ``crccheck+bitstream+buffer``) but do not stop at the first error (``explode``): that refuses correct
+    frames of an open GOP decoded from its keyframe (a reference list naming a frame before the keyframe that
+    no block uses). What a decoder cannot detect stays unseen: libavcodec's VP9 decoder turns damage into
+    wrong pixels without an error (VP9 has no checksums), as libjpeg does with some damaged JPEGs.
 Threads
     One decoder thread per process (``thread_count = 1``): 160 ranks on a node must not each start
     FFmpeg's default of one thread per core (and dav1d's more).
@@ -56,6 +58,7 @@ import bisect
 import dataclasses
 import errno
 import fractions
+import functools
 import hashlib
 import logging
 import os
@@ -71,8 +74,8 @@ log = logging.getLogger(__name__)
 # what `find_videos` takes for a video: the containers FFmpeg demuxes that hold films and clips
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts",
                                    ".m2ts", ".mts", ".flv", ".wmv", ".ogv", ".3gp")
-# FFmpeg's error detection: check what can be checked, and stop at the first error rather than conceal it
-_STRICT = "crccheck+bitstream+buffer+explode"
+# FFmpeg's error detection: check what can be checked (module docstring, "Corrupt packets")
+_STRICT = "crccheck+bitstream+buffer"
 # containers whose presentation timestamps FFmpeg makes up: their decoded frames are numbered in output order
 _NO_STORED_PTS = frozenset(("avi",))
 NUMBERINGS = ("pts", "output order")
@@ -247,8 +250,7 @@ class VideoIndex:
         """
         if not 0 <= start < stop <= self.n_frames:
             raise ValueError(f"frames [{start}, {stop}) should lie within the {self.n_frames} frames of {self.path}")
-        position = np.empty(self.n_frames, np.int64)
-        position[self.decode_order] = np.arange(self.n_frames)
+        position = self._positions
         first_packet = int(position[start:stop].min())
         starts = self.segment_starts()
         candidates = starts[(starts <= start) & (position[starts] <= first_packet)]
@@ -256,18 +258,30 @@ class VideoIndex:
         key_position = int(position[candidates[-1]]) if len(candidates) else 0
         last_packet = int(position[start:stop].max())
         window = self.decode_order[key_position:last_packet + 1 + _REORDER_SLACK]
-        # a keyframe where every frame before it in the file also comes before it on screen (a closed GOP):
-        # the decoder holds nothing across it
-        seen_before = np.maximum.accumulate(window) - window[0]
-        clean = [key_position + offset for offset in np.flatnonzero(np.isin(key_position + np.arange(len(window)),
-                                                                             position[self.keyframes])).tolist()
-                 if offset > 0 and seen_before[offset - 1] == offset - 1]
+        clean = self._clean_keyframe_positions
         return Segment(path=self.path, start=start, stop=stop, numbering=self.numbering,
                        first_output=int(self.decode_order[key_position]), key_position=key_position,
                        key_dts=int(self.dts[key_position]), last_dts=int(self.dts[last_packet]),
                        pts=self.pts[start:stop].copy(), seconds=self.seconds[start:stop].copy(),
-                       positions=position[start:stop].copy(), packet_numbers=window.copy(),
-                       clean_keyframes=np.asarray(clean, np.int64))
+                       packet_numbers=window.copy(), packet_pts=self.pts[window],
+                       clean_keyframes=clean[(clean > key_position) & (clean < key_position + len(window))])
+
+    @functools.cached_property
+    def _positions(self) -> np.ndarray:
+        """Decode position of each frame's packet, by frame number."""
+        position = np.empty(self.n_frames, np.int64)
+        position[self.decode_order] = np.arange(self.n_frames)
+        return position
+
+    @functools.cached_property
+    def _clean_keyframe_positions(self) -> np.ndarray:
+        """Decode positions of the keyframes no frame reaches across: the packets before one are exactly the
+        frames shown before it (a closed GOP; in an open one, frames shown before the keyframe are decoded
+        after it). A property of the file, the same whichever segment asks."""
+        positions = self._positions[self.keyframes]
+        shown_before = np.maximum.accumulate(self.decode_order)
+        return positions[(positions > 0) & (shown_before[positions - 1] == positions - 1)
+                         & (self.keyframes == positions)]
 
 
 def packet_digest(dts, pts, positions, sizes, keyframes):
@@ -331,8 +345,6 @@ def _open_video(path: str):
         # one thread per rank, set before the decoder opens (module docstring, "Threads")
         context.thread_type = "NONE"
         context.thread_count = 1
-        # refuse a damaged packet instead of concealing the damage, as a corrupt JPEG fails instead of coming
-        # back grey (module docstring, "Corrupt packets")
         context.options = {"err_detect": _STRICT}
     except BaseException:
         container.close()
@@ -496,11 +508,11 @@ class Segment:
         Its decode timestamp, where the demuxer seeks.
     last_dts : int
         Decode timestamp of the last packet a wanted frame needs; the decoder is drained after it.
-    pts, seconds, positions : ndarray of shape (stop - start,)
-        The wanted frames' pts (int64), times (float64) and the decode positions of their packets (int64).
-    packet_numbers : ndarray of shape (n_packets,), int64
-        The frame number of each packet from ``key_position`` on, through the last one needed and a few
-        after it (a packed B-frame comes out of the next packet).
+    pts, seconds : ndarray of shape (stop - start,)
+        The wanted frames' pts (int64) and times (float64).
+    packet_numbers, packet_pts : ndarray of shape (n_packets,), int64
+        The frame number and pts of each packet from ``key_position`` on, through the last one needed and a
+        few after it (a packed B-frame comes out of the next packet).
     clean_keyframes : ndarray of shape (n_clean,), int64
         Decode positions of the keyframes after ``key_position`` that no frame reaches across (every frame
         decoded before one is shown before it): the decoder is drained and reset there, so that what it
@@ -517,8 +529,8 @@ class Segment:
     last_dts: int
     pts: np.ndarray
     seconds: np.ndarray
-    positions: np.ndarray
     packet_numbers: np.ndarray
+    packet_pts: np.ndarray
     clean_keyframes: np.ndarray
 
     def packet_number(self, position: int) -> int:
@@ -607,8 +619,10 @@ def read_segment(segment: Segment) -> Iterator[DecodedFrame | FrameFailure]:
     Seeks to the segment's keyframe, decodes through the last packet its frames need, then drains the
     decoder. Each wanted frame comes out once, either as a `DecodedFrame` or as a `FrameFailure` with the
     reason (module docstring, "Corrupt packets"): its packet was refused, FFmpeg marks its picture corrupt,
-    it was decoded after a refused or corrupt frame since the last keyframe (it may refer to it), or the
-    decoder never delivered it. Frames come in presentation order; failures found only at the end come last.
+    it was decoded after a damaged frame since the last keyframe (it may refer to it), or the decoder never
+    delivered it. A frame is given out once the fate of every packet decoded before it is known (a B-frame
+    waits for the P-frame decoded before it, shown after it), so that a frame's verdict never depends on
+    where its segment ends. Frames come in presentation order; failures found only at the end come last.
 
     Parameters
     ----------
@@ -627,80 +641,122 @@ def read_segment(segment: Segment) -> Iterator[DecodedFrame | FrameFailure]:
     """
     av = _import_av()
     container, stream = _open_video(segment.path)
-    by_pts = {int(value): segment.start + k for k, value in enumerate(segment.pts)}
-    done = np.zeros(segment.stop - segment.start, bool)
-    damage = _Damage()
+    by_pts = dict(zip(segment.packet_pts.tolist(), segment.packet_numbers.tolist()))
+    verdicts = _Verdicts(segment)
     next_output = segment.first_output
     try:
         clean_keyframes = set(segment.clean_keyframes.tolist())
         for position, packet in _packets_from(container, stream, segment):
-            if packet is not None and packet.is_keyframe:
-                damage.keyframe(position)
+            if packet is not None:
+                verdicts.fed(position, packet.is_keyframe)
             frames = _drain(stream.codec_context) if position in clean_keyframes else []
             try:
                 frames += _decode(stream.codec_context, packet)
             except av.FFmpegError as error:
-                number = segment.packet_number(position)
-                damage.refused(position, number)
-                if segment.start <= number < segment.stop and not done[number - segment.start]:
-                    done[number - segment.start] = True
-                    yield FrameFailure(number, float(segment.seconds[number - segment.start]),
-                                       f"corrupt packet: the decoder refused it ({_ffmpeg_reason(error)})")
+                verdicts.refused(position, f"corrupt packet: the decoder refused it ({_ffmpeg_reason(error)})")
             for frame in frames:
-                number, next_output = _number(frame, segment, by_pts, next_output, damage.refused_numbers)
-                if number is None or done[number - segment.start]:
-                    continue
-                done[number - segment.start] = True
-                yield _checked(frame, number, segment, damage)
-            if done.all():
+                number, next_output = _number(frame, segment, by_pts, next_output, verdicts.refused_numbers)
+                verdicts.output(number, frame)
+            yield from verdicts.ready()
+            if verdicts.complete():
                 break
     finally:
         container.close()
-    for k in np.flatnonzero(~done).tolist():
-        yield FrameFailure(segment.start + k, float(segment.seconds[k]),
-                           "the decoder delivered no picture for it (its packet, or a frame it depends on, is "
-                           "corrupt or missing)")
+    yield from verdicts.finish()
 
 
-class _Damage:
-    """The refused and corrupt frames of a segment's decoder so far, and the keyframes that end their reach."""
+class _Verdicts:
+    """What becomes of each packet a segment's decoder is fed, and the wanted frames waiting for a verdict.
 
-    def __init__(self):
-        self.keyframes: list[int] = []  # decode positions, increasing
-        self.damaged: list[tuple[int, int]] = []  # (decode position, frame number), increasing
+    A frame decoded after a damaged one since the last keyframe may refer to it: it fails too. Damage is
+    known when a packet is refused, when a picture comes out marked corrupt, or at the end for a packet that
+    gave no picture; a wanted frame is judged once every packet decoded before it has its fate.
+    """
+
+    def __init__(self, segment):
+        self.segment = segment
+        self.offsets = {number: offset for offset, number in enumerate(segment.packet_numbers.tolist())}
+        self.known = np.zeros(len(segment.packet_numbers), bool)
+        self.frontier = 0  # every packet offset below it has its fate
+        self.n_fed = 0
+        self.keyframes: list[int] = []  # offsets, increasing
+        self.damaged: list[tuple[int, int]] = []  # (offset, frame number), increasing
         self.refused_numbers: set[int] = set()
+        self.pending: list[tuple[int, int, object]] = []  # (offset, number, frame or FrameFailure), output order
+        self.given = np.zeros(segment.stop - segment.start, bool)
 
-    def keyframe(self, position):
-        self.keyframes.append(position)
+    def fed(self, position, keyframe):
+        offset = position - self.segment.key_position
+        self.n_fed = offset + 1
+        if keyframe:
+            self.keyframes.append(offset)
 
-    def refused(self, position, number):
-        self.damaged.append((position, number))
+    def refused(self, position, reason):
+        offset = position - self.segment.key_position
+        number = self.segment.packet_number(position)
         self.refused_numbers.add(number)
+        self._damaged(offset, number)
+        self._settle(offset, number, FrameFailure(number, self._seconds(number), reason))
 
-    def corrupt(self, position, number):
-        bisect.insort(self.damaged, (position, number))
+    def output(self, number, frame):
+        offset = self.offsets.get(number)
+        if offset is None:  # not among the packets the segment knows: nothing of it is wanted
+            return
+        if frame.is_corrupt:
+            self._damaged(offset, number)
+            frame = FrameFailure(number, self._seconds(number), "FFmpeg marks the decoded picture corrupt (errors "
+                                                                "concealed)")
+        self._settle(offset, number, frame)
 
-    def source(self, position):
-        """The number of a damaged frame decoded before ``position`` since the last keyframe, or None."""
-        since = self.keyframes[bisect.bisect_right(self.keyframes, position) - 1] if self.keyframes else 0
-        for damaged_position, number in reversed(self.damaged):
-            if since <= damaged_position < position:
-                return number
-        return None
+    def ready(self):
+        """The pending frames whose verdict is known, in output order."""
+        while self.pending and self.pending[0][0] < self.frontier:
+            yield self._verdict(*self.pending.pop(0))
 
+    def complete(self):
+        return not self.pending and self.given.all()
 
-def _checked(frame, number, segment, damage):
-    """A decoder's frame as a `DecodedFrame`, or a `FrameFailure` when it is or may be damaged."""
-    seconds = float(segment.seconds[number - segment.start])
-    position = int(segment.positions[number - segment.start])
-    if frame.is_corrupt:
-        damage.corrupt(position, number)
-        return FrameFailure(number, seconds, "FFmpeg marks the decoded picture corrupt (errors concealed)")
-    source = damage.source(position)
-    if source is not None:
-        return FrameFailure(number, seconds, f"decoded after the damaged frame {source} since the last keyframe: "
-                                             "it may refer to it")
-    return _decoded(frame, number, seconds)
+    def finish(self):
+        """The verdicts left when the decoder is done: packets that gave no picture are damage."""
+        silent = [offset for offset in np.flatnonzero(~self.known[:self.n_fed]).tolist()]
+        for offset in silent:
+            self._damaged(offset, int(self.segment.packet_numbers[offset]))
+        self.frontier = len(self.known)
+        yield from self.ready()
+        for k in np.flatnonzero(~self.given).tolist():
+            yield FrameFailure(self.segment.start + k, float(self.segment.seconds[k]),
+                               "the decoder delivered no picture for it (its packet, or a frame it depends on, is "
+                               "corrupt or missing)")
+
+    def _settle(self, offset, number, result):
+        if offset < len(self.known):
+            self.known[offset] = True
+            while self.frontier < len(self.known) and self.known[self.frontier]:
+                self.frontier += 1
+        wanted = self.segment.start <= number < self.segment.stop
+        if wanted and not self.given[number - self.segment.start]:
+            self.given[number - self.segment.start] = True
+            self.pending.append((offset, number, result))
+
+    def _damaged(self, offset, number):
+        # a frame shown before the keyframe the decoder started at refers to frames before it: its loss is
+        # expected, and it damages nothing of the segment (its own segment decodes it)
+        if number >= self.segment.first_output:
+            bisect.insort(self.damaged, (offset, number))
+
+    def _seconds(self, number):
+        wanted = self.segment.start <= number < self.segment.stop
+        return float(self.segment.seconds[number - self.segment.start]) if wanted else float("nan")
+
+    def _verdict(self, offset, number, result):
+        if isinstance(result, FrameFailure):
+            return result
+        since = self.keyframes[bisect.bisect_right(self.keyframes, offset) - 1] if self.keyframes else 0
+        sources = [source for damaged, source in self.damaged if since <= damaged < offset]
+        if sources:
+            return FrameFailure(number, self._seconds(number), f"decoded after the damaged frame {sources[-1]} since "
+                                                               "the last keyframe: it may refer to it")
+        return _decoded(result, number, self._seconds(number))
 
 
 def _drain(context):
@@ -754,15 +810,14 @@ def _packets_from(container, stream, segment):
     yield position, None
 
 
-def _number(frame, segment, by_pts, next_output, failed_packets):
+def _number(frame, segment, by_pts, next_output, refused_numbers):
     """``(number or None, next_output)``: the number of a decoded frame (module docstring, "Numbering")."""
     if segment.numbering == "pts":
         return by_pts.get(frame.pts), next_output
     # output order: the next number whose packet the decoder did not refuse
-    while next_output in failed_packets:
+    while next_output in refused_numbers:
         next_output += 1
-    number = next_output if segment.start <= next_output < segment.stop else None
-    return number, next_output + 1
+    return next_output, next_output + 1
 
 
 def _decoded(frame, number, seconds):
