@@ -23,8 +23,10 @@ Times
     ``--fps`` rule on these times, and `frame_name` its member names.
 Segments
     A segment starts at a keyframe (and the first at frame 0): a rank seeks there and decodes alone, and a
-    frame's pixels are the same whoever decodes it and wherever its segment began (the decoder's state at a
-    keyframe depends on nothing before it). A video with a single keyframe is a single segment.
+    frame's pixels are the same whoever decodes it and wherever its segment began (what follows a keyframe
+    refers to nothing before it). In an open GOP (x265's default) the frames shown just before a keyframe
+    are decoded after it and refer across it: they belong to the segment before, whose decoder runs past the
+    keyframe for them. A video with a single keyframe is a single segment.
 Numbering decoded frames
     A decoded frame is matched to its number by its pts, which is exact whatever the decoder drops. AVI
     stores no presentation timestamps (FFmpeg makes them up from frame counts, and the "packed B-frames" of
@@ -63,6 +65,7 @@ import hashlib
 import logging
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -682,7 +685,7 @@ class _Verdicts:
         self.keyframes: list[int] = []  # offsets, increasing
         self.damaged: list[tuple[int, int]] = []  # (offset, frame number), increasing
         self.refused_numbers: set[int] = set()
-        self.pending: list[tuple[int, int, object]] = []  # (offset, number, frame or FrameFailure), output order
+        self.pending: deque[tuple[int, int, object]] = deque()  # (offset, number, frame or failure), output order
         self.given = np.zeros(segment.stop - segment.start, bool)
 
     def fed(self, position, keyframe):
@@ -711,15 +714,14 @@ class _Verdicts:
     def ready(self):
         """The pending frames whose verdict is known, in output order."""
         while self.pending and self.pending[0][0] < self.frontier:
-            yield self._verdict(*self.pending.pop(0))
+            yield self._verdict(*self.pending.popleft())
 
     def complete(self):
         return not self.pending and self.given.all()
 
     def finish(self):
         """The verdicts left when the decoder is done: packets that gave no picture are damage."""
-        silent = [offset for offset in np.flatnonzero(~self.known[:self.n_fed]).tolist()]
-        for offset in silent:
+        for offset in np.flatnonzero(~self.known[:self.n_fed]).tolist():
             self._damaged(offset, int(self.segment.packet_numbers[offset]))
         self.frontier = len(self.known)
         yield from self.ready()
