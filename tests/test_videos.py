@@ -324,9 +324,11 @@ def test_rotation_is_applied_as_pack_applies_it(video_clips):
     assert np.abs(upright.astype(int) - ffmpeg).max() <= 2
 
 
-def test_other_pixel_formats_come_converted_by_ffmpeg(video_clips):
+def test_other_pixel_formats_come_converted_by_ffmpeg(video_clips, caplog):
     index = videos.index_video(video_clips["yuv444"])
-    frame = decode(index, 0, 1)[0]
+    with caplog.at_level(logging.INFO, logger="mpicolor.state.videos"):
+        frame = decode(index, 0, 1)[0]
+    assert "frames in yuv444p are converted to BGR by FFmpeg" in caplog.text
     assert frame.pixel_format == "bgr24" and frame.planes[0].shape == (144, 256, 3)
     assert frame.ffmpeg_bgr() is frame.planes[0]
     with av.open(video_clips["yuv444"]) as container:

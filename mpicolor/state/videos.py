@@ -687,6 +687,7 @@ class _Verdicts:
         self.refused_numbers: set[int] = set()
         self.pending: deque[tuple[int, int, object]] = deque()  # (offset, number, frame or failure), output order
         self.given = np.zeros(segment.stop - segment.start, bool)
+        self.noted_conversion = False
 
     def fed(self, position, keyframe):
         offset = position - self.segment.key_position
@@ -758,7 +759,12 @@ class _Verdicts:
         if sources:
             return FrameFailure(number, self._seconds(number), f"decoded after the damaged frame {sources[-1]} since "
                                                                "the last keyframe: it may refer to it")
-        return _decoded(result, number, self._seconds(number))
+        decoded = _decoded(result, number, self._seconds(number))
+        if decoded.pixel_format == "bgr24" and not self.noted_conversion:
+            self.noted_conversion = True
+            log.info("%s: frames in %s are converted to BGR by FFmpeg (mpicolor.engine.yuv converts 8-bit 4:2:0 "
+                     "only)", self.segment.path, result.format.name)
+        return decoded
 
 
 def _drain(context):
