@@ -12,8 +12,8 @@ from mpicolor.job.launch import launcher_rank
 RUN_EPILOG = """\
 exit status: 0 all tarballs done; 1 a tarball could not be read at all or only in part (named in the log,
 the others are complete); 2 a bad setting; 3 OUTPUT_DIR cannot be used (locked by another run, not
-writable, results of other settings); 4 interrupted by SIGTERM/SIGINT after a final checkpoint (run the
-same command again to resume); 5 a rank stopped answering and was given up on after --stall-timeout (the
+writable, results of other settings); 4 interrupted by SIGUSR1, SIGTERM or SIGINT after a final checkpoint (run
+the same command again to resume); 5 a rank stopped answering and was given up on after --stall-timeout (the
 others computed its frames: the outputs are complete); 70 a rank failed (the job was aborted; rerunning
 resumes from the checkpoint).
 """
@@ -69,6 +69,9 @@ def build_parser():
     run.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
                      help="give up on a rank that holds work this long without answering (a hung file system or "
                           "device): others compute its frames, and the job ends with status 5 (default 600)")
+    run.add_argument("--node-size", type=int, default=None, metavar="N",
+                     help="ranks per node for the node tier, every N consecutive ranks a node (default: the nodes MPI "
+                          "reports; a run on one node, or with N at least the rank count, is flat)")
     run.add_argument("--simulate", type=float, default=None, metavar="SECONDS",
                      help="benchmarks: each frame costs this much sleep instead of its palette")
 
@@ -115,7 +118,7 @@ def _run_config(args):
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
         simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto",
-        stall_timeout=args.stall_timeout, gpu_memory=memory_limit())
+        stall_timeout=args.stall_timeout, node_size=args.node_size, gpu_memory=memory_limit())
 
 
 def main(argv=None):

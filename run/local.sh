@@ -3,7 +3,7 @@
 # e.g. bash run/local.sh frames/ colours/ 18 --split 14:4 --gpus 2
 # RANKS defaults to one per hardware thread (or to the slots of $HOSTFILE: run/multihost.sh sets it).
 # Rerunning the same command resumes from OUTPUT_DIR's checkpoint; exit status 4 means it was interrupted
-# (SIGTERM/SIGINT) after writing a final checkpoint, so run it again.
+# (SIGUSR1, or SIGTERM/SIGINT under MPICH) after writing a final checkpoint, so run it again.
 set -euo pipefail
 usage="usage: bash run/local.sh INPUT_DIR OUTPUT_DIR [RANKS] [mpicolor run options...]"
 INPUT="${1:?$usage}"

@@ -11,8 +11,9 @@
 # gpumps: NVIDIA MPS, so that the many ranks sharing a GPU run on it together, not in turn; smt4: 4
 # hardware threads per core (160 per node)
 #BSUB -alloc_flags "gpumps smt4"
-# SIGTERM 2 minutes before the time limit: rank 0 writes a final checkpoint and the job exits with status 4
-#BSUB -wa TERM
+# SIGUSR1 2 minutes before the time limit: rank 0 writes a final checkpoint and the job exits with status 4.
+# Not SIGTERM: Open MPI's mpirun answers that by killing every rank half a second later (docs/clusters.md)
+#BSUB -wa USR1
 #BSUB -wt 2
 #BSUB -Q "4"
 #BSUB -o mpicolor.%J.log
@@ -53,10 +54,10 @@ case "$LAUNCHER" in
         exit 2 ;;
 esac
 
-# LSF signals the whole job, the launcher too, which passes SIGTERM on to the ranks; this shell only has to
+# LSF signals the whole job, the launcher too, which passes SIGUSR1 on to the ranks; this shell only has to
 # survive it (a trapped signal waits for the foreground launcher to end) and see how the run ended
 warned=0
-trap 'warned=1' TERM
+trap 'warned=1' USR1
 status=0
 "${launch[@]}" mpicolor run "$INPUT" "$OUTPUT" --split "$SPLIT" --gpus "$GPUS_PER_NODE" \
     --checkpoint-every "$CHECKPOINT_EVERY" || status=$?

@@ -10,9 +10,10 @@
 #SBATCH --ntasks-per-node=144
 #SBATCH --gpus-per-node=2
 #SBATCH --time=02:00:00
-# SIGTERM to this script 120 s before the time limit; it passes it to srun and so to every rank, and rank 0
-# writes a final checkpoint and ends the job with exit status 4
-#SBATCH --signal=B:TERM@120
+# SIGUSR1 to this script 120 s before the time limit; it passes it to srun and so to every rank, and rank 0
+# writes a final checkpoint and ends the job with exit status 4. SIGUSR1 is the warning every launcher passes on
+# and leaves the job running (docs/clusters.md, "MPICH and Open MPI")
+#SBATCH --signal=B:USR1@120
 # a requeued job keeps its id, script and arguments, so it reruns the same command and resumes
 #SBATCH --requeue
 #SBATCH --open-mode=append
@@ -35,7 +36,7 @@ srun --mpi="$SRUN_MPI" --kill-on-bad-exit=1 \
 launcher=$!
 warned=0
 # in the background, so that bash runs this trap at once instead of after srun ends
-trap 'warned=1; kill -TERM "$launcher" 2>/dev/null || true' TERM
+trap 'warned=1; kill -USR1 "$launcher" 2>/dev/null || true' USR1
 status=0
 wait "$launcher" || status=$?
 while kill -0 "$launcher" 2>/dev/null; do  # the trap cut the wait short: rank 0 is still checkpointing

@@ -2,13 +2,20 @@
 
 import io
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import time
 
-from mpicolor.bench.run import mpiexec
-from mpicolor.state.checkpoint import Checkpoint, CheckpointReader
+import h5py
+import pytest
+
+from mpicolor.bench import run as bench_run
+from mpicolor.job.config import RunConfig
+from mpicolor.state.checkpoint import CHECKPOINT, Checkpoint, CheckpointReader
+from mpicolor.state.output_dir import LOCK
 from mpicolor.state.results import PARTIAL, PENDING
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -44,19 +51,137 @@ def pack_scenes(folder):
     return sorted(f"{scene}.tar" for scene in scenes)
 
 
-# the benchmarks' launcher lookup, under the name the tests use
-mpiexec_path = mpiexec
+def many_frames_input(folder, tarballs=6, copies=2):
+    """INPUT_DIR of several tarballs holding the bundled frames under distinct names."""
+    folder.mkdir()
+    frames = [open(path, "rb").read() for path in bundled_frames()]
+    for number in range(tarballs):
+        members = [(f"t{number}/{copy:02d}_{i:02d}.jpg", frame) for copy in range(copies)
+                   for i, frame in enumerate(frames)]
+        pack_tarball(str(folder / f"set{number:02d}.tar"), members)
+    return folder
+
+
+def tiny_tarballs(folder, count, frames):
+    """INPUT_DIR of ``count`` tarballs of ``frames`` tiny members each (not images: for ``--simulate`` runs)."""
+    folder.mkdir()
+    for number in range(count):
+        pack_tarball(str(folder / f"set{number}.tar"), [(f"{n:05d}.jpg", b"%d-%d" % (number, n))
+                                                       for n in range(frames)])
+    return folder
+
+
+def simulated_config(tmp_path, input_dir, **settings):
+    """The settings of a ``--simulate 0`` run from ``input_dir`` into ``tmp_path/out``."""
+    return RunConfig(str(input_dir), str(tmp_path / "out"), simulate=0.0, split=(1, 0), checkpoint_every=3600,
+                     **settings)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
 def mpicolor_command(ranks, *args):
-    """The command line of ``mpiexec -n ranks python -m mpicolor args...``."""
-    return [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "mpicolor", *map(str, args)]
+    """The command line of ``mpiexec -n ranks python -m mpicolor args...``, with what the MPI in use needs
+    (`mpicolor.bench.run.mpiexec_command`)."""
+    return [*bench_run.mpiexec_command(), "-n", str(ranks), sys.executable, "-m", "mpicolor", *map(str, args)]
 
 
 def run_mpicolor(ranks, *args, timeout=120, **kwargs):
     """Run mpicolor under real mpiexec with a timeout, so that a hang fails instead of blocking CI."""
     return subprocess.run(mpicolor_command(ranks, *args), capture_output=True, text=True, timeout=timeout,
                           **kwargs)
+
+
+# Run by every Python process of a job started with `job_environment` (as its sitecustomize): each rank writes its
+# pid to rank-N, N from MPI itself, so that a test finds a rank's process under any MPI; then `inject` runs,
+# with ``rank`` set.
+RANK_RECORDER = """\
+import os
+from mpi4py import MPI
+rank = MPI.COMM_WORLD.Get_rank()
+with open(os.path.join({folder!r}, f"rank-{{rank}}"), "w") as pid_file:
+    pid_file.write(str(os.getpid()))
+"""
+
+
+def job_environment(folder, inject=""):
+    """The environment of a job whose ranks record their pids in ``folder`` (`rank_pid`) and run ``inject``
+    (Python source; ``rank`` is set) when they start."""
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(RANK_RECORDER.format(folder=str(folder)) + inject)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+
+
+def rank_pid(folder, rank, timeout=60):
+    """The pid of ``rank`` of a job started with `job_environment`, once it has started."""
+    path = folder / f"rank-{rank}"
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"rank {rank} did not start within {timeout} s")
+        time.sleep(0.01)
+    return int(path.read_text())
+
+
+def job_family(root):
+    """The pids of a launcher and all its descendants (hydra's ranks run in sessions of their own, so a process
+    group does not reach them)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family = {root}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= children
+        grew = bool(children)
+    return family
+
+
+def kill_job(job):
+    """SIGKILL a launcher and everything below it (what is left of a job that hung or was to die)."""
+    for pid in job_family(job.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for_lock(job, output_dir, timeout=60):
+    """Wait until rank 0 of ``job`` holds OUTPUT_DIR's lock (or the job ended)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(os.path.join(output_dir, LOCK)) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def checkpoint_datasets(output_dir):
+    """Every dataset and the status of every tarball in the live checkpoint."""
+    found = {}
+    with h5py.File(os.path.join(output_dir, CHECKPOINT), "r") as h5:
+        for name, group in h5["tarballs"].items():
+            found[name] = {key: group[key][...].tolist() for key in group} | {"status": group.attrs["status"]}
+    return found
+
+
+def done_in_checkpoint(output_dir, name):
+    """Frames of tarball ``name`` done in the live checkpoint of a running job (0 before it has any)."""
+    try:
+        backend = checkpoint_datasets(output_dir)[name]["backend"]
+    except (OSError, KeyError):
+        return 0
+    return len(backend) - backend.count(PENDING)
 
 
 def read_sqlite(path):

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 SUBNET = "10.213.7"
@@ -28,7 +29,7 @@ SSHD_START_TIMEOUT = 10
 PRIVSEP_DIR = "/run/sshd"
 
 REQUIRED_TOOLS = (("ip", "iproute2"), ("sshd", "openssh-server"), ("ssh", "openssh-client"),
-                  ("ssh-keygen", "openssh-client"))
+                  ("ssh-keygen", "openssh-client"), ("unshare", "util-linux"))
 
 
 class Unavailable(Exception):
@@ -159,8 +160,10 @@ LogLevel ERROR
 """)
         with open(self._path(f"sshd-{namespace}.log"), "w") as log:
             # -D keeps sshd in the foreground, so that this Popen is the daemon and close() can end it by pid
+            # a host name of its own too (a UTS namespace), as real hosts have: Open MPI tells nodes apart by it
             self.sshds.append(subprocess.Popen(
-                [self.ip, "netns", "exec", namespace, tool("sshd"), "-D", "-e", "-f", config_path],
+                [self.ip, "netns", "exec", namespace, tool("unshare"), "--uts", "sh", "-c",
+                 f'hostname "$0" && exec "$@"', namespace, tool("sshd"), "-D", "-e", "-f", config_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
 
     def _wait_listening(self):
@@ -179,15 +182,22 @@ LogLevel ERROR
                     time.sleep(0.05)
 
     # ---- use --------------------------------------------------------------------------------------------
-    def write_hostfile(self, path, slots):
-        """An MPICH hydra hostfile (``address:slots``) naming every host."""
-        with open(path, "w") as hostfile:
-            hostfile.writelines(f"{address}:{slots}\n" for address in self.addresses)
-        return str(path)
+    def launch_options(self, path, slots, open_mpi):
+        """mpiexec options for a hostfile at ``path`` naming every host with ``slots`` slots, launching through the
+        ssh wrapper and keeping the job's connections on the test subnet.
 
-    def hydra_options(self):
-        """mpiexec options that launch through the wrapper and make the proxies connect back on the subnet."""
-        return ["-launcher", "ssh", "-launcher-exec", self.ssh_wrapper, "-iface", IFACE]
+        MPICH's hydra: ``address:slots``, its proxies connect back over ``-iface``. Open MPI: ``address slots=N``;
+        its daemons (prted) start from ``--prefix``, and its out-of-band and TCP traffic stay on the subnet.
+        """
+        with open(path, "w") as hostfile:
+            hostfile.writelines(f"{address} slots={slots}\n" if open_mpi else f"{address}:{slots}\n"
+                                for address in self.addresses)
+        if not open_mpi:
+            return ["-f", str(path), "-launcher", "ssh", "-launcher-exec", self.ssh_wrapper, "-iface", IFACE]
+        prefix = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+        return ["--hostfile", str(path), "--prefix", prefix, "--prtemca", "plm_ssh_agent", self.ssh_wrapper,
+                "--prtemca", "oob_tcp_if_include", IFACE, "--mca", "btl_tcp_if_include", IFACE,
+                "-x", "PATH", "-x", "PYTHONPATH"]
 
     # ---- teardown ---------------------------------------------------------------------------------------
     def close(self):

@@ -73,6 +73,29 @@ def test_seed_inertia_from_an_earlier_report(small_frames, tmp_path, capsys):
         assert after["summary"]["variants"]["fast@scale1"][key] == before["summary"]["variants"]["fast@scale1"][key]
 
 
+def test_tuning_and_validation_sources_are_reported_apart(small_frames, tmp_path, capsys):
+    validation = tmp_path / "validation"
+    validation.mkdir()
+    image = cv2.imread(str(FRAMES / "person_005.jpg"))
+    cv2.imwrite(str(validation / "person_005.jpg"), cv2.resize(image, (48, 27), interpolation=cv2.INTER_AREA))
+    report_path = tmp_path / "report.json"
+    assert run(["--frames", str(small_frames), "--validation", str(validation), "--repeat", "1",
+                "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("by source, tuning and validation apart"):]
+    rows = [line.split() for line in table.splitlines() if line.startswith("fast@scale1")]
+    assert [row[1:4] for row in rows] == [["tuning", small_frames.name, "2"], ["validation", "validation", "1"]]
+    report = json.loads(report_path.read_text())
+    groups = report["groups"]["fast@scale1"]
+    assert [row["source"] for row in groups["tuning"]] == [str(small_frames)]
+    (row,) = groups["validation"]
+    (frame,) = report["sources"][str(validation)]["frames"]
+    ratio = frame["variants"]["fast@scale1"]["inertia_ratio"]
+    assert row["frames"] == 1 and row["inertia_ratio_median"] == row["inertia_ratio_worst"] == ratio
+    assert row["above_seed"] == int(ratio > 1.0)
+    assert row["over_decode_median"] == frame["variants"]["fast@scale1"]["over_decode"]
+
+
 def test_seed_from_refuses_a_report_without_the_frames(small_frames, tmp_path, capsys):
     first = tmp_path / "first.json"
     assert run(["--frames", str(small_frames), "--repeat", "1", "--methods", "fast", "--json", str(first)]) == 0
@@ -193,3 +216,23 @@ def test_backend_gpu_without_a_gpu_says_why(small_frames, capsys):
         pytest.skip("a usable GPU is present")
     assert run(["--frames", str(small_frames), "--backend", "gpu"]) == 2
     assert capsys.readouterr().err.strip() == f"mpicolor bench kernel: --backend gpu: {reason}"
+
+
+def test_footage_frames_keep_the_aspect_and_the_conditions_their_size():
+    from mpicolor.bench import footage
+
+    image = cv2.imread(str(FRAMES / "car_005.jpg"))
+    height, width = image.shape[:2]
+    assert footage.to_size(image, 90, 90).shape == (90, 90, 3)
+    # the crop keeps the centre: a 4:3 crop of a 16:9 frame drops equal strips left and right
+    kept = height * 4 // 3
+    centre = image[:, (width - kept) // 2:(width - kept) // 2 + kept]
+    assert (footage.to_size(image, 120, 90) == cv2.resize(centre, (120, 90), interpolation=cv2.INTER_AREA)).all()
+    pytest.importorskip("av", reason="the derived conditions are encoded with PyAV (pip install av)")
+    frames = [footage.to_size(image, 320, 180), footage.to_size(image, 320, 180)[::-1].copy()]
+    assert [frame.shape for frame in footage.web720(frames)] == [(720, 1280, 3)] * 2
+    letterboxed = footage.grain_letterbox(frames, seed=1)
+    assert letterboxed[0].shape == (1080, 1920, 3) and letterboxed[0][:120].max() < 40  # the bars stay black
+    dark = footage.night(frames, seed=1)
+    assert dark[0].mean() < frames[0].mean() / 2
+    assert all((a == b).all() for a, b in zip(dark, footage.night(frames, seed=1)))  # the same noise every time

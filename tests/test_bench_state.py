@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from helpers import read_sqlite
 from mpicolor.bench.state import linked_collection, tiny_frames, tiny_tarball
 from mpicolor.engine.decode import check_head, decode_frame
@@ -31,6 +33,7 @@ def test_a_collection_is_hard_links_to_one_tarball_made_once(tmp_path):
         assert [member.name for member in tar.getmembers()] == [f"frames/{i:07d}.jpg" for i in range(5)]
 
 
+@pytest.mark.mpi
 def test_two_small_collections_side_by_side(tmp_path):
     report = tmp_path / "state.json"
     finished = subprocess.run([sys.executable, "-m", "mpicolor", "bench", "state", "--tarballs", "2", "3",

@@ -4,6 +4,8 @@ import argparse
 import json
 import os
 
+import pytest
+
 from mpicolor.bench import tools as bench_tools
 
 
@@ -13,6 +15,7 @@ def run(argv):
     return bench_tools.run_tools_bench(parser.parse_args([str(arg) for arg in argv]))
 
 
+@pytest.mark.mpi
 def test_every_tool_is_timed_and_its_rows_checked(tmp_path, capsys):
     report = tmp_path / "tools.json"
     assert run(["--out", tmp_path / "bench", "--tarballs", 2, "--members", 150, "--ranks", 2, "--repeat", 1,

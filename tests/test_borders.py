@@ -1,6 +1,7 @@
 """Letterbox and pillarbox detection."""
 
 import numpy as np
+import pytest
 
 from mpicolor.engine.borders import crop, detect_borders
 
@@ -31,6 +32,7 @@ def test_a_dark_half_is_not_a_bar():
     assert detect_borders(image) == (0, 0, 0, 0)
 
 
+@pytest.mark.mpi
 def test_run_with_crop_borders_records_the_crop_and_leaves_the_bars_out(tmp_path):
     import cv2
 

@@ -15,6 +15,7 @@ import pytest
 import hostile
 from helpers import outputs, pack_scenes, pack_tarball, read_checkpoint
 from mpicolor.job import worker
+from mpicolor.job.protocol import Chunk
 from mpicolor.job.worker import HEAD_BYTES, RETRY_DELAYS, FrameComputer, index_for_coordinator
 from mpicolor.job.config import RunConfig
 from mpicolor.job.coordinator import Coordinator, run_serial
@@ -32,7 +33,7 @@ def config(tmp_path, output="out", **settings):
 def whole_chunk(path):
     """Every frame of the tarball at ``path`` as one chunk, stamped as the coordinator stamps it."""
     index = index_for_coordinator(0, str(path))
-    return worker.Chunk(0, 0, str(path), np.arange(len(index.names)), index.offsets, index.sizes, index.stamp)
+    return Chunk(0, 0, str(path), np.arange(len(index.names)), index.offsets, index.sizes, index.stamp)
 
 
 class Reads:

@@ -11,13 +11,18 @@ import time
 import pytest
 
 import hostile
-from helpers import (bundled_frames, mpicolor_command, outputs, pack_scenes, pack_tarball, read_checkpoint,
+from helpers import (bundled_frames, checkpoint_datasets, done_in_checkpoint, job_environment, kill_job,
+                     many_frames_input, mpicolor_command, outputs, pack_scenes, pack_tarball, read_checkpoint,
                      read_sqlite, run_mpicolor)
+from mpicolor.bench import run as bench_run
+from mpicolor.bench.run import is_open_mpi
 from mpicolor.engine.palette import palette_from_bytes
 from mpicolor.state.checkpoint import CHECKPOINT
-from mpicolor.state.output_dir import RUN_SUMMARY
+from mpicolor.job.report import EXIT_INTERRUPTED, EXIT_RANK_FAILED
+from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
 from mpicolor.state.results import FAILED, PENDING
-from test_run import checkpoint_datasets, job_processes, many_frames_input
+
+pytestmark = pytest.mark.mpi
 
 BAD_FRAMES = {"empty.jpg", "random.jpg", "truncated.jpg", "corrupt.jpg", "huge.jpg"}
 
@@ -161,23 +166,19 @@ def test_full_disk_stops_clearly_and_keeps_a_readable_checkpoint(tmp_path, mount
 def test_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
     input_dir = many_frames_input(tmp_path / "input")
     settings = ["--simulate", "0.01", "--checkpoint-every", "0.05"]
-    injector = tmp_path / "inject"
-    injector.mkdir()
     fault_time = tmp_path / "fault-time"
-    (injector / "sitecustomize.py").write_text(
-        "import os, time\n"
-        "if os.environ.get('PMI_RANK') == '1':\n"
+    environment = job_environment(tmp_path / "ranks", inject=(
+        "if rank == 1:\n"
+        "    import time\n"
         "    from mpicolor.job import worker\n"
         "    def broken(self, chunk):\n"
         f"        open({str(fault_time)!r}, 'w').write(repr(time.time()))\n"
         "        raise RuntimeError('injected fault in a worker')\n"
-        "    worker.FrameComputer.compute = broken\n")
-    python_path = os.pathsep.join([str(injector), os.environ.get("PYTHONPATH", "")])
-    failed = run_mpicolor(3, "run", input_dir, tmp_path / "out", *settings, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=python_path))
+        "    worker.FrameComputer.compute = broken\n"))
+    failed = run_mpicolor(3, "run", input_dir, tmp_path / "out", *settings, timeout=60, env=environment)
     # from the fault, not from the launch: start-up is not what this measures
     assert time.time() - float(fault_time.read_text()) < 5
-    assert failed.returncode == 70, failed.stderr
+    assert failed.returncode == EXIT_RANK_FAILED, failed.stderr
     assert "rank 1" in failed.stderr and "injected fault in a worker" in failed.stderr
     reference = tmp_path / "reference"
     assert run_mpicolor(2, "run", input_dir, reference, *settings).returncode == 0
@@ -186,10 +187,13 @@ def test_exception_on_one_rank_ends_the_job_within_seconds(tmp_path):
     assert outputs(tmp_path / "out") == outputs(reference)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_and_sigint_checkpoint_and_say_how_to_resume(tmp_path, signal_number):
+@pytest.mark.parametrize("signal_number", [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGUSR1", "SIGTERM", "SIGINT"])
+def test_an_interrupting_signal_checkpoints_and_says_how_to_resume(tmp_path, signal_number):
     input_dir = many_frames_input(tmp_path / "input")
     settings = ["--simulate", "0.02", "--checkpoint-every", "600"]
+    reference = tmp_path / "reference"
+    assert run_mpicolor(2, "run", input_dir, reference, *settings).returncode == 0
     output_dir = tmp_path / "out"
     job = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, *settings), stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True)
@@ -199,21 +203,29 @@ def test_sigterm_and_sigint_checkpoint_and_say_how_to_resume(tmp_path, signal_nu
     job.send_signal(signal_number)
     signalled = time.monotonic()
     try:
-        _, log = job.communicate(timeout=20)
+        _, stderr = job.communicate(timeout=20)
     except subprocess.TimeoutExpired:
-        for pid in job_processes(job.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_job(job)
         pytest.fail(f"the job did not end within 20 s of {signal_number.name}")
     assert time.monotonic() - signalled < 5
-    assert job.returncode == 4, log
-    assert f"interrupted by {signal_number.name}" in log and "run the same command again to resume" in log
-    settings_stored, tarballs = read_checkpoint(output_dir)
+    run_log = (output_dir / RUN_LOG).read_text()
+    if signal_number != signal.SIGUSR1 and is_open_mpi(bench_run.mpiexec_path()):
+        # Open MPI's mpiexec passes SIGTERM to the ranks (for SIGINT too), kills them 0.25 s later and passes on
+        # none of their output meanwhile: the run log holds the last lines, and the status is Open MPI's
+        assert "interrupted by SIGTERM" in run_log
+    else:
+        assert job.returncode == EXIT_INTERRUPTED, stderr
+        assert f"interrupted by {signal_number.name}" in stderr and "run the same command again" in stderr
+        assert f"interrupted by {signal_number.name}" in run_log
+    assert "checkpoint written in" in run_log and "run the same command again to resume" in run_log
+    _, tarballs = read_checkpoint(output_dir)
     done_before = sum(int((t.backend != PENDING).sum()) for t in tarballs.values())
     assert done_before > 0
     resumed = run_mpicolor(2, "run", input_dir, output_dir, *settings)
     assert resumed.returncode == 0, resumed.stderr
     with open(output_dir / RUN_SUMMARY) as summary:
         assert json.load(summary)["frames"] == 6 * 24 - done_before  # nothing computed twice
+    assert outputs(output_dir) == outputs(reference)
 
 
 # Peak resident memory of every process below a launcher: the kernel folds a reaped child's peak (and that of
@@ -256,15 +268,6 @@ def test_a_member_declaring_5_gib_is_a_failure_and_no_process_grows_with_it(tmp_
                         "after.jpg": palette_from_bytes(after).packed.tolist()}
 
 
-def done_in_checkpoint(output_dir, name):
-    """Frames of tarball ``name`` done in the live checkpoint of a running job (0 before it has any)."""
-    try:
-        backend = checkpoint_datasets(output_dir)[name]["backend"]
-    except (OSError, KeyError):
-        return 0
-    return len(backend) - backend.count(PENDING)
-
-
 def test_a_tarball_cut_while_it_is_read_ends_that_tarball_and_the_rerun_completes_it(tmp_path):
     input_dir = tmp_path / "input"
     input_dir.mkdir()
@@ -287,8 +290,7 @@ def test_a_tarball_cut_while_it_is_read_ends_that_tarball_and_the_rerun_complete
     try:
         _, log = job.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        for pid in job_processes(job.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_job(job)
         pytest.fail("the job did not end after its tarball was cut")
     assert job.returncode == 1, log
     assert "Traceback" not in log

@@ -18,14 +18,17 @@ import numpy as np
 import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
-from mpicolor.engine import gpu, kernels
+from mpicolor.engine import gpu
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.job import worker
 from mpicolor.state.results import CPU, GPU
-from mpicolor.job.worker import Chunk, FrameComputer
+from mpicolor.job.protocol import Chunk
+from mpicolor.job.worker import FrameComputer
 from mpicolor.job.config import RunConfig
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.devices import probe_gpus
-from mpicolor.engine.palette import SAMPLE_MAX, extract_palette, sample_indices
+from mpicolor.engine.palette import extract_palette, sample_indices
+from mpicolor.engine.stages import FAST
 from mpicolor.state.tarballs import index_tarball
 
 HD_FRAMES = pathlib.Path(__file__).parents[2] / "shared" / "data" / "frames" / "hd"
@@ -35,7 +38,7 @@ VIDEOS = pathlib.Path(__file__).parents[2] / "shared" / "data" / "video"
 @pytest.fixture(scope="module")
 def frames():
     """The bundled real frames, decoded (640x360 footage of three scenes)."""
-    kernels.warm_up()
+    warm_up()
     return [decode_frame(pathlib.Path(path).read_bytes()) for path in bundled_frames()]
 
 
@@ -280,7 +283,7 @@ def test_frame_bytes_count_the_row_sample_that_goes_to_the_device():
         image = np.zeros(shape, np.uint8)
         sampled = len(sample_indices(*shape[:2]))
         assert gpu.Backend.frame_bytes(image) == sampled * gpu.PLAN_BYTES_PER_SAMPLED_PIXEL
-        assert sampled <= SAMPLE_MAX
+        assert sampled <= FAST.sample_max
     assert gpu.Backend(xp=np, memory=1 << 30).batch_budget == 1 << 29
 
 
@@ -300,6 +303,7 @@ def test_gpu_rank_without_a_gpu_computes_on_the_cpu_and_says_so_once(tmp_path, c
 # --- under mpiexec ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.mpi
 def test_info_places_36_ranks_on_6_gpus_using_every_device():
     # one node, two cycles of 14:4: the GPU ranks are 0-3 and 18-21, 8 of them for 6 devices
     finished = run_mpicolor(36, "info", "--json", "--split", "14:4", "--gpus", "6", timeout=180)
@@ -322,6 +326,7 @@ def test_info_places_36_ranks_on_6_gpus_using_every_device():
     assert document["mpi"] and document["numba_cache"]
 
 
+@pytest.mark.mpi
 def test_a_bad_gpu_memory_setting_is_a_usage_error_before_any_work(tmp_path):
     pack_scenes(str(tmp_path))
     output = tmp_path / "out"
@@ -331,6 +336,7 @@ def test_a_bad_gpu_memory_setting_is_a_usage_error_before_any_work(tmp_path):
     assert "Traceback" not in finished.stderr and not output.exists()
 
 
+@pytest.mark.mpi
 def test_run_with_gpu_ranks_and_no_gpu_says_so_once_per_rank(tmp_path):
     if probe_gpus()[0]:
         pytest.skip("a usable GPU is present")
@@ -381,6 +387,6 @@ def test_cuml_seed_is_close_to_scikit_learns(cupy, frames):
     sklearn_palette = extract_palette(image, method="seed")
     pixels = image.reshape(-1, 3)
     # float32 and another k-means++: not the same centres, but as good a clustering (within 1%)
-    assert kernels.palette_inertia(pixels, cuml_palette.rgb[:, ::-1].astype(np.float64)) <= 1.01 * \
-        kernels.palette_inertia(pixels, sklearn_palette.rgb[:, ::-1].astype(np.float64))
+    assert kmeans.palette_inertia(pixels, cuml_palette.rgb[:, ::-1].astype(np.float64)) <= 1.01 * \
+        kmeans.palette_inertia(pixels, sklearn_palette.rgb[:, ::-1].astype(np.float64))
 

@@ -101,6 +101,7 @@ def expected_colours(tables):
     return found
 
 
+@pytest.mark.mpi
 def test_inspect_json_agrees_with_the_sqlite_files(run_output, capsys):
     report = json.loads(printed(capsys, inspect, run_output, "--json"))
     tables = outputs(run_output)
@@ -119,6 +120,7 @@ def test_inspect_json_agrees_with_the_sqlite_files(run_output, capsys):
     assert "tarballs: 3 (3 complete, 0 partial, 0 incomplete, 0 unreadable)" in text and "frames/s" in text
 
 
+@pytest.mark.mpi
 def test_export_csv_and_json_agree_with_the_sqlite_files(run_output, capsys, tmp_path):
     expected = expected_colours(outputs(run_output))
     assert command(export, run_output, "--format", "csv", "--out", tmp_path / "all.csv") == 0
@@ -163,6 +165,7 @@ def test_partial_failed_and_unreadable_tarballs_are_shown(tmp_path, capsys):
     assert rows[4][:5] == ["b.tar", "2", "b/3.jpg", "failed", "not a JPEG"] and set(rows[4][5:]) == {""}
 
 
+@pytest.mark.mpi
 def test_without_the_checkpoint_the_sqlite_files_are_read(run_output, capsys, tmp_path):
     with_checkpoint = json.loads(printed(capsys, inspect, run_output, "--json"))
     copied = tmp_path / "copied"
@@ -184,6 +187,7 @@ def test_an_output_dir_without_results_is_refused(tmp_path, capsys):
 
 
 
+@pytest.mark.mpi
 def test_csv_and_json_lines_are_what_csv_writer_and_json_dumps_write(hostile_output, capsys):
     records = sqlite_records(hostile_output)
     assert {record["status"] for record in records} == {"done", "failed"} and len(records) == 13
@@ -204,6 +208,7 @@ def test_csv_and_json_lines_are_what_csv_writer_and_json_dumps_write(hostile_out
         json.dumps(record) + "\n" for record in records)
 
 
+@pytest.mark.mpi
 def test_parquet_reads_back_as_the_sqlite_files_row_by_row(hostile_output, tmp_path):
     assert command(export, hostile_output, "--format", "parquet", "--out", tmp_path / "frames.parquet") == 0
     table = parquet().read_table(tmp_path / "frames.parquet")
@@ -249,6 +254,7 @@ def test_share_text_is_what_python_rounds_to(tmp_path):
     assert [text.decode() for text in texts.tolist()] == [repr(round(float(share), 6)) for share in shares]
 
 
+@pytest.mark.mpi
 def test_inspect_and_export_take_tarball_names(run_output, capsys):
     report = json.loads(printed(capsys, inspect, run_output, "--json", "--tarball", "car.tar", "bottle.tar"))
     assert [tarball["name"] for tarball in report["tarballs"]] == ["bottle.tar", "car.tar"]
@@ -285,6 +291,7 @@ def test_a_damaged_tarball_is_named_and_the_others_still_come_out(tmp_path, caps
     assert read_png(tmp_path / "bar.png").shape[1] == 2  # a.tar's frames only
 
 
+@pytest.mark.mpi
 def test_parquet_needs_a_file_and_pyarrow(run_output, tmp_path, capsys, monkeypatch):
     assert command(export, run_output, "--format", "parquet") == 2
     assert "--format parquet needs --out FILE" in capsys.readouterr().err
@@ -294,6 +301,7 @@ def test_parquet_needs_a_file_and_pyarrow(run_output, tmp_path, capsys, monkeypa
     assert not os.path.exists(tmp_path / "x.parquet")
 
 
+@pytest.mark.mpi
 def test_tools_show_progress_as_tarballs_are_read(run_output, capsys):
     with results.OutputReader(str(run_output)) as reader:
         for _ in results.each_tarball(reader, reader.names, "bar"):

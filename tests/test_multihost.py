@@ -1,5 +1,5 @@
 """A real multi-host run: mpiexec starts ranks over ssh on three hosts (network namespaces of this machine,
-see netns.py), and the outputs equal a single-host run's."""
+see netns.py), the node tier engages, and the outputs equal a single-host run's."""
 
 import json
 import os
@@ -9,27 +9,18 @@ import sys
 import pytest
 
 import netns
-from helpers import bundled_frames, mpiexec_path, outputs, run_mpicolor
+from helpers import bundled_frames, job_environment, outputs, rank_pid, run_mpicolor
+from mpicolor.bench import run as bench_run
 
 HOSTS, SLOTS = 3, 2
 RANKS = HOSTS * SLOTS
 
-pytestmark = pytest.mark.skipif(netns.missing() is not None, reason=str(netns.missing()))
-
-
-def is_hydra(mpiexec):
-    """True for MPICH's hydra mpiexec (the options used here are hydra's)."""
-    if mpiexec is None:
-        return False
-    version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
-    return "HYDRA" in version.stdout
+pytestmark = [pytest.mark.mpi, pytest.mark.skipif(netns.missing() is not None, reason=str(netns.missing()))]
 
 
 @pytest.fixture
 def hosts(request, tmp_path_factory):
     """Three test hosts with sshd, removed again after the test whatever happened."""
-    if not is_hydra(mpiexec_path()):
-        pytest.skip("needs MPICH's hydra mpiexec (pip install mpich)")
     virtual_hosts = netns.VirtualHosts(tmp_path_factory.mktemp("hosts"), count=HOSTS)
     request.addfinalizer(virtual_hosts.close)
     try:
@@ -39,14 +30,15 @@ def hosts(request, tmp_path_factory):
     return virtual_hosts
 
 
-def rank_marker(folder):
-    """A wrapper that records the network namespace, that is the test host, of every rank, then runs the rank.
+def host_marker(folder):
+    """A wrapper that records the network namespace, that is the test host, of every rank's process, then runs it.
 
-    Hostnames are shared by network namespaces, so ``ip netns identify`` is what tells the hosts apart.
+    Hostnames are shared by network namespaces, so ``ip netns identify`` is what tells the hosts apart; the rank
+    of each pid comes from `helpers.job_environment`.
     """
-    path = os.path.join(folder, "mark-rank")
+    path = os.path.join(folder, "mark-host")
     with open(path, "w") as script:
-        script.write(f'#!/bin/sh\n{netns.tool("ip")} netns identify $$ > "{folder}/rank-$PMI_RANK"\nexec "$@"\n')
+        script.write(f'#!/bin/sh\n{netns.tool("ip")} netns identify $$ > "{folder}/host-$$"\nexec "$@"\n')
     os.chmod(path, 0o755)
     return path
 
@@ -57,23 +49,24 @@ def test_ranks_on_three_hosts_give_the_single_host_results(hosts, input_dir, tmp
     assert single.returncode == 0, single.stderr
 
     markers = tmp_path / "markers"
-    markers.mkdir()
-    hostfile = hosts.write_hostfile(tmp_path / "hostfile", slots=SLOTS)
-    command = [mpiexec_path(), *hosts.hydra_options(), "-f", hostfile, "-n", str(RANKS), rank_marker(markers),
-               sys.executable, "-m", "mpicolor", "run", str(input_dir), str(tmp_path / "multi")]
-    multi = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    environment = job_environment(markers)
+    options = hosts.launch_options(tmp_path / "hostfile", SLOTS, bench_run.is_open_mpi(bench_run.mpiexec_path()))
+    command = [*bench_run.mpiexec_command(), *options, "-n", str(RANKS), host_marker(markers), sys.executable,
+               "-m", "mpicolor", "run", str(input_dir), str(tmp_path / "multi")]
+    multi = subprocess.run(command, capture_output=True, text=True, timeout=90, env=environment)
     assert multi.returncode == 0, multi.stderr
 
-    placed = {}
-    for rank in range(RANKS):
-        with open(markers / f"rank-{rank}") as marker:
-            placed[rank] = marker.read().strip()
-    # hydra fills each host's slots in hostfile order
+    placed = {rank: (markers / f"host-{rank_pid(markers, rank, timeout=0)}").read_text().strip()
+              for rank in range(RANKS)}
+    # both MPIs fill each host's slots in hostfile order
     assert placed == {rank: hosts.namespaces[rank // SLOTS] for rank in range(RANKS)}
 
+    # three hosts: the node tier, with a node coordinator per host (rank 1 on rank 0's) and rank 0 computing nothing
+    assert f"{RANKS} ranks on {HOSTS} nodes: rank 0 hands ranges to the node coordinators (ranks 1, 2, 4)" in multi.stderr
     with open(tmp_path / "multi" / "run-summary.json") as summary_file:
         summary = json.load(summary_file)
-    assert sorted(summary["ranks"], key=int) == [str(rank) for rank in range(RANKS)]
+    assert "0" not in summary["ranks"] and set(summary["ranks"]) <= {str(rank) for rank in range(1, RANKS)}
+    assert sorted(summary["node_coordinators_cpu_s"], key=int) == ["1", "2", "4"]
     frames_by_host = {namespace: 0 for namespace in hosts.namespaces}
     for rank, numbers in summary["ranks"].items():
         frames_by_host[placed[int(rank)]] += numbers["frames"]

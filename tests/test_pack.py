@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import mpiexec_path
+from mpicolor.bench import run as bench_run
 from mpicolor.tools import pack
 
 # the tiny test video: solid frames of distinct colours, 10 frames per second
@@ -138,12 +138,13 @@ def test_an_interrupted_pack_leaves_complete_tarballs_only(tmp_path, monkeypatch
     assert len(members(out / "tiny-0000.tar")) == 10
 
 
+@pytest.mark.mpi
 def test_videos_are_shared_among_ranks_under_mpiexec(tmp_path):
     videos = [make_video(tmp_path / f"clip{number}.avi", n_frames=5) for number in range(3)]
     out = tmp_path / "tars"
     script = ("import argparse, sys; from mpicolor.tools import pack; parser = argparse.ArgumentParser(); "
               "pack.add_arguments(parser); sys.exit(pack.main(parser.parse_args(sys.argv[1:])))")
-    launch = [mpiexec_path(), "-n", "2", sys.executable, "-c", script, *videos, "--out", str(out)]
+    launch = [*bench_run.mpiexec_command(), "-n", "2", sys.executable, "-c", script, *videos, "--out", str(out)]
     finished = subprocess.run(launch, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr
     assert sorted(os.listdir(out)) == ["clip0-0000.tar", "clip1-0000.tar", "clip2-0000.tar"]

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mpicolor.engine import gpu, kernels, palette
+from mpicolor.engine import gpu, jit, palette, stages
+from mpicolor.engine.kernels import histogram, kmeans, search, warm_up
 from mpicolor.engine.decode import decode_frame
 from mpicolor.engine.palette import (METHODS, BadFrame, default_scale, extract_palette,
                               palette_from_bytes, smooth_chroma)
@@ -26,7 +27,7 @@ REPO = pathlib.Path(__file__).parents[1]
 @pytest.fixture(scope="session", autouse=True)
 def compiled_kernels():
     """Compile (or load) the numba kernels once for the whole session."""
-    kernels.warm_up()
+    warm_up()
 
 
 def frame_bytes(name):
@@ -40,7 +41,7 @@ def blocks(colours_bgr, widths, height=10):
 
 
 def inertia(image, palette):
-    return kernels.palette_inertia(image.reshape(-1, 3), palette.rgb[:, ::-1].astype(np.float64))
+    return kmeans.palette_inertia(image.reshape(-1, 3), palette.rgb[:, ::-1].astype(np.float64))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -180,10 +181,22 @@ def test_fast_quality_close_to_seed_on_real_frames(name):
     assert inertia(image, fast) <= inertia(image, seed) * 1.003
 
 
-def test_numba_cache_goes_to_user_folder_when_package_is_read_only(tmp_path):
-    # os.access stands in for a read-only install: as root, chmod would not stop writes.
-    script = ("import os; os.access = lambda path, mode: False; import mpicolor.engine.kernels; "
-              "print(os.environ.get('NUMBA_CACHE_DIR'))")
+def test_numba_cache_folder_is_the_users_when_the_package_is_read_only(monkeypatch):
+    home = {"HOME": "/home/someone"}
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path.replace("~", home["HOME"]))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only install
+    assert jit.cache_dir({}) == "/home/someone/.cache/mpicolor/numba"
+    assert jit.cache_dir({"XDG_CACHE_HOME": "/xdg"}) == "/xdg/mpicolor/numba"
+    assert jit.cache_dir({"NUMBA_CACHE_DIR": "/chosen"}) is None  # the user's choice stands
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
+    assert jit.cache_dir({}) is None  # numba's own __pycache__ beside the modules
+
+
+def test_numba_takes_the_cache_folder_before_any_kernel_is_compiled(tmp_path):
+    # os.access stands in for a read-only install: as root, chmod would not stop writes. numba imported first, as
+    # `mpicolor info` does, must still see the folder.
+    script = ("import os; os.access = lambda path, mode: False; import numba; import mpicolor.engine.kernels; "
+              "print(numba.config.CACHE_DIR)")
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
     environment["HOME"] = str(tmp_path)
@@ -203,9 +216,10 @@ def test_numba_cache_goes_to_user_folder_when_package_is_read_only(tmp_path):
 def test_sample_is_a_jittered_grid_of_about_one_pixel_in_eight(height, width):
     rows, offsets, column_step, size = palette.sample_rows(height, width)
     pixels = height * width
-    assert min(pixels, palette.SAMPLE_MIN) <= size <= palette.SAMPLE_MAX
-    if palette.SAMPLE_MIN <= pixels // palette.SAMPLE_FRACTION <= palette.SAMPLE_MAX:
-        assert pixels / size == pytest.approx(palette.SAMPLE_FRACTION, rel=0.1)
+    fast = stages.FAST
+    assert min(pixels, fast.sample_min) <= size <= fast.sample_max
+    if fast.sample_min <= pixels // fast.sample_fraction <= fast.sample_max:
+        assert pixels / size == pytest.approx(fast.sample_fraction, rel=0.1)
     assert np.all((0 <= rows) & (rows < height)) and np.all(np.diff(rows) > 0)
     assert np.all((0 <= offsets) & (offsets < column_step))
     indices = palette.sample_indices(height, width)
@@ -217,17 +231,16 @@ def test_sample_is_a_jittered_grid_of_about_one_pixel_in_eight(height, width):
 
 
 def adaptive_levels(image, thresholds):
-    """The levels of `kernels.sample_levels` of an image's whole sample, and the sample."""
+    """The levels of `histogram.sample_levels` of an image's whole sample, and the sample."""
     pixels = image.reshape(-1, 3).astype(np.int32)
     ups = (1, 2, 3)
-    coarser = np.zeros((kernels.coarser_rows(6, ups), 4), np.int32)
+    coarser = np.zeros((histogram.coarser_rows(6, ups), 4), np.int32)
     codes = np.empty(len(pixels), np.int32)
-    occupied, bins, _ = kernels.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64), 1,
-                                            np.zeros((1 << 18, 4), np.int32), ups, coarser, codes)
-    bin_numbers = [kernels.colour_bin(*pixel, 2) for pixel in pixels]
-    np.testing.assert_array_equal(codes >> 6, bin_numbers)
+    occupied, bins, _ = histogram.sample_bins(image, 6, np.arange(image.shape[0]), np.zeros(image.shape[0], np.int64),
+                                              1, np.zeros((1 << 18, 4), np.int32), ups, coarser, codes)
+    np.testing.assert_array_equal(codes >> 6, histogram.colour_bins(pixels, 6))
     np.testing.assert_array_equal(codes & 63, ((pixels[:, 0] & 3) << 4) | ((pixels[:, 1] & 3) << 2) | (pixels[:, 2] & 3))
-    points, weights, moments, sizes = kernels.sample_levels(
+    points, weights, moments, sizes = histogram.sample_levels(
         codes, bins, occupied, 6, ups, coarser, np.array(thresholds, np.float64), np.zeros(1 << 18, np.int32),
         np.zeros(coarser.shape[0], np.uint8))
     return [(points[k, :, :size], weights[k, :size], moments[k, :, :size]) for k, size in enumerate(sizes)], pixels
@@ -250,7 +263,7 @@ def test_adaptive_levels_keep_every_pixel_and_follow_the_threshold():
 
 
 def gold_lloyd(points, weights, centres, max_iter, tol):
-    """Weighted Lloyd as `kernels.lloyd` documents it, in plain NumPy, sums taken afresh every iteration."""
+    """Weighted Lloyd as `kmeans.lloyd` documents it, in plain NumPy, sums taken afresh every iteration."""
     centres = centres.copy()
     previous = None
     for _ in range(max_iter):
@@ -280,7 +293,7 @@ def test_lloyd_is_the_gold_answer_though_it_updates_only_the_points_that_move():
     start = points[:, :4].T.copy()
     for max_iter, tol in ((300, 0.0), (3, 0.0), (300, 5.0)):
         runs = start[None].copy()
-        labels, inertia = kernels.lloyd_runs(points, weights, points * weights, runs, max_iter, tol)
+        labels, inertia = kmeans.lloyd_runs(points, weights, points * weights, runs, max_iter, tol)
         centres, labels, inertia = runs[0], labels[0], inertia[0]
         gold_centres, gold_labels = gold_lloyd(points, weights, start, max_iter, tol)
         np.testing.assert_allclose(centres, gold_centres, rtol=1e-12)
@@ -295,7 +308,7 @@ def test_lane_sum_adds_in_four_running_sums():
         lanes = [0.0] * 4
         for i in range(n):
             lanes[i % 4] += weights[i] * values[i]
-        assert kernels.lane_sum(weights, values) == (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+        assert kmeans.lane_sum(weights, values) == (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 
 
 def test_distinct_runs_keeps_the_best_of_each_configuration():
@@ -303,32 +316,81 @@ def test_distinct_runs_keeps_the_best_of_each_configuration():
     runs = np.stack([base + 1, base, base + [[0, 0, 0], [0, 0, 0], [0, 90, 0]], base + 2, base * 0.5])
     inertia = np.array([5.0, 3.0, 4.0, 6.0, 3.0])
     # lowest first, the first of equal inertias first, one per configuration (runs 1, 0 and 3 are within 6 levels)
-    assert kernels.distinct_runs(runs, inertia, 6.0, 4).tolist() == [1, 4, 2]
-    assert kernels.distinct_runs(runs, inertia, 6.0, 1).tolist() == [1]
-    assert kernels.distinct_runs(runs, inertia, 0.5, 5).tolist() == [1, 4, 2, 0, 3]
+    assert search.distinct_runs(runs, inertia, 6.0, 4).tolist() == [1, 4, 2]
+    assert search.distinct_runs(runs, inertia, 6.0, 1).tolist() == [1]
+    assert search.distinct_runs(runs, inertia, 0.5, 5).tolist() == [1, 4, 2, 0, 3]
 
 
-class CountingEngine(gpu.ArrayEngine):
-    """The array engine on NumPy, counting the restarts and the Lloyd iterations it is asked for."""
+class CountingKMeans(gpu.BatchedKMeans):
+    """The array k-means on NumPy, counting the restarts and the Lloyd iterations it is asked for."""
 
-    restarts = 0
+    restarted = 0
     converged = []
 
-    def probe(self, tasks, max_iter):
-        CountingEngine.restarts += sum(len(uniforms) for _, uniforms, _ in tasks)
-        return super().probe(tasks, max_iter)
+    def restarts(self, tasks, max_iter):
+        CountingKMeans.restarted += sum(len(uniforms) for _, uniforms, _ in tasks)
+        return super().restarts(tasks, max_iter)
 
     def converge(self, tasks, max_iter):
-        CountingEngine.converged.append((len(tasks), max_iter))
+        CountingKMeans.converged.append((len(tasks), max_iter))
         return super().converge(tasks, max_iter)
 
 
 def test_restarts_then_distinct_configurations_are_ranked_on_the_final_level(monkeypatch):
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (60, 200, 3), dtype=np.uint8)  # no clusters: many configurations
-    monkeypatch.setattr(gpu, "ArrayEngine", CountingEngine)
-    # the stages of `solve_plans`, which the CPU's one-call search (`kernels.fast_search`) takes too
+    monkeypatch.setattr(gpu, "BatchedKMeans", CountingKMeans)
+    # the stages of `solve_plans`, which the CPU's one-call search (`search.fast_search`) takes too
     assert gpu.extract_palettes([noise], xp=np) == [extract_palette(noise)]
-    assert CountingEngine.restarts == palette.RESTARTS
-    assert CountingEngine.converged == [(palette.SCORED, palette.SCORE_ITER), (palette.CANDIDATES, palette.RANK_ITER),
-                                        (1, palette.FINAL_ITER)]
+    fast = stages.FAST
+    assert CountingKMeans.restarted == fast.restarts
+    (first_keep, first_iterations), (_, second_iterations) = fast.ranking
+    # the ranking's steps, then the winner, or both finalists of an unsettled frame, on the final or finer level
+    assert CountingKMeans.converged[:2] == [(fast.scored, first_iterations), (first_keep, second_iterations)]
+    assert CountingKMeans.converged[2:] in ([(1, fast.final_iter)], [(2, fast.final_iter)])
+
+
+def gold_settled(points, weights, first, second, settings):
+    """`stages.settled` in plain NumPy: the standard error of the finalists' mean difference, relative to the
+    first's inertia, against the bar, and the difference against it."""
+    points = points.astype(np.float64).T
+    nearest_first = ((points[:, None, :] - first[None]) ** 2).sum(-1).min(1)
+    nearest_second = ((points[:, None, :] - second[None]) ** 2).sum(-1).min(1)
+    differences = nearest_second - nearest_first
+    total = weights.sum()
+    inertia = (weights * nearest_first).sum() / total
+    mean = (weights * differences).sum() / total
+    error = np.sqrt((weights * (differences - mean) ** 2).sum() / total / total) / inertia
+    return not (error > settings.unsettled_error and mean / inertia < settings.unsettled_gap * error)
+
+
+def test_finalists_are_settled_when_the_sample_tells_them_apart():
+    rng = np.random.default_rng(4)
+    # two well separated groups of colours: the finalists differ by a colour far from the points (settled), or by
+    # one that moves a little (the sample cannot tell which is better: unsettled when few pixels carry it)
+    points = np.concatenate([rng.normal(60, 6, (3, 200)), rng.normal(190, 6, (3, 200))], axis=1).astype(np.float32)
+    good = np.array([[60.0, 60, 60], [190, 190, 190]])
+    for second, weights, expected in ((np.array([[60.0, 60, 60], [250, 250, 250]]), np.ones(400), True),
+                                      (good + 0.3, np.ones(400), False),
+                                      (good + 0.3, np.full(400, 1e4), True)):
+        fast = stages.FAST
+        assert stages.settled(points, weights, good, second, fast) == gold_settled(points, weights, good, second,
+                                                                                    fast) == expected
+    assert stages.settled(points[:, :1], np.ones(1), points[:, :1].T.astype(np.float64), good, stages.FAST)
+
+
+def test_unsettled_frames_take_the_finer_level_in_both_engines(monkeypatch):
+    finalists = []
+
+    class RecordingKMeans(gpu.BatchedKMeans):
+        def converge(self, tasks, max_iter):
+            if max_iter == stages.FAST.final_iter:
+                finalists.append(len(tasks))
+            return super().converge(tasks, max_iter)
+
+    monkeypatch.setattr(gpu, "BatchedKMeans", RecordingKMeans)
+    images = [decode_frame(path.read_bytes()) for path in sorted(FRAMES.glob("*.jpg"))]
+    for image in images:
+        assert gpu.extract_palettes([image], xp=np) == [extract_palette(image)]
+    # the bundled frames hold both: settled ones (one finalist converges) and unsettled ones (both, on the finer level)
+    assert set(finalists) == {1, 2}

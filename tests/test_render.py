@@ -204,6 +204,7 @@ def assert_columns_carry_the_dominant_colours(png, output_dir):
     np.testing.assert_array_equal(image[0, :, :3], expected)
 
 
+@pytest.mark.mpi
 def test_pack_run_render_a_video_made_here(tmp_path):
     make_video(tmp_path / "tiny.avi")
     assert command(pack, tmp_path / "tiny.avi", "--out", tmp_path / "tars", "--frames-per-tar", 10) == 0
@@ -213,6 +214,7 @@ def test_pack_run_render_a_video_made_here(tmp_path):
     assert_columns_carry_the_dominant_colours(tmp_path / "bar.png", tmp_path / "out")
 
 
+@pytest.mark.mpi
 @pytest.mark.skipif(not os.path.exists(CLIP), reason=f"the shared real clip {CLIP} is absent")
 def test_pack_run_render_inspect_the_real_clip(tmp_path, capsys):
     assert command(pack, CLIP, "--out", tmp_path / "tars", "--fps", 2, "--frames-per-tar", 25) == 0

@@ -5,10 +5,14 @@ import json
 import os
 import shutil
 
-from helpers import TESTS, bundled_frames, make_partial, outputs, pack_tarball, read_checkpoint, run_mpicolor
+import pytest
+
+from helpers import (TESTS, bundled_frames, checkpoint_datasets, make_partial, outputs, pack_tarball, read_checkpoint,
+                     run_mpicolor)
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint
 from mpicolor.state.output_dir import RUN_SUMMARY
-from test_run import checkpoint_datasets
+
+pytestmark = pytest.mark.mpi
 
 SIMULATE = ["--simulate", "0", "--split", "1:0"]
 

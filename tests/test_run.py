@@ -8,24 +8,17 @@ import subprocess
 import tarfile
 import time
 
-import h5py
 import numpy as np
 import pytest
 
-from helpers import bundled_frames, mpicolor_command, outputs, pack_tarball, read_checkpoint, run_mpicolor
+from helpers import (checkpoint_datasets, job_environment, kill_job, many_frames_input, mpicolor_command, outputs,
+                     rank_pid, read_checkpoint, run_mpicolor, wait_for_lock)
 from mpicolor.state.atomic import TEMP_SUFFIX
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER
-from mpicolor.state.output_dir import LOCK, RUN_SUMMARY
+from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY
 from mpicolor.engine.palette import palette_from_bytes
 
-
-def checkpoint_datasets(output_dir):
-    """Every dataset and the status of every tarball in the live checkpoint."""
-    found = {}
-    with h5py.File(os.path.join(output_dir, CHECKPOINT), "r") as h5:
-        for name, group in h5["tarballs"].items():
-            found[name] = {key: group[key][...].tolist() for key in group} | {"status": group.attrs["status"]}
-    return found
+pytestmark = pytest.mark.mpi
 
 
 @pytest.mark.portable
@@ -79,65 +72,24 @@ def test_resuming_with_other_settings_is_refused(input_dir, tmp_path):
     assert "clusters=5" in refused.stderr and "clusters=3" in refused.stderr and "start over" in refused.stderr
 
 
-def many_frames_input(folder, tarballs=6, copies=2):
-    """INPUT_DIR of several tarballs holding the bundled frames under distinct names."""
-    folder.mkdir()
-    frames = [open(path, "rb").read() for path in bundled_frames()]
-    for number in range(tarballs):
-        members = [(f"t{number}/{copy:02d}_{i:02d}.jpg", frame) for copy in range(copies)
-                   for i, frame in enumerate(frames)]
-        pack_tarball(str(folder / f"set{number:02d}.tar"), members)
-    return folder
-
-
-def job_processes(root):
-    """``{pid: rank or None}`` of a launcher and all its descendants (hydra's ranks run in their own sessions,
-    so a process group does not reach them)."""
-    parents, ranks = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                found = [item for item in environ.read().split(b"\0") if item.startswith(b"PMI_RANK=")]
-            ranks[int(entry)] = int(found[0].split(b"=")[1]) if found else None
-        except (OSError, IndexError, ValueError):
-            continue
-    family = {root}
-    grew = True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in family} - family
-        family |= children
-        grew = bool(children)
-    return {pid: ranks.get(pid) for pid in family}
-
-
-def kill_at(command, delay, whole_job, output_dir):
-    """Start a run, and SIGKILL it (all of it, or rank 1) ``delay`` seconds after rank 0 took the lock."""
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    lock = os.path.join(output_dir, LOCK)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(lock) and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+def kill_at(input_dir, output_dir, settings, delay, whole_job, tmp_path):
+    """Start a 2-rank run, and SIGKILL it (all of it, or rank 1) ``delay`` seconds after rank 0 took the lock."""
+    ranks = tmp_path / f"ranks-{delay}"
+    job = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, *settings), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=job_environment(ranks))
+    wait_for_lock(job, output_dir)
     time.sleep(delay)
-    processes = job_processes(job.pid)
-    for pid, rank in processes.items():
-        if whole_job or rank == 1:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    if whole_job:
+        kill_job(job)
+    else:
+        os.kill(rank_pid(ranks, 1), signal.SIGKILL)
     try:
         job.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        for pid in job_processes(job.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_job(job)
         pytest.fail("the job did not end within 30 s after one rank was killed")
 
 
-# one-rank finds rank 1 by MPICH's PMI_RANK; whole-job works under any launcher
 @pytest.mark.parametrize("whole_job", [pytest.param(True, id="whole-job", marks=pytest.mark.portable),
                                        pytest.param(False, id="one-rank")])
 def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, whole_job):
@@ -150,7 +102,7 @@ def test_sigkill_at_random_instants_then_rerun_equals_uninterrupted(tmp_path, wh
     instants = random.Random(20261125 + whole_job).sample([i / 20 for i in range(1, 20)], 5)
     for delay in instants:
         output_dir = tmp_path / f"killed-{delay}"
-        kill_at(mpicolor_command(2, "run", input_dir, output_dir, *settings), delay, whole_job, output_dir)
+        kill_at(input_dir, output_dir, settings, delay, whole_job, tmp_path)
         if os.path.exists(output_dir / CHECKPOINT):
             # every file of it readable, through the entry point and one by one: no fallback hides a damaged one
             checkpoint_datasets(output_dir)
@@ -171,12 +123,23 @@ def test_a_second_live_run_on_the_same_output_dir_is_refused(tmp_path):
     first = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, "--simulate", "0.1"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(output_dir / LOCK) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_lock(first, output_dir)
         second = run_mpicolor(1, "run", input_dir, output_dir, "--simulate", "0.02")
         assert second.returncode == 3
         assert "in use by another mpicolor run (pid" in second.stderr
     finally:
         _, log = first.communicate(timeout=60)
     assert first.returncode == 0, log
+
+
+def test_the_mpi_library_version_in_info_and_in_the_logs_holds_no_nul_byte(input_dir, tmp_path):
+    # Open MPI's version string ends in its C string's NUL, which made every log that named it binary
+    info = run_mpicolor(2, "info", "--json")
+    assert info.returncode == 0, info.stderr
+    version = json.loads(info.stdout)["mpi"]
+    assert version and "\0" not in version
+    finished = run_mpicolor(1, "run", input_dir, tmp_path / "out", "--simulate", "0")
+    assert finished.returncode == 0, finished.stderr
+    run_log = (tmp_path / "out" / RUN_LOG).read_text()
+    assert f"MPI: {version}" in finished.stderr and f"MPI: {version}" in run_log
+    assert "\0" not in finished.stderr and "\0" not in run_log

@@ -7,35 +7,32 @@ import time
 
 import pytest
 
-from helpers import mpicolor_command, outputs, run_mpicolor
-from mpicolor.state.output_dir import LOCK
-from test_run import checkpoint_datasets, job_processes, many_frames_input
+from helpers import (checkpoint_datasets, done_in_checkpoint, job_environment, kill_job, many_frames_input,
+                     mpicolor_command, outputs, rank_pid, run_mpicolor)
+
+pytestmark = pytest.mark.mpi
 
 
 def test_a_rank_stopped_with_sigstop_is_given_up_on_and_the_outputs_are_complete(tmp_path):
-    input_dir = many_frames_input(tmp_path / "input")
+    # 432 frames at 20 ms on 3 ranks: about 3 s, so that rank 2 still holds chunks when it is stopped
+    input_dir = many_frames_input(tmp_path / "input", copies=6)
     settings = ["--simulate", "0.02", "--checkpoint-every", "0.5", "--stall-timeout", "3"]
     reference = tmp_path / "reference"
     assert run_mpicolor(2, "run", input_dir, reference, *settings).returncode == 0
     output_dir = tmp_path / "out"
+    ranks = tmp_path / "ranks"
     job = subprocess.Popen(mpicolor_command(3, "run", input_dir, output_dir, *settings), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True, env=job_environment(ranks))
     try:
+        # frames in the checkpoint: the run is computing, and every worker holds chunks ahead
         deadline = time.monotonic() + 60
-        while not os.path.exists(output_dir / LOCK) and time.monotonic() < deadline:
+        while not done_in_checkpoint(output_dir, "set00.tar") and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(1.0)  # every rank is computing by now
-        stopped = [pid for pid, rank in job_processes(job.pid).items() if rank == 2]
-        assert stopped, "rank 2 was not found"
-        os.kill(stopped[0], signal.SIGSTOP)
+        os.kill(rank_pid(ranks, 2), signal.SIGSTOP)
         started = time.monotonic()
         _, log = job.communicate(timeout=60)
     finally:
-        for pid in job_processes(job.pid):  # whatever is left if the job hung
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_job(job)  # whatever is left if the job hung
     assert time.monotonic() - started < 30
     assert job.returncode == 5, log
     assert "rank 2 on " in log and "without answering (--stall-timeout 3)" in log

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import TESTS
+from mpicolor.state import checkpoint as checkpoint_module
 from mpicolor.state import resume
 from mpicolor.state.atomic import TEMP_SUFFIX, publish, remove_stale_temporaries, temporary_path
 from mpicolor.state.checkpoint import (CHECKPOINT, CHECKPOINT_FOLDER, CHECKPOINT_PREV_0_1, FORMAT, Checkpoint,
@@ -91,10 +92,18 @@ def test_files_of_one_checkpoint_may_come_from_two_engines_and_say_which(tmp_pat
 
 
 
-def test_names_read_as_bytes_are_whole_however_long(tmp_path):
-    # the tools' fast path: fixed-width items, read again wider when a name fills the width
+@pytest.mark.parametrize("limit", [64 << 20, 1000], ids=["fixed-length", "variable-length"])
+def test_names_read_as_bytes_are_whole_however_long(tmp_path, monkeypatch, limit):
+    # names are stored fixed-length, or variable-length (as format 2 stored every name) when a few long ones
+    # would make one array of them too large; both read whole, as str and on the tools' fast path as bytes
+    monkeypatch.setattr(checkpoint_module, "NAMES_ARRAY_BYTES", limit)
     names = ["a.jpg", "\u00e9t\u00e9/" + "x" * 300 + ".jpg", "y" * 64, ""]
     opened(tmp_path).save(SETTINGS, [results("a.tar", names)])
+    with h5py.File(tmp_path / CHECKPOINT_FOLDER / "a.tar.h5", "r+") as h5:
+        assert (h5py.check_string_dtype(h5["frames"].dtype).length is None) == (limit == 1000)
+        if limit == 1000:
+            h5.attrs["format"] = "mpicolor-checkpoint-2"  # as the last version wrote every file
+    assert opened(tmp_path).read("a.tar").frames == names
     stored = opened(tmp_path).read("a.tar", names_as_bytes=True)
     assert stored.frames.tolist() == [name.encode() for name in names]
 

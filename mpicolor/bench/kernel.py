@@ -12,7 +12,7 @@ import numpy as np
 import simplejpeg
 from threadpoolctl import threadpool_limits
 
-from mpicolor.engine import kernels
+from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
 from mpicolor.engine.gpu import Backend, GpuUnavailable
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
@@ -35,8 +35,11 @@ def add_kernel_arguments(parser):
     parser : argparse.ArgumentParser
     """
     parser.add_argument("--frames", nargs="+", metavar="SOURCE", default=[DEFAULT_FRAMES],
-                        help="folders of frames or tarballs of frames (as `mpicolor pack` writes them), one table "
-                             f"each (default: {DEFAULT_FRAMES})")
+                        help="tuning sources: folders of frames or tarballs of frames (as `mpicolor pack` writes "
+                             f"them), one table each (default: {DEFAULT_FRAMES})")
+    parser.add_argument("--validation", nargs="+", metavar="SOURCE", default=[],
+                        help="validation sources, never used to choose a parameter: reported apart from the tuning "
+                             "sources (python -m mpicolor.bench.footage builds both)")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="every N-th frame of each source, for a quick look (default: 1, all)")
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
@@ -77,13 +80,15 @@ def run_kernel_bench(args):
     for option in ("repeat", "every"):
         if getattr(args, option) < 1:
             problems.append(f"--{option} {getattr(args, option)} should be >= 1")
+    groups = dict.fromkeys(args.frames, "tuning")
+    groups.update(dict.fromkeys(args.validation, "validation"))
     problems += [f"frames source {source!r} not found (from {os.getcwd()}); pass --frames DIR or TARBALL"
-                 for source in args.frames if not os.path.exists(source)]
+                 for source in groups if not os.path.exists(source)]
     if problems:
         print("mpicolor bench kernel: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
-        sources = {source: _decodable(source, _frames(source)[::args.every]) for source in args.frames}
+        sources = {source: _decodable(source, _frames(source)[::args.every]) for source in groups}
     except (BadTarball, OSError) as error:
         print(f"mpicolor bench kernel: {error}", file=sys.stderr)
         return 2
@@ -110,7 +115,7 @@ def run_kernel_bench(args):
     except GpuUnavailable as error:
         print(f"mpicolor bench kernel: --backend {args.backend}: {error}", file=sys.stderr)
         return 2
-    compile_seconds = kernels.warm_up()
+    compile_seconds = warm_up()
     print(f"numba kernels, first call (compile or cache load): {compile_seconds:.2f} s")
     if args.seed_from:
         print(f"inertia/seed: seed's inertia per frame from {args.seed_from} (seed not run)")
@@ -133,6 +138,8 @@ def run_kernel_bench(args):
             report["sources"][source] = {"frames": records, "summary": summary}
     report["size_classes"] = _by_size_class(report["sources"], variants)
     _print_size_classes(report["size_classes"])
+    report["groups"] = _by_group(report["sources"], groups, variants)
+    _print_groups(report["groups"])
     if args.json:
         with open(args.json, "w", encoding="utf-8") as stream:
             json.dump(report, stream, indent=1)
@@ -260,7 +267,7 @@ def _time_run(frames, records, timings, variants, run, palette_of):
             palette_list.append(palette_ms)
             if run == 0:
                 pixels = decode_frame(frame_bytes).reshape(-1, 3)
-                inertia = kernels.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64))
+                inertia = kmeans.palette_inertia(pixels, palette.rgb[:, ::-1].astype(np.float64))
                 record["variants"][_label(method, scale)] = {"inertia": inertia, "packed": palette.packed.tolist()}
                 if method == "seed":
                     record["seed_inertia"] = inertia
@@ -327,7 +334,7 @@ def _by_size_class(sources, variants):
     for method, scale in variants:
         label = _label(method, scale)
         for name, belongs, target in SIZE_CLASSES:
-            records = [dict(record, frame=f"{os.path.basename(source.rstrip(os.sep))}/{record['frame']}")
+            records = [dict(record, frame=f"{_short(source)}/{record['frame']}")
                        for source, result in sources.items() for record in result["frames"]
                        if _size_class(record) == name]
             if not records:
@@ -340,6 +347,42 @@ def _by_size_class(sources, variants):
                 row.update(_spread(records, label, "inertia_ratio", "inertia_ratio"))
             classes.setdefault(label, {})[name] = row
     return classes
+
+
+def _by_group(sources, groups, variants):
+    """Per variant, group ("tuning", "validation") and source: the quality and cost of its frames."""
+    table = {}
+    for method, scale in variants:
+        label = _label(method, scale)
+        for source, result in sources.items():
+            records = result["frames"]
+            row = {"source": source, "frames": len(records),
+                   "over_decode_median": median([record["variants"][label]["over_decode"] for record in records])}
+            ratios = [record["variants"][label].get("inertia_ratio") for record in records]
+            if None not in ratios:
+                row.update(inertia_ratio_median=median(ratios), inertia_ratio_worst=max(ratios),
+                           above_seed=sum(ratio > 1.0 for ratio in ratios))
+            table.setdefault(label, {}).setdefault(groups[source], []).append(row)
+    return table
+
+
+def _print_groups(table):
+    print("\nby source, tuning and validation apart: inertia/seed per frame (frames above 1.000 worse than seed), "
+          "median x decode")
+    rows = []
+    for label, by_group in table.items():
+        for group, sources in sorted(by_group.items(), key=lambda item: item[0] != "tuning"):
+            for row in sources:
+                quality = ([f"{row['inertia_ratio_median']:.4f}", f"{row['inertia_ratio_worst']:.4f}",
+                            str(row["above_seed"])] if "above_seed" in row else ["-", "-", "-"])
+                rows.append([label, group, _short(row["source"]), str(row["frames"])] + quality
+                            + [f"{row['over_decode_median']:.2f}"])
+    _print_table(["method", "group", "source", "frames", "inertia/seed", "worst", "above 1.000", "x decode"], rows)
+    print("targets on every validation source: inertia/seed median <= 1.000, worst <= 1.003")
+
+
+def _short(source):
+    return os.path.basename(source.rstrip(os.sep))
 
 
 def _size_class(record):

@@ -1,11 +1,12 @@
 """Whole runs under real mpiexec, and ``mpicolor bench run`` (1 and 2 ranks, with and without a CPU hog).
 
-The helpers here (`timed_run`, `mpiexec`, `pack_frames`, `median`) serve every benchmark of a whole run.
+The helpers here (`timed_run`, `mpiexec_command`, `pack_frames`, `median`) serve every benchmark of a whole run.
 Every run is a real ``mpiexec ... mpicolor run``; its numbers come from the run's own ``run-summary.json``
 (wall time from the moment every rank is ready to the end, so that Python and MPI start-up are aside;
 per-rank frames and busy seconds).
 """
 
+import functools
 import io
 import json
 import os
@@ -55,10 +56,35 @@ def pack_frames(frames_dir, out_dir, copies, tarballs):
     return len(members)
 
 
-def mpiexec():
-    """The ``mpiexec`` beside this Python (the MPICH wheel's), else the one on PATH."""
+def mpiexec_path():
+    """The ``mpiexec`` beside this Python (the MPICH or Open MPI wheel's), else the one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return beside if os.path.exists(beside) else shutil.which("mpiexec") or "mpiexec"
+
+
+def is_open_mpi(mpiexec):
+    """True when ``mpiexec`` is Open MPI's (``mpiexec (Open MPI) 5.0.11``); MPICH's says ``HYDRA``."""
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return "Open MPI" in version.stdout
+
+
+@functools.cache
+def mpiexec_command():
+    """The start of every launch: `mpiexec_path`, and with Open MPI the flags that make it run here as MPICH's
+    hydra does: more ranks than cores (``--oversubscribe``; ``--bind-to none``, or ranks beyond the core count
+    pile onto the same cores) and, for root, ``--allow-run-as-root``.
+
+    Returns
+    -------
+    tuple of str
+    """
+    mpiexec = mpiexec_path()
+    if not is_open_mpi(mpiexec):
+        return (mpiexec,)
+    return (mpiexec, "--oversubscribe", "--bind-to", "none", *(["--allow-run-as-root"] if os.geteuid() == 0 else []))
 
 
 def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
@@ -72,9 +98,9 @@ def timed_run(input_dir, output_dir, ranks, cores=None, options=()):
     shutil.rmtree(output_dir, ignore_errors=True)
     program = [sys.executable, "-m", "mpicolor", "run", input_dir, output_dir, *options]
     if cores is None:
-        command = [mpiexec(), "-n", str(ranks), *program]
+        command = [*mpiexec_command(), "-n", str(ranks), *program]
     else:
-        command = [mpiexec()]
+        command = [*mpiexec_command()]
         for rank in range(ranks):
             command += (([":"] if rank else []) + ["-n", "1", "taskset", "-c", str(cores[rank]), *program])
     blocks_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
@@ -101,7 +127,7 @@ def separate_runs(input_dir, out_dir):
         for name in names:
             os.symlink(os.path.abspath(os.path.join(input_dir, name)), os.path.join(folder, name))
         halves.append(folder)
-    program = [mpiexec(), "-n", "1", sys.executable, "-m", "mpicolor", "run"]
+    program = [*mpiexec_command(), "-n", "1", sys.executable, "-m", "mpicolor", "run"]
     jobs = []
     for half, folder in enumerate(halves):
         output = os.path.join(out_dir, f"output{half}")

@@ -26,6 +26,9 @@ def add_scaling_arguments(parser):
                         help="weak scaling: N ranks get N times --copies copies of INPUT_DIR's tarballs")
     parser.add_argument("--out", default="bench-out/scaling", help="folder of the runs, table and plot")
     parser.add_argument("--repeat", type=int, default=1, help="runs per point; the median wall is kept")
+    parser.add_argument("--nodes", type=int, default=None, metavar="N",
+                        help="the node tier: each rank count runs as N nodes (--node-size RANKS/N) and flat "
+                             "(--node-size RANKS) side by side, alternating; needs --simulate (one cost)")
 
 
 def copied_input(input_dir, copies, folder):
@@ -49,6 +52,8 @@ def scaling_row(ranks, cost, summary):
 
 
 def run_scaling_bench(args):
+    if args.nodes:
+        return run_nodes_bench(args)
     ranks_list = [int(text) for text in args.ranks.split(",")]
     costs = [float(text) for text in args.simulate.split(",")] if args.simulate else [None]
     os.makedirs(args.out, exist_ok=True)
@@ -69,6 +74,58 @@ def run_scaling_bench(args):
     add_derived_columns(rows, args.weak)
     print_scaling_table(rows, args.weak)
     write_scaling_files(rows, args.out, args.weak)
+    return 0
+
+
+def nodes_row(ranks, nodes, cost, summary):
+    """One line of the node-tier table: the work's wall (first chunk handed out to last result) against ideal,
+    ``frames x cost / (ranks - 1)`` (rank 0 computes nothing past 16 ranks; node coordinators count as computing
+    ranks), and the processor shares of rank 0 and of the node coordinators over that wall."""
+    work = summary["work_wall"]
+    ideal = summary["frames"] * cost / (ranks - 1)
+    node_cpu = list(summary["node_coordinators_cpu_s"].values())
+    return {"ranks": ranks, "nodes": nodes, "cost_s": cost, "frames": summary["frames"], "work_wall_s": work,
+            "ideal_s": ideal, "wall_over_ideal": work / ideal,
+            "rank0_cpu_share": summary["work_coordinator_cpu_s"] / work,
+            "node_coordinator_cpu_share": (sum(node_cpu) / len(node_cpu) / work) if node_cpu else None}
+
+
+def run_nodes_bench(args):
+    """Each rank count as ``--nodes`` nodes and flat, alternating which goes first; the median of each kept."""
+    costs = [float(text) for text in (args.simulate or "").split(",") if text]
+    if len(costs) != 1 or costs[0] <= 0:
+        raise SystemExit(f"mpicolor bench scaling --nodes: --simulate must give one cost above 0 s, "
+                         f"got {args.simulate!r}")
+    cost = costs[0]
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for ranks in (int(text) for text in args.ranks.split(",")):
+        if ranks % args.nodes:
+            raise SystemExit(f"mpicolor bench scaling: --nodes {args.nodes} must divide the rank count {ranks}")
+        layouts = {args.nodes: ranks // args.nodes, 1: ranks}  # nodes -> --node-size
+        summaries = {nodes: [] for nodes in layouts}
+        for repeat in range(args.repeat):
+            for nodes in (list(layouts) if repeat % 2 == 0 else list(layouts)[::-1]):
+                options = ["--checkpoint-every", "60", "--simulate", str(cost), "--split", "1:0",
+                           "--node-size", str(layouts[nodes])]
+                summary = timed_run(args.input_dir, os.path.join(args.out, f"run-{ranks}-{nodes}"), ranks,
+                                    options=options)
+                summaries[nodes].append(summary)
+                print(f"  ran {ranks} ranks as {nodes} node{'s' * (nodes > 1)}: {summary['frames']} frames, "
+                      f"work {summary['work_wall']:.2f} s", file=sys.stderr, flush=True)
+        for nodes, runs in summaries.items():
+            walls = [run["work_wall"] for run in runs]
+            rows.append(nodes_row(ranks, nodes, cost, runs[walls.index(statistics.median_high(walls))]))
+    print(f"\nnode tier: {cost * 1000:g} ms/frame simulated, median of {args.repeat} run(s) per layout")
+    print(f"{'ranks':>5s} {'nodes':>5s} {'frames':>7s} {'work s':>7s} {'ideal s':>7s} {'wall/ideal':>10s} "
+          f"{'rank 0 CPU':>10s} {'node coord. CPU':>15s}")
+    for row in rows:
+        share = row["node_coordinator_cpu_share"]
+        print(f"{row['ranks']:5d} {row['nodes']:5d} {row['frames']:7d} {row['work_wall_s']:7.2f} "
+              f"{row['ideal_s']:7.2f} {row['wall_over_ideal']:10.3f} {row['rank0_cpu_share']:10.1%} "
+              f"{'-' if share is None else format(share, '.1%'):>15s}")
+    with open(os.path.join(args.out, "nodes.json"), "w") as stream:
+        json.dump({"rows": rows}, stream, indent=1)
     return 0
 
 

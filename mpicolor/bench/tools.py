@@ -15,7 +15,7 @@ import sys
 import time
 
 from mpicolor.bench.state import linked_collection, tiny_tarball
-from mpicolor.bench.run import median, mpiexec
+from mpicolor.bench.run import median, timed_run
 from mpicolor.state.output_dir import RUN_SUMMARY
 
 DEFAULT_OUT = os.path.join("bench-out", "tools")
@@ -80,12 +80,10 @@ def run_tools_bench(args):
         linked_collection(tiny_tarball(args.out, args.members), collection, args.tarballs)
     if not os.path.exists(os.path.join(output_dir, RUN_SUMMARY)):
         print(f"running it once with {args.ranks} ranks, --simulate 0 ...", flush=True)
-        command = [mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "mpicolor", "run", collection, output_dir,
-                   "--simulate", "0", "--split", "1:0"]
-        finished = subprocess.run(command, capture_output=True, text=True)
-        if finished.returncode != 0:
-            print(f"{' '.join(command)} failed with status {finished.returncode}:\n{finished.stderr}",
-                  file=sys.stderr)
+        try:
+            timed_run(collection, output_dir, args.ranks, options=("--simulate", "0", "--split", "1:0"))
+        except RuntimeError as error:
+            print(error, file=sys.stderr)
             return 1
     load = os.getloadavg()[0]
     rows, failures = [], 0

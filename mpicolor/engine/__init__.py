@@ -4,10 +4,14 @@
     JPEG and PNG bytes to BGR pixels: the header checked before anything is read, simplejpeg or OpenCV.
 ``palette``
     The colours of a decoded frame: the original k-means (``"seed"``) and the fast method (``"fast"``).
+``stages``
+    The fast method's stages written once: its settings and the decisions both of its engines take.
 ``kernels``
-    The fast method's numba kernels: histograms, k-means++ and Lloyd on colour bins.
+    The fast method's numba kernels (``histogram``, ``kmeans``, ``search``): its CPU engine.
 ``gpu``
     The fast method as array code for CuPy (NumPy runs the same code in tests), cuML for ``"seed"``.
+``jit``
+    How the numba functions are compiled, and where numba caches them.
 ``borders``
     Letterbox and pillarbox bars, found and cropped before the palette.
 ``devices``

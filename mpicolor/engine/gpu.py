@@ -1,25 +1,29 @@
 """GPU ranks: the fast palette as array code for CuPy (NumPy runs the same code in tests), cuML for "seed".
 
-The fast method here is the CPU one of :mod:`mpicolor.engine.palette` with other heavy parts: the choice of
-stages, the random numbers and the ranking of restarts are the same Python (`plan_fast`,
-`solve_plans`); the histogram, k-means++ and Lloyd are array operations of a namespace ``xp``
-(``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames of a call. Sums whose order
-could change a result are either exact (colour sums are whole numbers) or taken in the numba
-kernels' order (a running sum, ``cumsum``), so that NumPy gives the CPU kernel's palettes bit for
-bit (docs/gpu-design.md).
+The fast method here takes the stages of :mod:`mpicolor.engine.stages` for a batch of frames at once: `plan_fast`
+cuts each frame's levels, `solve_plans` runs each stage for every frame of the batch, with the settings and the
+decisions the CPU's numba search (`kernels.search.fast_search`) takes. The histogram, k-means++ and Lloyd are array
+operations of a namespace ``xp`` (``cupy`` on a GPU rank, ``numpy`` in tests), batched over the frames. Sums whose
+order could change a result are either exact (colour sums are whole numbers) or taken in the numba kernels' order
+(a running sum, ``cumsum``), so that NumPy gives the CPU kernel's palettes bit for bit (docs/gpu-design.md).
 
 CuPy is imported only when a GPU is asked for, never at import, so CPU-only installs never touch CUDA.
 """
 
 import contextlib
+import dataclasses
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from mpicolor.engine.devices import probe_gpus
-from mpicolor.engine.kernels import LANES, SPREAD
-from mpicolor.engine.palette import (COARSER_BITS, FINE_BITS, Level, check_image, check_settings, plan_fast,
-                                     sample_indices, sample_rows, seed_colours, solve_plans, sorted_palette)
+from mpicolor.engine.kernels.histogram import colour_bins
+from mpicolor.engine.kernels.kmeans import LANES
+from mpicolor.engine.kernels.search import distinct_runs
+from mpicolor.engine.palette import check_image, check_settings, sample_indices, sample_rows, seed_colours, sorted_palette
+from mpicolor.engine.stages import (FAST, finer_threshold, kept_runs, level_thresholds, lloyd_tolerance, restart_level,
+                                    restart_uniforms, settled, too_few_points)
 
 __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 
@@ -29,9 +33,10 @@ __all__ = ["Backend", "GpuUnavailable", "extract_palettes"]
 DEFAULT_MEMORY_LIMIT = 1 << 30
 MIN_PADDED = 64  # smallest padded level length: buckets of powers of two above it
 # Device bytes a frame holds per pixel of its row sample while its batch is computed: the sample (3), its bin
-# slots (8), its fine and exact levels (points, moments, weights: 7 float64 each, at most one bin a pixel) and
-# the temporaries of `_bins` (int32 channels and codes, unique's int64 index, inverse and counts: about 48).
-PLAN_BYTES_PER_SAMPLED_PIXEL = 3 + 8 + 2 * 56 + 48
+# slots (8), its fine, exact and (when unsettled) finer levels (points, moments, weights: 7 float64 each, at most
+# one bin a pixel) and the temporaries of `_bins` (int32 channels and codes, unique's int64 index, inverse and
+# counts: about 48).
+PLAN_BYTES_PER_SAMPLED_PIXEL = 3 + 8 + 3 * 56 + 48
 
 
 class GpuUnavailable(RuntimeError):
@@ -159,29 +164,183 @@ class Backend:
             return fast_colours(images, clusters, seed, self.xp, self.memory - self.batch_budget)
 
 
+class Level(NamedTuple):
+    """Weighted points one stage of the fast k-means runs on, channel-major.
+
+    Attributes
+    ----------
+    points : array of shape (3, n), float64
+        B, G, R of each point (a bin's mean colour, or an exact colour).
+    weights : array of shape (n,), float64
+        Sampled pixels of each point.
+    moments : array of shape (3, n), float64
+        ``weights * points`` as whole numbers: the per-bin colour sums.
+    """
+
+    points: object
+    weights: object
+    moments: object
+
+    @property
+    def size(self):
+        return self.weights.shape[0]
+
+
+@dataclasses.dataclass
+class FastPlan:
+    """What the fast k-means of one frame runs: its levels, the restarts' random numbers, the tolerance.
+
+    Built by `plan_fast` from the frame's colour levels, run by `solve_plans`.
+
+    Attributes
+    ----------
+    levels : tuple of two Level
+        Restarts converge on the first; the best runs of distinct configurations are ranked on
+        the second, where the winner converges (the two may be one).
+    uniforms : ndarray of shape (FAST.restarts, clusters, trials), float64, or None
+        Random numbers of the k-means++ restarts; None when the frame has at most ``clusters``
+        colours, each then its own cluster (``levels`` holds the exact colours alone).
+    tol : float
+        Absolute Lloyd tolerance (`mpicolor.engine.stages.lloyd_tolerance`).
+    finer : callable or None
+        ``finer()`` cuts the finer final level of an unsettled frame (`mpicolor.engine.stages.finer_threshold`);
+        None when the final level holds the exact colours already.
+    """
+
+    levels: tuple
+    uniforms: np.ndarray | None
+    tol: float
+    finer: object = None
+
+
+def plan_fast(levels_at, clusters, seed, variance, sample_size):
+    """Cut the levels of a frame's fast k-means (stage 3 of `mpicolor.engine.stages`).
+
+    Parameters
+    ----------
+    levels_at : callable
+        ``levels_at(thresholds)`` returns a `Level` of `kernels.histogram.adaptive_levels` per threshold; a
+        threshold of 0 gives every exact colour of the sample.
+    clusters, seed : int
+    variance : float
+        Mean channel variance of the fine bins (`kernels.histogram.histogram_variance`).
+    sample_size : int
+        Pixels in the sample.
+
+    Returns
+    -------
+    FastPlan
+    """
+    restart, final = levels_at(level_thresholds(FAST, variance, sample_size))
+    tol = lloyd_tolerance(FAST, variance)
+    if too_few_points(final.size, clusters):
+        (final,) = levels_at([0.0])
+        if too_few_points(final.size, clusters):
+            return FastPlan((final, final), None, 0.0)
+        return FastPlan((final, final), restart_uniforms(seed, clusters), tol)
+    restart = (restart, final)[restart_level(restart.size, clusters)]
+    return FastPlan((restart, final), restart_uniforms(seed, clusters), tol,
+                    lambda: levels_at(finer_threshold(FAST, variance, sample_size))[0])
+
+
+def solve_plans(plans, clusters, kmeans):
+    """Run the fast k-means of several frames, stage by stage, so that each stage is one batch of array work.
+
+    Stages 4 to 7 of `mpicolor.engine.stages`: the restarts on ``levels[0]``, the ranking of distinct
+    configurations on ``levels[1]``, the effort an unsettled frame gets (its finer level), the winner.
+
+    Parameters
+    ----------
+    plans : list of FastPlan
+    clusters : int
+    kmeans : BatchedKMeans
+        Runs the k-means of many tasks at once: ``restarts(tasks, max_iter)`` with tasks ``(level, uniforms,
+        tol)`` returns per task the centres (restarts, clusters, 3) and inertias (restarts,) of k-means++ then
+        Lloyd (``max_iter`` iterations at most); ``converge(tasks, max_iter)`` with tasks ``(level, centres,
+        tol)`` returns per task ``(centres, labels, inertia)`` after at most ``max_iter`` Lloyd iterations from
+        the given centres; ``counts(level, labels, clusters)`` the weight per label; ``to_host(array)`` a NumPy
+        array. Centres and inertias are NumPy values.
+
+    Returns
+    -------
+    list of (ndarray of shape (k, 3), uint8, ndarray of shape (k,), float64)
+        Per plan, the rounded BGR centres and the sampled pixels nearest each.
+    """
+    searched = [plan for plan in plans if plan.uniforms is not None]
+    runs = kmeans.restarts([(plan.levels[0], plan.uniforms, plan.tol) for plan in searched], FAST.max_iter)
+    chosen = [(p, centres) for p, (run_centres, inertia) in enumerate(runs)
+              for centres in run_centres[distinct_runs(run_centres, inertia, FAST.same_configuration, FAST.scored)]]
+    for keep, iterations in FAST.ranking:
+        stepped = kmeans.converge([(searched[p].levels[1], centres, searched[p].tol) for p, centres in chosen],
+                                  iterations)
+        chosen = _kept_of_each(chosen, stepped, keep)
+    finals = [(p, level, centres) for p, (level, finalists) in enumerate(_final_levels(searched, chosen, kmeans))
+              for centres in finalists]
+    converged = kmeans.converge([(level, centres, searched[p].tol) for p, level, centres in finals], FAST.final_iter)
+    won = iter(_winners(finals, converged))
+    solved = []
+    for plan in plans:
+        if plan.uniforms is None:
+            exact = plan.levels[-1]
+            solved.append((np.rint(kmeans.to_host(exact.points).T).astype(np.uint8), kmeans.to_host(exact.weights)))
+        else:
+            level, (centres, labels, _) = next(won)
+            # means of colours lie in [0, 255]: rounding needs no clipping
+            solved.append((np.rint(centres).astype(np.uint8), kmeans.counts(level, labels, clusters)))
+    return solved
+
+
+def _final_levels(searched, chosen, kmeans):
+    """Per searched plan, the level its winner converges on and the finalists that converge there: the first on
+    the final level when `settled`, else both on the finer level."""
+    finalists = {}
+    for p, centres in chosen:
+        finalists.setdefault(p, []).append(centres)
+    levels = []
+    for p, plan in enumerate(searched):
+        runs = finalists[p]
+        final = plan.levels[1]
+        if plan.finer is not None and len(runs) > 1 and not settled(
+                kmeans.to_host(final.points).astype(np.float32), kmeans.to_host(final.weights), runs[0], runs[1], FAST):
+            levels.append((plan.finer(), runs))
+        else:
+            levels.append((final, runs[:1]))
+    return levels
+
+
+def _winners(finals, converged):
+    """Per plan, in plan order, its level and the ``(centres, labels, inertia)`` of its finalist of lowest inertia."""
+    by_plan = {}
+    for (p, level, _), result in zip(finals, converged):
+        by_plan.setdefault(p, []).append((level, result))
+    return [results[kept_runs(np.array([inertia for _, (_, _, inertia) in results]), 1)[0]]
+            for results in by_plan.values()]
+
+
+def _kept_of_each(chosen, stepped, keep):
+    # per plan, in plan order, its runs that `kept_runs` keeps of their inertias in `stepped`
+    by_plan = {}
+    for index, (plan, _) in enumerate(chosen):
+        by_plan.setdefault(plan, []).append(index)
+    return [(plan, stepped[indices[run]][0]) for plan, indices in by_plan.items()
+            for run in kept_runs(np.array([stepped[index][2] for index in indices]), keep)]
+
+
 def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT // 2):
     """The fast method's centres and counts for a batch of frames (see `extract_palettes`).
 
     Every frame's sample is histogrammed on its own; the k-means stages then run for the whole
-    batch at once (`ArrayEngine`).
+    batch at once (`BatchedKMeans`).
     """
     plans = [_plan(xp, image, clusters, seed) for image in images]
-    return solve_plans(plans, clusters, ArrayEngine(xp, batch_bytes, clusters))
+    return solve_plans(plans, clusters, BatchedKMeans(xp, batch_bytes, clusters))
 
 
 def _plan(xp, image, clusters, seed):
     # Only the sample goes to the device: at most SAMPLE_MAX pixels, 432 kB.
     sample = xp.asarray(image.reshape(-1, 3)[sample_indices(*image.shape[:2])])
     return plan_fast(lambda thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
-                     clusters, seed, _mean_variance(xp, _bins(xp, sample, FINE_BITS)), sample.shape[0])
-
-
-def _codes(xp, channels, bits):
-    # `kernels.colour_bin` of every pixel
-    shift = 8 - bits
-    spread = xp.asarray(SPREAD)
-    b, g, r = (spread[channels[:, c] >> shift] for c in range(3))
-    return (b << 2) | (g << 1) | r
+                     clusters, seed, _mean_variance(xp, _bins(xp, sample, FAST.fine_bits)), sample.shape[0])
 
 
 def _first_seen(xp, codes):
@@ -194,10 +353,10 @@ def _first_seen(xp, codes):
 
 
 def _bins(xp, sample, bits):
-    # The colour histogram of `kernels.colour_histogram` as points: bins in the order the
+    # The colour histogram of `kernels.histogram.colour_histogram` as points: bins in the order the
     # sample first reaches them, mean colours from whole-number sums.
     channels = sample.astype(xp.int32)
-    slots, counts, _ = _first_seen(xp, _codes(xp, channels, bits))
+    slots, counts, _ = _first_seen(xp, colour_bins(channels, bits, xp))
     return _level(xp, channels, slots, counts)
 
 
@@ -209,21 +368,22 @@ def _level(xp, channels, slots, counts):
 
 
 def _adaptive_level(xp, sample, threshold):
-    # `kernels.adaptive_level` on the sample: each pixel goes to the coarsest of its bins light enough
-    # for the threshold, or to its exact colour; points in the order the sample first reaches their
+    # one level of `kernels.histogram.adaptive_levels` on the sample: each pixel goes to the coarsest of its bins
+    # light enough for the threshold, or to its exact colour; points in the order the sample first reaches their
     # bin (a split fine bin's exact colours at its place, by cell), as the kernel emits them.
     channels = sample.astype(xp.int64)
-    shift = 8 - FINE_BITS
-    tagged = None  # per pixel: (depth << 3 * FINE_BITS) | bin of the point it goes to, once placed
-    for bits in sorted(COARSER_BITS) + [FINE_BITS]:
-        codes = _codes(xp, channels, bits)
+    fine_bits = FAST.fine_bits
+    shift = 8 - fine_bits
+    tagged = None  # per pixel: (depth << 3 * fine_bits) | bin of the point it goes to, once placed
+    for bits in sorted(FAST.coarser_bits) + [fine_bits]:
+        codes = colour_bins(channels, bits, xp)
         _, inverse, counts = xp.unique(codes, return_inverse=True, return_counts=True)
         light = counts[inverse.reshape(-1)] * float(1 << (2 * (8 - bits))) <= threshold
-        tag = ((FINE_BITS - bits) << (3 * FINE_BITS)) | codes
+        tag = ((fine_bits - bits) << (3 * fine_bits)) | codes
         fresh = light if tagged is None else light & (tagged < 0)
         tagged = xp.where(fresh, tag, -1 if tagged is None else tagged)
     exact = tagged < 0
-    tagged = xp.where(exact, _codes(xp, channels, FINE_BITS), tagged)
+    tagged = xp.where(exact, colour_bins(channels, fine_bits, xp), tagged)
     group, _, first = _first_seen(xp, tagged)
     mask = (1 << shift) - 1
     cells = ((channels[:, 0] & mask) << (2 * shift)) | ((channels[:, 1] & mask) << shift) | (channels[:, 2] & mask)
@@ -243,13 +403,13 @@ def _running_sum(values):
 
 
 def _lane_sum(products):
-    """`kernels.lane_sum` along the last axis, whose length is a multiple of its lanes (padded levels are)."""
+    """`kernels.kmeans.lane_sum` along the last axis, whose length is a multiple of its lanes (padded levels are)."""
     lanes = _running_sum(products.reshape(products.shape[:-1] + (-1, LANES)).swapaxes(-1, -2))
     return (lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3])
 
 
 def _mean_variance(xp, level):
-    # `kernels.histogram_variance`, operation for operation.
+    # `kernels.histogram.histogram_variance`, operation for operation.
     total = float(_running_sum(level.weights))
     variance = 0.0
     for c in range(3):
@@ -262,8 +422,8 @@ def _to_host(array):
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-class ArrayEngine:
-    """The heavy parts of `mpicolor.engine.palette.solve_plans` as batched array operations.
+class BatchedKMeans:
+    """The k-means of `solve_plans` as batched array operations.
 
     Runs of similar length are padded to a common power of two with zero-weight points at the
     origin and computed together, at most ``batch_bytes`` of working arrays at a time. A padded
@@ -280,7 +440,7 @@ class ArrayEngine:
 
     to_host = staticmethod(_to_host)
 
-    def probe(self, tasks, max_iter):
+    def restarts(self, tasks, max_iter):
         runs = [(task, run) for task, (_, uniforms, _) in enumerate(tasks) for run in range(len(uniforms))]
         centres = [np.empty(uniforms.shape[:2] + (3,)) for _, uniforms, _ in tasks]
         inertia = [np.empty(len(uniforms)) for _, uniforms, _ in tasks]
@@ -329,7 +489,7 @@ class ArrayEngine:
         distinct = {}
         for level in levels:
             distinct.setdefault(id(level), (len(distinct), level))
-        # points in float32, as the numba kernels take them (`kernels._level`): the same rounding
+        # points in float32, as the numba kernels take them (`kernels.search._level`): the same rounding
         points = xp.zeros((len(distinct), 3, length), dtype=xp.float32)
         weights = xp.zeros((len(distinct), length))
         moments = xp.zeros((len(distinct), 3, length))
@@ -344,7 +504,7 @@ class ArrayEngine:
         return points[which], weights[which], moments[which], valid, sizes - 1
 
     def _plusplus(self, arrays, uniforms):
-        # `kernels.kmeans_plusplus` for every run of the batch at once.
+        # `kernels.kmeans.kmeans_plusplus` for every run of the batch at once.
         xp = self.xp
         points, weights, _, _, last = arrays
         runs, clusters, _ = uniforms.shape
@@ -365,12 +525,12 @@ class ArrayEngine:
         return centres
 
     def _pick(self, cumulative, target, last):
-        # `kernels._pick_by_potential`: the first index whose cumulative potential exceeds target,
+        # `kernels.kmeans._pick_by_potential`: the first index whose cumulative potential exceeds target,
         # else the last real point (a binary search there; counting here is the same on a non-decreasing row).
         return self.xp.minimum((cumulative <= target[..., None]).sum(axis=-1), last)
 
     def _lloyd(self, arrays, centres, tol, max_iter):
-        # `kernels.lloyd` for every run of the batch at once; a run stops when it would stop there.
+        # `kernels.kmeans.lloyd` for every run of the batch at once; a run stops when it would stop there.
         xp = self.xp
         points, weights, moments, valid, _ = arrays
         clusters = centres.shape[1]

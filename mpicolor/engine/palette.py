@@ -4,43 +4,23 @@ import dataclasses
 import functools
 import threading
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from mpicolor.engine import kernels
 from mpicolor.engine.decode import DEFAULT_MAX_PIXELS, BadFrame, decode_frame
+from mpicolor.engine.kernels import histogram, search
+from mpicolor.engine.stages import COARSER_UPS, FAST, restart_uniforms
 
-__all__ = ["ENGINES", "METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
+__all__ = ["ENGINE_VERSIONS", "METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
            "palette_from_bytes", "smooth_chroma"]
 
 METHODS = ("fast", "seed")
 # The version of each method's computation, bumped when its palettes change for the same settings: a
 # resumed run computes again the stored results of another version, so that no tarball mixes two.
-# (0.1.0 stored none: its methods were version 1.)
-ENGINES = {"fast": 3, "seed": 1}
-
-# Fast method settings, chosen by the measurements in docs/palette-design.md.
-SAMPLE_FRACTION = 8  # the sample is a grid of about one pixel in SAMPLE_FRACTION ...
-SAMPLE_MIN = 1 << 14  # ... but at least this many pixels (or the whole frame) ...
-SAMPLE_MAX = 9 << 14  # ... and at most this many (1080p: one in 15); keeps int32 sums exact
-FINE_BITS = 6  # colour bins of 4 levels per channel, the finest before exact colours
-COARSER_BITS = (5, 4, 3)  # the coarser bins a point can stand for (8, 16 and 32 levels per channel)
-# A bin of width w holding n sampled pixels stands as one point while n * w**2 <= DETAIL *
-# (sampled pixels) * (mean channel variance), else it splits (adaptive_level).
-RESTART_DETAIL = 0.002  # the level the restarts converge on
-FINAL_DETAIL = 0.002 / 32  # the level that ranks the candidates and gives the palette
-RESTARTS = 16  # k-means++ restarts, each converged on the restart level
-SAME_CONFIGURATION = 6.0  # colour levels: runs whose centres are all this close share a configuration
-SCORED = 4  # the best runs of this many distinct configurations are scored ...
-SCORE_ITER = 3  # ... after this many Lloyd iterations on the ranking level ...
-CANDIDATES = 2  # ... the best of them ranked there ...
-RANK_ITER = 6  # ... after this many more; the winner then converges
-MAX_ITER = 300  # Lloyd iterations at most, as scikit-learn
-FINAL_ITER = 20  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
-TOL = 1e-4  # Lloyd stops at a centre shift of TOL * mean channel variance, as scikit-learn
-STAGES = ((CANDIDATES, SCORE_ITER), (1, RANK_ITER))  # the ranking steps on the final level: (kept, iterations)
+# (0.1.0 stored none: its methods were version 1.) Checkpoints store it as the tarball's ``engine``.
+ENGINE_VERSIONS = {"fast": 4, "seed": 1}
+ENGINES = ENGINE_VERSIONS  # the name mpicolor.job.config imports, until it takes ENGINE_VERSIONS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,24 +133,10 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
 
     ``"seed"`` is the original computation: scikit-learn ``KMeans(clusters, n_init=5,
     random_state=seed)`` on every pixel as float32, colours truncated with ``int()``,
-    shares from the label counts. ``"fast"`` solves the same problem on a colour
-    histogram of a sample of the pixels (`sample_rows`: about one in ``SAMPLE_FRACTION``
-    on a jittered grid, at most ``SAMPLE_MAX``), binned at ``FINE_BITS`` per channel with
-    per-bin sums, so that each bin stands at its mean colour. Two levels of weighted
-    points are cut from the histogram (`kernels.adaptive_levels`): a bin stands as one
-    point while it is light, and splits into finer bins, then into its exact colours,
-    while it is heavy; ``RESTART_DETAIL`` and ``FINAL_DETAIL`` set how light.
-
-    - ``RESTARTS`` k-means++ restarts converge on the restart level.
-    - The best run of each of the ``SCORED`` best configurations (runs whose centres all
-      lie within ``SAME_CONFIGURATION`` share one) runs ``SCORE_ITER`` Lloyd iterations on
-      the final level, the ``CANDIDATES`` best of those ``RANK_ITER`` more, and the lowest
-      inertia there converges (``FINAL_ITER`` iterations at most).
-
-    On the CPU all of it is one numba call (`kernels.fast_search`).
-
-    Colours are the winning centres rounded to the nearest integer; shares are the
-    sampled pixels nearest each centre.
+    shares from the label counts. ``"fast"`` solves the same problem on weighted colour
+    points cut from a sample of the pixels, in the stages of `mpicolor.engine.stages` (on
+    the CPU one numba call, `kernels.search.fast_search`): colours are the winning centres
+    rounded to the nearest integer, shares the sampled pixels nearest each.
 
     When ``"fast"`` finds at most ``clusters`` distinct colours in its sample (or
     ``"seed"`` fewer pixels than ``clusters``), each colour is its own cluster, the spare rows repeat
@@ -267,11 +233,11 @@ class _WorkTables(threading.local):
     """
 
     def __init__(self):
-        self.fine = np.zeros((1 << (3 * FINE_BITS), 4), np.int32)
-        rows = kernels.coarser_rows(FINE_BITS, [FINE_BITS - bits for bits in COARSER_BITS])
+        self.fine = np.zeros((1 << (3 * FAST.fine_bits), 4), np.int32)
+        rows = histogram.coarser_rows(FAST.fine_bits, COARSER_UPS)
         self.coarser = np.zeros((rows, 4), np.int32)
         self.seen = np.zeros(rows, np.uint8)
-        self.slots = np.zeros(1 << (3 * FINE_BITS), np.int32)
+        self.slots = np.zeros(1 << (3 * FAST.fine_bits), np.int32)
         self.sampled = np.empty(0, np.int32)
 
     def codes(self, size):
@@ -283,57 +249,11 @@ class _WorkTables(threading.local):
 _WORK = _WorkTables()
 
 
-class Level(NamedTuple):
-    """Weighted points one stage of the fast k-means runs on, channel-major.
-
-    Attributes
-    ----------
-    points : array of shape (3, n), float64
-        B, G, R of each point (a bin's mean colour, or an exact colour).
-    weights : array of shape (n,), float64
-        Sampled pixels of each point.
-    moments : array of shape (3, n), float64
-        ``weights * points`` as whole numbers: the per-bin colour sums.
-    """
-
-    points: object
-    weights: object
-    moments: object
-
-    @property
-    def size(self):
-        return self.weights.shape[0]
-
-
-@dataclasses.dataclass
-class FastPlan:
-    """What the fast k-means of one frame runs: its levels, the restarts' random numbers, the tolerance.
-
-    Built by `plan_fast` from the frame's colour levels, run by `solve_plans` with the array kernels of
-    `mpicolor.engine.gpu`; `kernels.fast_search` takes the same steps for one frame on the CPU.
-
-    Attributes
-    ----------
-    levels : tuple of two Level
-        Restarts converge on the first; the best runs of distinct configurations are ranked on
-        the second, where the winner converges (the two may be one).
-    uniforms : ndarray of shape (RESTARTS, clusters, trials), float64, or None
-        Random numbers of the k-means++ restarts; None when the frame has at most ``clusters``
-        colours, each then its own cluster (``levels`` holds the exact colours alone).
-    tol : float
-        Absolute Lloyd tolerance: ``TOL`` times the mean channel variance of the fine bins.
-    """
-
-    levels: tuple
-    uniforms: np.ndarray | None
-    tol: float
-
-
 @functools.lru_cache(maxsize=32)
 def sample_rows(height, width):
-    """The pixels the fast method samples: about one in ``SAMPLE_FRACTION``, on a jittered grid.
+    """The pixels the fast method samples: about one in ``FAST.sample_fraction``, on a jittered grid.
 
-    At least ``SAMPLE_MIN`` pixels (or all of a smaller frame) and at most ``SAMPLE_MAX``. The
+    At least ``FAST.sample_min`` pixels (or all of a smaller frame) and at most ``FAST.sample_max``. The
     frame is cut into bands of ``row_step`` rows; each band gives one row, and that row every
     ``column_step``-th pixel from an offset, row and offset drawn per band by a fixed hash. A
     regular grid would see the same place of every 8x8 codec block, or of a resampling pattern,
@@ -349,7 +269,7 @@ def sample_rows(height, width):
         Pixels in the sample.
     """
     pixels = height * width
-    target = min(pixels, max(SAMPLE_MIN, min(SAMPLE_MAX, pixels // SAMPLE_FRACTION)))
+    target = min(pixels, max(FAST.sample_min, min(FAST.sample_max, pixels // FAST.sample_fraction)))
     row_step = min(height, max(1, round((pixels / target / 2) ** 0.5)))
     column_step = min(width, -(-pixels // (target * row_step)))
     bands = np.arange(-(-height // row_step), dtype=np.uint64)
@@ -358,7 +278,7 @@ def sample_rows(height, width):
     while True:
         offsets = ((hashed >> np.uint64(16)) % np.uint64(column_step)).astype(np.int64)
         size = int((-(-(width - offsets) // column_step)).sum())
-        if size <= SAMPLE_MAX:
+        if size <= FAST.sample_max:
             break
         column_step += 1
     rows = rows.astype(np.int64)
@@ -382,117 +302,10 @@ def sample_indices(height, width):
     return indices
 
 
-def plan_fast(levels_at, clusters, seed, variance, sample_size):
-    """Choose the levels of a frame's fast k-means.
-
-    Parameters
-    ----------
-    levels_at : callable
-        ``levels_at(thresholds)`` returns a `Level` of `kernels.adaptive_levels` per threshold; a
-        threshold of 0 gives every exact colour of the sample.
-    clusters, seed : int
-    variance : float
-        Mean channel variance of the fine bins (`kernels.histogram_variance`).
-    sample_size : int
-        Pixels in the sample.
-
-    Returns
-    -------
-    FastPlan
-    """
-    scale = variance * sample_size
-    restart, final = levels_at([RESTART_DETAIL * scale, FINAL_DETAIL * scale])
-    if final.size <= clusters:
-        # too few points for the clusters: the exact colours, or each colour its own cluster
-        (final,) = levels_at([0.0])
-        if final.size <= clusters:
-            return FastPlan((final, final), None, 0.0)
-        restart = final
-    # too few points for the clusters on the restart level: the restarts run on the final one
-    restart = restart if restart.size >= clusters else final
-    return FastPlan((restart, final), _restart_uniforms(seed, clusters), TOL * variance)
-
-
-@functools.lru_cache(maxsize=8)
-def _restart_uniforms(seed, clusters):
-    # the same for every frame of a run: drawn once, read-only
-    uniforms = np.random.default_rng(seed).random((RESTARTS, clusters, kernels.local_trials(clusters)))
-    uniforms.setflags(write=False)
-    return uniforms
-
-
-def solve_plans(plans, clusters, engine):
-    """Run the fast k-means of several frames, stage by stage, so that an engine can batch each stage.
-
-    ``RESTARTS`` k-means++ restarts converge on ``levels[0]``; the best run of each of the
-    ``SCORED`` best configurations runs ``SCORE_ITER`` Lloyd iterations on ``levels[1]``, the
-    ``CANDIDATES`` best of those ``RANK_ITER`` more, and the best of those converges there
-    (``FINAL_ITER`` more at most).
-
-    Parameters
-    ----------
-    plans : list of FastPlan
-    clusters : int
-    engine
-        Runs the heavy parts on its arrays: ``probe(tasks, max_iter)`` with tasks ``(level,
-        uniforms, tol)`` returns per task the centres (restarts, clusters, 3) and inertias
-        (restarts,) of k-means++ then Lloyd (``max_iter`` iterations at most); ``converge(tasks,
-        max_iter)`` with tasks ``(level, centres, tol)`` returns per task ``(centres, labels,
-        inertia)`` after at most ``max_iter`` Lloyd iterations from the given centres;
-        ``counts(level, labels, clusters)`` the weight per label; ``to_host(array)`` a NumPy
-        array. Centres and inertias are NumPy values.
-
-    Returns
-    -------
-    list of (ndarray of shape (k, 3), uint8, ndarray of shape (k,), float64)
-        Per plan, the rounded BGR centres and the sampled pixels nearest each.
-    """
-    probed = [plan for plan in plans if plan.uniforms is not None]
-    runs = engine.probe([(plan.levels[0], plan.uniforms, plan.tol) for plan in probed], MAX_ITER)
-    chosen = [(p, centres) for p, (run_centres, inertia) in enumerate(runs)
-              for centres in run_centres[kernels.distinct_runs(run_centres, inertia, SAME_CONFIGURATION, SCORED)]]
-    # the restart level can rank configurations wrongly: they continue on the final level, a few
-    # iterations at a time, and only the best of each step carry on
-    for keep, iterations in STAGES:
-        stepped = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], iterations)
-        chosen = _best_of_each(chosen, stepped, keep)
-    winners = engine.converge([(probed[p].levels[1], centres, probed[p].tol) for p, centres in chosen], FINAL_ITER)
-    solved, won = [], iter(winners)
-    for plan in plans:
-        if plan.uniforms is None:
-            exact = plan.levels[-1]
-            solved.append((np.rint(engine.to_host(exact.points).T).astype(np.uint8), engine.to_host(exact.weights)))
-        else:
-            centres, labels, _ = next(won)
-            # means of colours lie in [0, 255]: rounding needs no clipping
-            solved.append((np.rint(centres).astype(np.uint8), engine.counts(plan.levels[-1], labels, clusters)))
-    return solved
-
-
-def _best_of_each(chosen, stepped, keep):
-    # per plan, the `keep` lowest inertias of `stepped`, the first of equal ones first, in plan order
-    ranked = sorted(range(len(chosen)), key=lambda index: (chosen[index][0], stepped[index][2], index))
-    kept, taken = [], {}
-    for index in ranked:
-        plan = chosen[index][0]
-        if taken.get(plan, 0) < keep:
-            taken[plan] = taken.get(plan, 0) + 1
-            kept.append((plan, stepped[index][0]))
-    return kept
-
-
-_UPS = tuple(FINE_BITS - bits for bits in COARSER_BITS)
-_DETAILS = np.array([RESTART_DETAIL, FINAL_DETAIL])
-_DETAILS.setflags(write=False)
-
-
 def _fast_palette(image, clusters, seed):
-    # `plan_fast` then `solve_plans` as one numba call: the Python between the kernels was a sixth of
-    # the palette on small frames
     rows, offsets, column_step, size = sample_rows(*image.shape[:2])
-    return kernels.fast_search(image, rows, offsets, column_step, _WORK.codes(size)[:size], FINE_BITS, _UPS,
-                               _WORK.fine, _WORK.coarser, _WORK.slots, _WORK.seen, _restart_uniforms(seed, clusters),
-                               clusters, _DETAILS, TOL, SAME_CONFIGURATION, SCORED, STAGES, MAX_ITER, FINAL_ITER)
+    return search.fast_search(image, rows, offsets, column_step, _WORK.codes(size)[:size], COARSER_UPS, _WORK.fine,
+                              _WORK.coarser, _WORK.slots, _WORK.seen, restart_uniforms(seed, clusters), clusters, FAST)
 
 
 def sorted_palette(bgr, counts, clusters):
@@ -514,9 +327,9 @@ def sorted_palette(bgr, counts, clusters):
 
 
 def _sorted_colours(bgr, counts):
-    # `kernels.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
+    # `kernels.search.sorted_colours` of any centres and counts: one call, where NumPy's sort and its
     # temporaries cost tens of microseconds of cold caches after the k-means
-    return kernels.sorted_colours(np.ascontiguousarray(bgr, np.uint8), np.ascontiguousarray(counts, np.float64))
+    return search.sorted_colours(np.ascontiguousarray(bgr, np.uint8), np.ascontiguousarray(counts, np.float64))
 
 
 def _palette(rgb, shares, clusters):

@@ -50,6 +50,9 @@ class RunConfig:
     stall_timeout : float
         Seconds a worker may hold work without answering before rank 0 gives up on it and hands its work to
         the others.
+    node_size : int or None
+        Ranks per node for the node tier, every ``node_size`` consecutive ranks a node; None finds the nodes with
+        an MPI_COMM_TYPE_SHARED split (some launchers and containers misreport them).
     gpu_memory : int or None
         Device bytes a GPU rank may hold (``MPICOLOR_GPU_MEMORY``, read and checked on rank 0 by
         :func:`mpicolor.engine.gpu.memory_limit`); None takes that function's answer where the device is opened.
@@ -70,6 +73,7 @@ class RunConfig:
     progress: str = "auto"
     crop_borders: bool = False
     stall_timeout: float = 600.0
+    node_size: int | None = None
     gpu_memory: int | None = None
     version: str = __version__
 
@@ -86,6 +90,8 @@ class RunConfig:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} should be > 0 seconds")
         if self.stall_timeout <= 0:
             raise ValueError(f"stall_timeout={self.stall_timeout} should be > 0 seconds")
+        if self.node_size is not None and self.node_size < 1:
+            raise ValueError(f"node_size={self.node_size} should be >= 1 ranks")
         if self.gpus is not None and self.gpus < 0:
             raise ValueError(f"gpus={self.gpus} should be >= 0")
         if self.progress not in ("auto", "bar", "log"):

@@ -1,10 +1,10 @@
 """Rank 0's bookkeeping of a run, and the serial twin of the MPI dispatch.
 
-Plain Python with no MPI: :mod:`mpicolor.job.mpi` moves chunks and results between ranks and calls the
-:class:`Coordinator` for every decision, and :func:`run_serial` drives the same coordinator in one
-process, so that the whole pipeline is testable without ``mpiexec``. How much work to cut is the
-:class:`~mpicolor.job.schedule.Schedule`'s to say; what is reused on resume, :mod:`mpicolor.state.resume`'s;
-what the run did, the :class:`~mpicolor.job.report.RunReport`'s.
+Plain Python with no MPI: rank 0's :class:`~mpicolor.job.dispatch.Dispatcher` moves chunks (or, across nodes,
+ranges) and results between ranks and calls the :class:`Coordinator` for every decision, and
+:func:`run_serial` drives the same coordinator in one process, so that the whole pipeline is testable without
+``mpiexec``. How much work to cut is the :class:`~mpicolor.job.schedule.Schedule`'s to say; what is reused on
+resume, :mod:`mpicolor.state.resume`'s; what the run did, the :class:`~mpicolor.job.report.RunReport`'s.
 """
 
 import dataclasses
@@ -17,14 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpicolor import __version__
+from mpicolor.job.logs import RunLog
 from mpicolor.job.progress import Progress
+from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexedTarball, IndexJob, SqliteJob, SqliteWritten
 from mpicolor.job.report import EXIT_INTERRUPTED, RunReport, TarballOutcome
-from mpicolor.job.schedule import Schedule
-from mpicolor.job.worker import Chunk, FrameComputer, index_for_coordinator
+from mpicolor.job.schedule import CHUNK_SECONDS, Schedule
+from mpicolor.job.tiers import ranks_text
+from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.state import resume
 from mpicolor.state.atomic import remove_stale_temporaries, write_json
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
-from mpicolor.state.output_dir import RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
+from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE, TarballResults
 from mpicolor.state.sqlite import sqlite_name
 from mpicolor.state.writer import StateWriter
@@ -42,11 +46,6 @@ WRITE_BACKLOG = 4
 # failed frames logged one by one per tarball; the rest are counted, so that a broken data set of 10,000
 # frames makes a readable log (every reason is in the failures table)
 FAILURES_LOGGED = 5
-@dataclass
-class SqliteJob:
-    """A worker's job: write the sqlite file of tarball ``name`` from its checkpoint file."""
-
-    name: str
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Coordinator:
     size : int
         Number of ranks computing (rank 0 included when it computes).
     delegate_indexing : bool
-        Let workers index tarballs (:meth:`index_job`, :meth:`indexed`): at thousands of frames per second
+        Let workers index tarballs (:meth:`next_job`, :meth:`indexed`): at thousands of frames per second
         indexing would take most of rank 0's time. Rank 0 still indexes when it has nothing to hand out.
     clock : callable
         Monotonic seconds, replaceable in tests.
@@ -86,13 +85,13 @@ class Coordinator:
 
     def __init__(self, config, size, delegate_indexing=False, clock=time.monotonic):
         self.config = config
-        self.size = size
         self.delegate_indexing = delegate_indexing
         self.indexing = set()        # numbers of tarballs a worker is indexing
         self.clock = clock
         self.settings = config.stored_settings()
         self.checkpoint = Checkpoint(config.output_dir)
         self.lock = OutputLock(config.output_dir)
+        self.run_log = None
         self.todo = deque()          # (number, path) of tarballs not yet indexed
         self.reclaimed = deque()     # chunks a lost rank held, to hand out again first
         self.active = {}             # number -> ActiveTarball
@@ -107,10 +106,30 @@ class Coordinator:
         self.next_chunk_id = 0
         self.frames_done = 0
         self.frames_known = 0
-        self.schedule = Schedule(size)
+        self.organise(size)
+        self.node_cpu = {}           # node coordinator -> its processor seconds, as last reported
+        # the work's own wall and processor times: from the first chunk handed out to the last result
+        self.first_handed = self.last_result = self.work_cpu = self.last_result_cpu = None
         self.started = clock()
         self.last_checkpoint = self.last_ended_save = self.started
         self.progress = None
+
+    def organise(self, size, unit_seconds=CHUNK_SECONDS, nodes=None):
+        """Set how the run computes, once the job's layout is known.
+
+        Parameters
+        ----------
+        size : int
+            As above.
+        unit_seconds : float
+            What a peer's unit of work should take: a chunk's `CHUNK_SECONDS` for ranks, a range's for nodes.
+        nodes : dict of int to tuple of int, optional
+            Across nodes: each node coordinator's node (its ranks), so that losing one names the ranks lost
+            with it.
+        """
+        self.size = size
+        self.schedule = Schedule(size, unit_seconds)
+        self.nodes = nodes or {}
 
     # ---- start ----------------------------------------------------------------------------------------
     def open_run(self):
@@ -122,6 +141,8 @@ class Coordinator:
             raise ValueError(f"INPUT_DIR: {error}") from None
         prepare_output_dir(self.config.output_dir)
         self.lock.acquire()
+        self.run_log = RunLog(os.path.join(self.config.output_dir, RUN_LOG))
+        log.info("mpicolor %s run %s %s", __version__, self.config.input_dir, self.config.output_dir)
         remove_stale_temporaries(self.config.output_dir)
         stored = self.checkpoint.open()
         if stored is not None:
@@ -175,8 +196,14 @@ class Coordinator:
             return None
 
     # ---- assignment -----------------------------------------------------------------------------------
-    def next_chunk(self):
-        """The next chunk to compute, or None when every frame is handed out."""
+    @property
+    def finished(self):
+        """True when every output is written (the dispatcher's end)."""
+        return self.all_written
+
+    def next_chunk(self, capacity=1):
+        """The next chunk (or range) for a peer computing with ``capacity`` ranks, or None when every frame is
+        handed out."""
         if self.reclaimed:
             chunk = dataclasses.replace(self.reclaimed.popleft(), chunk_id=self.next_chunk_id)
             self.next_chunk_id += 1
@@ -184,20 +211,28 @@ class Coordinator:
         if not self.delegate_indexing:
             while self.todo and self._unassigned() < self.schedule.frames_ahead():
                 self._open(*self.todo.popleft())
-        elif self.todo and self._unassigned() == 0:
-            self._open(*self.todo.popleft())  # nothing to hand out: index here rather than wait for a worker
+        elif self.todo and self._unassigned() == 0 and not self.indexing:
+            # nothing to hand out and no worker indexing: index here rather than wait (a tarball of 44,470
+            # frames costs a second, so rank 0 asks workers first: its dispatcher hands out jobs before chunks)
+            self._open(*self.todo.popleft())
         for tarball in self.active.values():
             if tarball.unassigned() > 0:
-                return self._cut(tarball)
+                if self.first_handed is None:
+                    self.first_handed, self.work_cpu = self.clock(), time.process_time()
+                return self._cut(tarball, capacity)
         return None
 
-    def index_job(self):
-        """``(number, path)`` of a tarball for a worker to index when more frames will be wanted soon, else None."""
+    def next_job(self):
+        """An `IndexJob` or a `SqliteJob` for the least loaded peer, or None."""
+        return self._index_job() or self._sqlite_job()
+
+    def _index_job(self):
+        """A tarball for a worker to index when more frames will be wanted soon, else None."""
         if (self.delegate_indexing and self.todo and len(self.indexing) < self.schedule.indexing_at_once()
                 and self._unassigned() < self.schedule.frames_ahead()):
             number, path = self.todo.popleft()
             self.indexing.add(number)
-            return number, path
+            return IndexJob(number, path)
         return None
 
     def _unassigned(self):
@@ -213,30 +248,55 @@ class Coordinator:
         why : str
             What it was doing and for how long, for the log and the summary.
         work : list
-            What it held: :class:`~mpicolor.job.worker.Chunk` objects (computed again by others, first),
-            ``(number, path)`` tarballs to index (indexed again) and :class:`SqliteJob` (written by another).
+            The orders it held (`mpicolor.job.protocol`): chunks and ranges (their frames still pending are
+            computed again by others, first), tarballs to index (indexed again), sqlite files (written by another).
         """
-        log.error("rank %d %s; it gets no more work, and what it held goes to other ranks", rank, why)
+        node = self.nodes.get(rank, ())
+        with_it = [other for other in node if other != rank]
+        log.error("rank %d %s; it gets no more work, and what it held goes to other %s", rank, why,
+                  f"nodes (the ranks of its node, {ranks_text(with_it)}, are lost with it)" if with_it else "ranks")
         self.report.lost_ranks[rank] = why
-        for item in work:
-            if isinstance(item, Chunk):
-                self.reclaimed.append(item)
-            elif isinstance(item, SqliteJob):
-                self.sqlite_out -= 1
-                self.sqlite_due.appendleft(item.name)
-            else:
-                self.indexing.discard(item[0])
-                self.todo.appendleft(item)
+        for other in with_it:
+            self.report.lost_ranks[other] = f"lost with its node coordinator, rank {rank}"
+        for order in work:
+            {Chunk: self._reclaim, IndexJob: self._index_again, SqliteJob: self._sqlite_again}[type(order)](order)
 
-    def _cut(self, tarball):
+    def _reclaim(self, chunk):
+        """A lost rank's chunk or range: its frames still pending go to others, first (a node's interim batches
+        may have brought some back)."""
+        tarball = self.active[chunk.tarball]
+        pending = tarball.results.backend[chunk.positions] == PENDING
+        if pending.all():
+            self.reclaimed.append(chunk)
+        elif pending.any():
+            self.reclaimed.append(dataclasses.replace(chunk, positions=chunk.positions[pending],
+                                                      offsets=chunk.offsets[pending], sizes=chunk.sizes[pending]))
+        else:
+            tarball.outstanding -= 1
+            if tarball.unassigned() == 0 and tarball.outstanding == 0:
+                self._end_tarball(tarball)
+
+    def _index_again(self, job):
+        self.indexing.discard(job.number)
+        self.todo.appendleft((job.number, job.path))
+
+    def _sqlite_again(self, job):
+        self.sqlite_out -= 1
+        self.sqlite_due.appendleft(job.name)
+
+    def serve_alone(self):
+        """No peer is left: index and write the sqlite files here (the dispatcher computes the frames)."""
+        self.workers_write_sqlite = False
+
+    def _cut(self, tarball, capacity):
         # the tail, when nothing is left to index: what is left is split so that all ranks finish together
         tail = not self.todo and not self.indexing
-        length = min(self.schedule.chunk_length(self._unassigned(), tail), tarball.unassigned())
+        length = min(self.schedule.work_length(capacity, self._unassigned(), tail), tarball.unassigned())
         positions = tarball.pending[tarball.cursor:tarball.cursor + length]
         tarball.cursor += length
         tarball.outstanding += 1
         chunk = Chunk(self.next_chunk_id, tarball.number, tarball.path, positions, tarball.offsets[positions],
-                      tarball.sizes[positions], tarball.stamp)
+                      tarball.sizes[positions], tarball.stamp, last=tail and self._unassigned() == 0)
         self.next_chunk_id += 1
         return chunk
 
@@ -279,12 +339,26 @@ class Coordinator:
         self.outcomes[number] = TarballOutcome(name, UNREADABLE, 0, 0, reason)
 
     # ---- results --------------------------------------------------------------------------------------
+    def answered(self, rank, message):
+        """Take a peer's answer (``rank`` None: rank 0's own results)."""
+        {ChunkResult: self.accept, IndexedTarball: self.indexed, SqliteWritten: self.sqlite_written,
+         Alive: self.alive}[type(message)](message)
+        if getattr(message, "cpu", None) is not None:
+            self.node_cpu[rank] = message.cpu
+
+    def alive(self, message):
+        """A node coordinator's word: alive, and the ranks of its node it gave up on."""
+        self.report.lost_ranks.update(message.lost)
+
     def accept(self, result):
-        """Store a :class:`ChunkResult`; finish its tarball when it was the last one."""
+        """Store a :class:`ChunkResult` (a chunk's, or a batch of a range's); finish its tarball when it was the
+        last."""
         tarball = self.active[result.tarball]
         tarball.results.record(result.positions, result.packed, result.shares, result.backend, result.failures,
                                result.notes, result.crops)
-        tarball.outstanding -= 1
+        self.last_result, self.last_result_cpu = self.clock(), time.process_time()
+        if result.last:
+            tarball.outstanding -= 1
         self.dirty[tarball.results.name] = tarball.results
         if result.unread:
             self._stop_reading(tarball, result.unread)
@@ -295,7 +369,7 @@ class Coordinator:
             if tarball.failures_logged <= FAILURES_LOGGED:
                 log.warning("%s: frame %r (member %d) failed: %s", tarball.results.name,
                             tarball.results.frames[position], position, reason)
-        self.report.chunk_done(result, n_frames)
+        self.report.chunk_done(result)
         self.schedule.observe(n_frames, result.seconds)
         if tarball.unassigned() == 0 and tarball.outstanding == 0:
             self._end_tarball(tarball)
@@ -374,7 +448,7 @@ class Coordinator:
         until written).
 
         The sqlite files of the tarballs this completes are written after it: by workers, handed out once the
-        save is done (:meth:`sqlite_job`), or without workers by the same batch. Either way a sqlite file on
+        save is done (:meth:`next_job`), or without workers by the same batch. Either way a sqlite file on
         disk always has its tarball complete in the checkpoint.
         """
         self.writer.wait()
@@ -392,18 +466,18 @@ class Coordinator:
         if wait:
             self.writer.wait()
 
-    def sqlite_job(self):
+    def _sqlite_job(self):
         """A :class:`SqliteJob` for a worker: a complete tarball whose sqlite file is to be written; or None."""
-        if not self.sqlite_due:
+        if not self.sqlite_due or not self.workers_write_sqlite:
             return None
         self.sqlite_out += 1
         return SqliteJob(self.sqlite_due.popleft())
 
-    def sqlite_written(self, name, error):
-        """A worker wrote ``name``'s sqlite file, or could not (``error``: why; then OUTPUT_DIR is unusable)."""
+    def sqlite_written(self, written):
+        """A worker wrote a sqlite file, or could not (then OUTPUT_DIR is unusable)."""
         self.sqlite_out -= 1
-        if error is not None:
-            raise OSError(errno.EIO, f"a worker could not write the sqlite file of {name}: {error}",
+        if written.error is not None:
+            raise OSError(errno.EIO, f"a worker could not write the sqlite file of {written.name}: {written.error}",
                           self.config.output_dir)
 
     def _frames_estimate(self):
@@ -419,23 +493,36 @@ class Coordinator:
     @property
     def all_written(self):
         """True when every tarball is done and every output written."""
-        return (self.all_computed and not self.dirty and not self.sqlite_due and not self.sqlite_out
-                and not self.writer.busy())
+        # busy() may end a save and list the sqlite files it leaves due: asked first
+        return (self.all_computed and not self.writer.busy() and not self.dirty and not self.sqlite_due
+                and not self.writer.saved_complete and not self.sqlite_out)
 
     # ---- end ------------------------------------------------------------------------------------------
     def interrupt(self, why):
-        """Write a last checkpoint and say how to resume (on SIGTERM / SIGINT)."""
+        """Write a last checkpoint and say how to resume (after an interrupting signal).
+
+        The save writes what changed since the last one. Its time is logged: under Open MPI, whose ``mpiexec``
+        kills the ranks 0.25 s after passing on SIGTERM, it says how close the save came.
+        """
+        log.warning("%s: writing a last checkpoint (%d data sets changed since the last save)", why, len(self.dirty))
+        started = self.clock()
         self.save_checkpoint(wait=True)
         self.writer.close()
-        log.warning("%s: checkpoint written with %d frames done; run the same command again to resume", why,
-                    self.frames_done)
-        self.lock.release()
+        log.warning("%s: checkpoint written in %.2f s with %d frames done; run the same command again to resume",
+                    why, self.clock() - started, self.frames_done)
+        self._release()
         return EXIT_INTERRUPTED
+
+    def _release(self):
+        """Close the run log and let other runs have OUTPUT_DIR."""
+        if self.run_log is not None:
+            self.run_log.close()
+        self.lock.release()
 
     def close_run(self, placements=()):
         """Write what is left to write, log the summary, release OUTPUT_DIR, and return the exit status."""
         self.workers_write_sqlite = False  # whatever sqlite file is still due, rank 0 writes
-        while self.dirty or self.sqlite_due or self.writer.busy():
+        while self.writer.busy() or self.dirty or self.sqlite_due or self.writer.saved_complete:
             self.tick(force=True)
         self.writer.close()
         if self.progress is not None:
@@ -444,10 +531,17 @@ class Coordinator:
         wall = self.clock() - self.started
         for line in self.report.lines(wall, placements):
             log.info("%s", line)
+        work = None if self.last_result is None else (self.last_result - self.first_handed,
+                                                      self.last_result_cpu - self.work_cpu)
         write_json(os.path.join(self.config.output_dir, RUN_SUMMARY),
-                   self.report.document(wall, self.settings, self.writer.times.document()))
-        self.lock.release()
-        return self.report.exit_status()
+                   self.report.document(wall, self.settings, self.writer.times.document(), work,
+                                        {rank: cpu for rank, cpu in self.node_cpu.items() if rank is not None}))
+        status = self.report.exit_status()
+        if self.report.lost_ranks:
+            log.error("the outputs are complete; ending the job, since rank(s) %s cannot end by themselves (exit "
+                      "status %d)", ", ".join(map(str, sorted(self.report.lost_ranks))), status)
+        self._release()
+        return status
 
 
 def run_serial(config, computer=None):

@@ -2,15 +2,16 @@
 
 import resource
 import time
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from mpicolor.job.progress import format_duration
-from mpicolor.state.results import BACKEND_NAMES, INCOMPLETE, PENDING, UNREADABLE
+from mpicolor.job.protocol import RankStats
+from mpicolor.state.results import INCOMPLETE, UNREADABLE
 
 # exit status of `mpicolor run`
 EXIT_OK, EXIT_TARBALL_FAILED, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED, EXIT_RANK_LOST = 0, 1, 2, 3, 4, 5
+# a rank raised an exception and the job was aborted (sysexits.h EX_SOFTWARE: an internal software error)
+EXIT_RANK_FAILED = 70
 
 
 @dataclass
@@ -26,15 +27,6 @@ class TarballOutcome:
     frames: int | None
     failures: int | None
     reason: str | None
-
-
-@dataclass
-class RankStats:
-    """What one rank did: frames, seconds computing, and frames per backend."""
-
-    frames: int = 0
-    busy: float = 0.0
-    backends: dict = field(default_factory=dict)
 
 
 class RunReport:
@@ -55,15 +47,10 @@ class RunReport:
         self.lost_ranks = {}
         self.cpu_started = time.process_time()
 
-    def chunk_done(self, result, frames):
-        """Count a :class:`~mpicolor.job.worker.ChunkResult` of ``frames`` frames computed (or failed)."""
-        stats = self.rank_stats.setdefault(result.rank, RankStats())
-        stats.frames += frames
-        stats.busy += result.seconds
-        computed = result.backend[result.backend != PENDING]
-        for code, count in zip(*np.unique(computed, return_counts=True)):
-            name = BACKEND_NAMES[int(code)]
-            stats.backends[name] = stats.backends.get(name, 0) + int(count)
+    def chunk_done(self, result):
+        """Count what each rank did for a :class:`~mpicolor.job.protocol.ChunkResult`."""
+        for rank, stats in result.stats.items():
+            self.rank_stats.setdefault(rank, RankStats()).add(stats)
 
     def exit_status(self):
         """5 when a rank was lost, 1 when a tarball could not be read (in part), else 0."""
@@ -98,12 +85,14 @@ class RunReport:
             lines.append(f"  {len(fallbacks)} GPU ranks computed on the CPU: {fallbacks[0].fallback}")
         return lines
 
-    def document(self, wall, settings, saves):
+    def document(self, wall, settings, saves, work=None, node_cpu=None):
         """The run's numbers for scripts and benchmarks (``run-summary.json``).
 
-        Wall seconds from rank 0's start-up to the end (MPI and Python start-up aside); per rank frames, busy
-        seconds, backends; rank 0's peak memory and bytes written; ``saves``, the writer's
-        :meth:`~mpicolor.state.writer.SaveTimes.document`.
+        Wall seconds from rank 0's start-up to the end (MPI and Python start-up aside); ``work``, the wall and
+        rank 0's processor seconds from the first chunk handed out to the last result (None when nothing was
+        computed); per rank frames, busy seconds, backends; rank 0's peak memory and bytes written; ``saves``,
+        the writer's :meth:`~mpicolor.state.writer.SaveTimes.document`; ``node_cpu``, each node coordinator's
+        processor seconds.
         """
         frames = sum(stats.frames for stats in self.rank_stats.values())
         # what coordinating costs rank 0 in processor time; known when it computed no frame itself (runs of
@@ -111,6 +100,8 @@ class RunReport:
         coordinating = None if 0 in self.rank_stats else time.process_time() - self.cpu_started
         return {
             "wall": wall, "frames": frames, "coordinator_cpu_s": coordinating,
+            "work_wall": work and work[0], "work_coordinator_cpu_s": work and work[1],
+            "node_coordinators_cpu_s": {str(rank): cpu for rank, cpu in sorted((node_cpu or {}).items())},
             "coordinator_frames_per_cpu_s": frames / coordinating if coordinating else None,
             "ranks": {str(rank): {"frames": stats.frames, "busy": stats.busy, "backends": stats.backends}
                       for rank, stats in sorted(self.rank_stats.items())},

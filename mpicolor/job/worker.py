@@ -1,4 +1,5 @@
-"""A rank's share of the work: read the bytes of assigned frames by offset and compute their palettes."""
+"""A rank's share of the work: read the bytes of assigned frames by offset and compute their palettes; index
+tarballs and write sqlite files when its coordinator asks."""
 
 import contextlib
 import errno
@@ -7,7 +8,6 @@ import os
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +16,10 @@ from mpicolor.engine.borders import crop, detect_borders
 from mpicolor.engine.decode import check_head, decode_frame
 from mpicolor.engine.palette import (BadFrame, default_scale, extract_palette, palette_from_bytes, smooth_chroma,
                               sorted_palette)
-from mpicolor.state.results import BACKEND_CODES, CPU, FAILED, GPU, PENDING
+from mpicolor.job.protocol import ChunkResult, IndexedTarball, IndexJob, RankStats, SqliteJob, SqliteWritten
+from mpicolor.state.checkpoint import DamagedCheckpoint
+from mpicolor.state.results import BACKEND_CODES, BACKEND_NAMES, CPU, FAILED, GPU, PENDING
+from mpicolor.state.sqlite import write_sqlite_from_checkpoint
 from mpicolor.state.tarballs import BadTarball, Member, index_tarball, read_member
 
 log = logging.getLogger(__name__)
@@ -36,101 +39,40 @@ TRANSIENT_ERRORS = frozenset((
 RETRY_DELAYS = (0.0625, 0.125, 0.25, 0.5)
 
 
-@dataclass
-class Chunk:
-    """Frames of one tarball assigned to one rank.
-
-    Attributes
-    ----------
-    chunk_id : int
-        Serial number, unique within a run.
-    tarball : int
-        The tarball's number in the run's sorted list.
-    path : str
-        The tarball's path, read by every rank (a shared file system carries the data, not rank 0).
-    positions, offsets, sizes : ndarray of shape (n,), int64
-        Frame positions in the tarball and where their bytes lie.
-    stamp : tuple or None
-        The tarball's :func:`file_stamp` when it was indexed: frames read from another version of it are
-        not kept.
-    """
-
-    chunk_id: int
-    tarball: int
-    path: str
-    positions: np.ndarray
-    offsets: np.ndarray
-    sizes: np.ndarray
-    stamp: tuple | None = None
-
-
-@dataclass
-class ChunkResult:
-    """What a rank sends back for a :class:`Chunk`: arrays in the chunk's order plus failures by position.
-
-    ``failures`` are the frames' own (not an image, corrupt): final. ``unread`` are frames that could not be
-    read for a reason that is not theirs (the tarball changed or vanished, an I/O error that persisted),
-    by position: they stay pending (backend ``PENDING``) for the next run.
-    """
-
-    chunk_id: int
-    tarball: int
-    positions: np.ndarray
-    packed: np.ndarray
-    shares: np.ndarray
-    backend: np.ndarray
-    failures: dict = field(default_factory=dict)
-    notes: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    rank: int = 0
-    crops: np.ndarray | None = None
-    unread: dict = field(default_factory=dict)
-
-
-@dataclass
-class IndexedTarball:
-    """A tarball's index as it travels to rank 0: arrays rather than one object per member.
-
-    Attributes
-    ----------
-    number : int
-        The tarball's number in the run's sorted list.
-    path : str
-    names : list of str, length n_frames
-        Member names of the frames, in tar order.
-    offsets, sizes : ndarray of shape (n_frames,), int64
-        Where each frame's bytes lie.
-    skipped : dict of str to int
-    incomplete : str or None
-        As in :class:`~mpicolor.state.tarballs.TarballIndex`.
-    error : str or None
-        Why the tarball cannot be read at all (then it has no frames).
-    fingerprint : mpicolor.state.tarballs.Fingerprint or None
-        What tells whether stored results belong to this tarball (None when it cannot be read).
-    stamp : tuple or None
-        The tarball's :func:`file_stamp`, taken before it was indexed.
-    """
-
-    number: int
-    path: str
-    names: list
-    offsets: np.ndarray
-    sizes: np.ndarray
-    skipped: dict = field(default_factory=dict)
-    incomplete: str | None = None
-    error: str | None = None
-    fingerprint: object = None
-    stamp: tuple | None = None
-
-
 def file_stamp(status):
     """What tells two versions of a file apart, from its ``os.stat_result``: device, inode, size, mtime (ns)."""
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
+def answer(computer, order):
+    """What a rank answers an order of its coordinator: the `ChunkResult` of a `Chunk`, the `IndexedTarball` of
+    an `IndexJob`, the `SqliteWritten` of a `SqliteJob`.
+
+    Parameters
+    ----------
+    computer : FrameComputer
+    order : Chunk, IndexJob or SqliteJob
+    """
+    if isinstance(order, IndexJob):
+        return index_for_coordinator(order.number, order.path)
+    if isinstance(order, SqliteJob):
+        return write_sqlite(computer.config, order.name)
+    return computer.compute(order)
+
+
+def write_sqlite(config, name):
+    """Write tarball ``name``'s sqlite file from its checkpoint file; a `SqliteWritten` that says why it could
+    not be."""
+    try:
+        write_sqlite_from_checkpoint(config.output_dir, [name], config.stored_settings())
+    except (OSError, DamagedCheckpoint) as error:
+        return SqliteWritten(name, str(error))
+    return SqliteWritten(name)
+
+
 def index_for_coordinator(number, path):
-    """Index one tarball (on whichever rank rank 0 asks) into an :class:`IndexedTarball`; a read error that may
-    pass is tried again (`retried`)."""
+    """Index one tarball (on whichever rank its coordinator asks) into an :class:`IndexedTarball`; a read error
+    that may pass is tried again (`retried`)."""
 
     def stamped_index():
         # stamped before indexing: a change while indexing then shows as a change when frames are read
@@ -247,8 +189,10 @@ class FrameComputer:
     def steps(self, chunk):
         """Compute a chunk one frame at a time.
 
-        A generator: it yields after every frame (so that rank 0 can serve messages between frames) and
-        returns the :class:`ChunkResult`. A frame that cannot be decoded becomes a failure with its reason;
+        A generator: it yields after every frame (so that a coordinator can serve messages between frames) and
+        returns the :class:`ChunkResult`. Each yield is the seconds the frame still owes: under ``--simulate``
+        its cost, to be slept by whoever steps the generator (`compute` sleeps a chunk's once, so that a rank
+        does not wake for every frame), else 0. A frame that cannot be decoded becomes a failure with its reason;
         it never ends the chunk. A frame that cannot be read (:class:`Unread`) leaves it and the rest of the
         chunk unread, and a tarball that changed since it was indexed leaves the whole chunk unread: what was
         read may mix two versions. On a GPU rank the yields come after every decode and the palettes are
@@ -267,8 +211,10 @@ class FrameComputer:
         images = {}  # frame index in the chunk -> decoded frame, waiting for the GPU batch
         held = 0  # device bytes the batch will take
         busy = 0.0
+        simulated = self.config.simulate or 0.0
         cannot_read, unread_from = None, n_frames  # why, and from which frame on, the chunk is not read
         for i, (position, offset, size) in enumerate(zip(positions, chunk.offsets.tolist(), chunk.sizes.tolist())):
+            owed = 0.0
             with _frame_notes(notes, position):
                 try:
                     frame_bytes = self._frame_bytes(chunk.path, offset, size)
@@ -282,17 +228,17 @@ class FrameComputer:
                         held += cost
                     else:
                         palette = self._palette(frame_bytes, crops, i)
-                        packed[i], shares[i] = palette.packed, palette.shares
+                        packed[i], shares[i], owed = palette.packed, palette.shares, simulated
                 except BadFrame as error:
                     failures[position] = str(error)
                     backend[i] = FAILED
                 except Unread as error:
                     cannot_read, unread_from = str(error), i
-            # the time between yields is rank 0's own: only the time spent here counts as busy
-            busy += time.perf_counter() - started
+            # the time between yields is the coordinator's own: only the time spent here counts as busy
+            busy += time.perf_counter() - started + owed
             if cannot_read is not None:
                 break
-            yield
+            yield owed
             started = time.perf_counter()
         changed = self._change_since_indexed(chunk)
         if changed is not None:
@@ -306,8 +252,11 @@ class FrameComputer:
             crops[unread_from:] = 0
         notes = {position: "; ".join(dict.fromkeys(messages)) for position, messages in notes.items()
                  if messages and position not in failures and position not in unread}
-        return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures,
-                           notes, busy + time.perf_counter() - started, self.rank, crops, unread)
+        codes, counts = np.unique(backend[backend != PENDING], return_counts=True)
+        stats = RankStats(n_frames - len(unread), busy + time.perf_counter() - started,
+                          {BACKEND_NAMES[int(code)]: int(count) for code, count in zip(codes, counts)})
+        return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures, notes,
+                           crops, unread, {self.rank: stats})
 
     def _frame_bytes(self, path, offset, size):
         """A frame's bytes: a head first, the rest only once :func:`~mpicolor.engine.decode.check_head` passes it.
@@ -406,17 +355,18 @@ class FrameComputer:
     def compute(self, chunk):
         """Compute a whole chunk and return its :class:`ChunkResult`."""
         steps = self.steps(chunk)
+        owed = 0.0
         while True:
             try:
-                next(steps)
+                owed += next(steps)
             except StopIteration as finished:
+                if owed:  # simulated frames' cost (sleep(0) would still give the core away)
+                    time.sleep(owed)
                 return finished.value
 
     def _palette(self, frame_bytes, crops, i):
         """A frame's palette on the CPU (its crop, if any, into ``crops[i]``)."""
-        if self.config.simulate is not None:
-            if self.config.simulate > 0:  # sleep(0) still yields the core: 50 us a frame
-                time.sleep(self.config.simulate)
+        if self.config.simulate is not None:  # the cost is slept by the caller of `steps`
             return stand_in_palette(frame_bytes, self.config.clusters)
         if crops is not None:
             return extract_palette(self._decode(frame_bytes, crops, i), self.config.clusters, self.config.method,

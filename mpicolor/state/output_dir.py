@@ -9,6 +9,8 @@ import time
 log = logging.getLogger(__name__)
 
 RUN_SUMMARY = "run-summary.json"
+# rank 0's log of every run, appended
+RUN_LOG = "run.log"
 LOCK = ".mpicolor.lock"
 
 

@@ -133,6 +133,7 @@ class TarballResults:
 
     def nbytes(self):
         """Bytes these results take in a file, generously (names and texts included)."""
+        texts = (*self.failures.values(), *self.notes.values())
+        # map rather than a generator: rank 0 asks this of 44,470 names per save
         return (self.packed.nbytes + self.shares.nbytes + self.backend.nbytes
-                + sum(len(name) + 16 for name in self.frames)
-                + sum(len(text) + 24 for text in (*self.failures.values(), *self.notes.values())))
+                + sum(map(len, self.frames)) + 16 * len(self.frames) + sum(map(len, texts)) + 24 * len(texts))

@@ -21,23 +21,27 @@ SAVES_KEPT = 50
 
 @dataclass
 class SaveTimes:
-    """Durations of the batches written: how many, in all, and those at the start and at the end of the run."""
+    """Durations of the batches written: how many, in all, and those at the start and at the end of the run;
+    and the processor seconds the writer's thread spent on them (part of rank 0's)."""
 
     count: int = 0
     seconds: float = 0.0
+    cpu: float = 0.0
     first: list = field(default_factory=list)
     last: deque = field(default_factory=lambda: deque(maxlen=SAVES_KEPT))
 
-    def add(self, seconds):
+    def add(self, seconds, cpu):
         self.count += 1
         self.seconds += seconds
+        self.cpu += cpu
         if len(self.first) < SAVES_KEPT:
             self.first.append(seconds)
         self.last.append(seconds)
 
     def document(self):
         """The numbers as a JSON-ready dict."""
-        return {"count": self.count, "seconds": self.seconds, "first": self.first, "last": list(self.last)}
+        return {"count": self.count, "seconds": self.seconds, "cpu_s": self.cpu, "first": self.first,
+                "last": list(self.last)}
 
 
 class StateWriter:
@@ -92,10 +96,10 @@ class StateWriter:
         self.in_flight = self.pool.submit(self._write, changed, sqlite_names, index)
 
     def _write(self, changed, sqlite_names, index):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         self.checkpoint.save(self.settings, changed, self.input_dir, index)
         write_sqlite_from_checkpoint(self.output_dir, sqlite_names, self.settings)
-        self.times.add(time.perf_counter() - started)
+        self.times.add(time.perf_counter() - started, time.thread_time() - cpu)
         return [results.name for results in changed if results.status == COMPLETE and results.name not in sqlite_names]
 
     def wait(self):
