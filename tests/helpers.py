@@ -275,3 +275,33 @@ def damage_packets(source, target, positions):
         copy.write(bytes(data))
     ranks = sorted(pts for _, _, pts in packets)
     return [ranks.index(packets[position][2]) for position in positions]
+
+
+def write_audio_only(path):
+    """An MP4 holding one AAC stream and no video."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return str(path)
+
+
+def write_unknown_codec(folder):
+    """An MJPEG AVI of 5 frames, and the same file with a codec tag no decoder knows: ``(mjpeg.avi, unknown.avi)``."""
+    import cv2
+    import numpy as np
+
+    avi = folder / "mjpeg.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for value in range(5):
+        writer.write(np.full((48, 64, 3), value * 40, np.uint8))
+    writer.release()
+    unknown = folder / "unknown.avi"
+    unknown.write_bytes(avi.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    return str(avi), str(unknown)

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import CLIP_FRAMES, CLIP_KEYFRAME_INTERVAL, CLIP_RATE, SHARED_DATA, damage_packets
+from helpers import (CLIP_FRAMES, CLIP_KEYFRAME_INTERVAL, CLIP_RATE, SHARED_DATA, damage_packets, write_audio_only,
+                     write_unknown_codec)
 from mpicolor.engine import yuv
 from mpicolor.tools import pack
 
@@ -252,30 +253,15 @@ def test_a_file_cut_after_its_index_keeps_its_whole_frames(video_clips, tmp_path
 
 
 def test_a_file_without_video_is_named(tmp_path):
-    audio = tmp_path / "audio.mp4"
-    with av.open(str(audio), "w") as container:
-        stream = container.add_stream("aac", rate=44100)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 44100, k * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
     with pytest.raises(BadVideo, match=r"no video stream \(its streams: audio \(aac\)\)"):
-        videos.index_video(str(audio))
+        videos.index_video(write_audio_only(tmp_path / "audio.mp4"))
 
 
 def test_a_codec_ffmpeg_cannot_decode_is_named(tmp_path):
-    avi = tmp_path / "mjpeg.avi"
-    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for value in range(5):
-        writer.write(np.full((48, 64, 3), value * 40, np.uint8))
-    writer.release()
-    assert videos.index_video(str(avi)).n_frames == 5
-    # the same file with a codec tag no decoder knows
-    unknown = tmp_path / "unknown.avi"
-    unknown.write_bytes(avi.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    avi, unknown = write_unknown_codec(tmp_path)
+    assert videos.index_video(avi).n_frames == 5
     with pytest.raises(BadVideo, match="FFmpeg cannot decode its video codec"):
-        videos.index_video(str(unknown))
+        videos.index_video(unknown)
 
 
 @pytest.mark.parametrize("codec", ["h264", "av1"])
