@@ -104,6 +104,10 @@ def build_parser():
                                              "44,470 tiny frames, simulated")
     from mpicolor.bench.state import add_state_arguments
     add_state_arguments(state)
+    on_videos = benches.add_parser("videos", help="run on videos against pack then run on the tarballs, side by side "
+                                                  "under mpiexec: frames/s end to end, bytes read, CPU per frame")
+    from mpicolor.bench.video_runs import add_videos_arguments
+    add_videos_arguments(on_videos)
     tools = benches.add_parser("tools", help="inspect, render and export on a synthetic 11.1-million-frame collection: "
                                              "time, rows/s, peak memory")
     from mpicolor.bench.tools import add_tools_arguments
@@ -157,6 +161,10 @@ def main(argv=None):
         from mpicolor.bench.scaling import run_scaling_bench
 
         return run_scaling_bench(args)
+    if args.command == "bench" and args.bench == "videos":
+        from mpicolor.bench.video_runs import run_videos_bench
+
+        return run_videos_bench(args)
     if args.command == "bench" and args.bench == "state":
         from mpicolor.bench.state import run_state_bench
 

@@ -220,13 +220,13 @@ def test_the_tools_read_a_video_data_set(video_clips, tmp_path, capsys):
 @pytest.mark.mpi
 def test_under_mpiexec_1_2_and_4_ranks_and_a_kill_and_rerun_give_the_same_outputs(video_clips, tmp_path):
     input_dir = video_input(tmp_path / "in", video_clips, ["h264", "av1", "one_keyframe"])
-    reference = tmp_path / "reference"
-    assert run(input_dir, reference) == 0
-    expected = (outputs(reference), checkpoint_datasets(reference))
+    expected = None
     for ranks, settings in [(1, []), (2, []), (4, ["--node-size", "2"])]:
         finished = run_mpicolor(ranks, "run", input_dir, tmp_path / f"out{ranks}", *settings)
         assert finished.returncode == 0, finished.stderr
-        assert (outputs(tmp_path / f"out{ranks}"), checkpoint_datasets(tmp_path / f"out{ranks}")) == expected
+        found = (outputs(tmp_path / f"out{ranks}"), checkpoint_datasets(tmp_path / f"out{ranks}"))
+        expected = expected or found
+        assert found == expected, f"{ranks} ranks differ from 1"
     for delay in (0.3, 0.8):
         output_dir = tmp_path / f"killed-{delay}"
         job = subprocess.Popen(mpicolor_command(2, "run", input_dir, output_dir, "--checkpoint-every", "0.05"),
