@@ -10,7 +10,7 @@ the cost per frame of each step, single-threaded: indexing (demux only), decodin
 of `mpicolor.engine.yuv` (whole frame, and only the pixels the fast palette samples), FFmpeg's conversion
 (PyAV's ``to_ndarray(format="bgr24")``) and, for comparison with the tarball path, JPEG encoding and decoding of
 the same frame at quality 90; and the bytes per frame of the video and of the JPEG. ``mpicolor bench videos``
-(whole runs from videos against ``pack`` then ``run``) comes with the run's video input.
+(`mpicolor.bench.video_runs`) compares whole runs from videos against ``pack`` then ``run``.
 """
 
 import argparse
