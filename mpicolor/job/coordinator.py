@@ -297,7 +297,9 @@ class Coordinator:
         tail = not self.todo and not self.indexing
         length = min(self.schedule.work_length(capacity, self._unassigned(), tail), tarball.unassigned())
         if tarball.video is not None:
-            length = self._whole_segments(tarball, length)
+            whole = self._whole_segments(tarball, length)
+            share = max(length, -(-self._unassigned() // self.size))
+            length = share if tail and whole > share and self._head_to_decode(tarball, share) <= 2 * share else whole
         positions = tarball.pending[tarball.cursor:tarball.cursor + length]
         tarball.cursor += length
         tarball.outstanding += 1
@@ -311,12 +313,24 @@ class Coordinator:
     def _whole_segments(video, length):
         """``length`` frames of a video from its cursor, made longer to end where a segment ends: a chunk is a
         run of whole segments, so that none is decoded twice (a segment longer than the schedule asks is
-        still one chunk: cutting it would decode its head again for every piece)."""
+        still one chunk, but at the tail: see `_cut`)."""
         frames = video.offsets[video.pending[video.cursor:]]
         next_segment = np.searchsorted(video.segment_starts, frames[length - 1], side="right")
         if next_segment == len(video.segment_starts):
             return len(frames)
         return int(np.searchsorted(frames, video.segment_starts[next_segment]))
+
+    @staticmethod
+    def _head_to_decode(video, length):
+        """Frames the decoder of a chunk starting ``length`` frames after a video's cursor decodes and throws away
+        (from its segment's keyframe).
+
+        At the tail, a segment holding more than a rank's even share of what is left would leave ranks idle: a
+        chunk then ends mid-segment when the next one's head is at most twice the share, so that the decode it
+        repeats stays below what the split gains (a video of one keyframe is cut once or twice, not per rank).
+        """
+        frame = video.offsets[video.pending[video.cursor + length]]
+        return int(frame - video.segment_starts[np.searchsorted(video.segment_starts, frame, side="right") - 1])
 
     @staticmethod
     def _segments(video, frames):
