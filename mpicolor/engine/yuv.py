@@ -24,7 +24,8 @@ Frames are returned upright: a display rotation (a multiple of 90 degrees counte
 """
 
 import numpy as np
-from numba import njit
+
+from mpicolor.engine.jit import kernel, njit  # numba's cache folder chosen before these compile
 
 # swscale's ff_yuv2rgb_coeffs: (crv, cbu, cgu, cgv) in units of 1 / 65536, by AVColorSpace (0 to 10)
 _BT709 = (117489, 138438, 13975, 34925)
@@ -213,7 +214,7 @@ def _put_bgr(out, target, luma, cb, cr, coefficients):
     out[target, 2] = _clip((scaled + np.int32(coefficients[2]) * cr) >> _SHIFT)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _yuv420_to_bgr(y, u, v, coefficients, turns, out):
     """Every pixel of a 4:2:0 frame to BGR in ``out``, upright after ``turns`` quarter turns counter-clockwise."""
     if turns != 0:
@@ -244,7 +245,7 @@ def _yuv420_to_bgr(y, u, v, coefficients, turns, out):
             line[column, 2] = _clip((luma + red[c]) >> _SHIFT)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _yuv420_grid(y, u, v, coefficients, turns, rows, offsets, column_step, out, out_width):
     """The pixels of a grid of the upright frame to BGR.
 
@@ -274,7 +275,7 @@ def _yuv420_grid(y, u, v, coefficients, turns, rows, offsets, column_step, out, 
     return n
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _yuv420_unrotated_grid(y, u, v, coefficients, rows, offsets, column_step, out, out_width):
     """`_yuv420_grid` of an unrotated frame: each row's planes looked up once, 1.3x as fast."""
     width = y.shape[1]
@@ -289,7 +290,7 @@ def _yuv420_unrotated_grid(y, u, v, coefficients, rows, offsets, column_step, ou
     return n
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _grid_copy(image, rows, offsets, column_step, out, out_width):
     """The pixels of a grid of ``image`` (already BGR and upright) into ``out``, as `_yuv420_grid` places them."""
     n = 0
