@@ -21,7 +21,7 @@ from helpers import (CLIP_FRAMES, checkpoint_datasets, damage_packets, kill_job,
 from mpicolor.engine import yuv
 from mpicolor.engine.palette import extract_palette
 from mpicolor.job.config import RunConfig
-from mpicolor.job.coordinator import run_serial
+from mpicolor.job.coordinator import Coordinator, run_serial
 from mpicolor.job.inprocess import run_in_process
 from mpicolor.job.protocol import Chunk
 from mpicolor.job.report import EXIT_TARBALL_FAILED
@@ -99,9 +99,18 @@ def test_palettes_are_those_of_the_decoded_frames_converted(video_clips, tmp_pat
         np.testing.assert_array_equal(np.float32(row[6:11]), np.float32(palette.shares))
 
 
-def test_results_do_not_depend_on_ranks_tiers_or_where_chunks_are_cut(video_clips, tmp_path):
+def test_results_do_not_depend_on_ranks_tiers_or_where_chunks_are_cut(video_clips, tmp_path, monkeypatch):
     names = ["h264", "av1", "vp9", "h264-open-gop", "one_keyframe"]
     input_dir = video_input(tmp_path / "in", video_clips, names)
+    cut_mid_segment = []
+    segments = Coordinator._segments
+
+    def noting(video, frames):
+        found = segments(video, frames)
+        cut_mid_segment.extend(segment.start for segment in found if segment.start not in video.segment_starts)
+        return found
+
+    monkeypatch.setattr(Coordinator, "_segments", staticmethod(noting))
     expected = None
     for size, settings in [(1, {}), (2, {}), (4, {"node_size": 2})]:
         output_dir = tmp_path / f"out{size}"
@@ -109,6 +118,7 @@ def test_results_do_not_depend_on_ranks_tiers_or_where_chunks_are_cut(video_clip
         found = (outputs(output_dir), checkpoint_datasets(output_dir))
         expected = expected or found
         assert found == expected, f"{size} ranks differ from 1"
+    assert cut_mid_segment, "the tails should have been cut mid-segment"
 
 
 def test_chunks_are_runs_of_whole_segments_wherever_they_are_cut(video_clips):
