@@ -42,11 +42,13 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="compute the palettes of all frames of all tarballs in INPUT_DIR",
-        description="Compute the dominant colours of every frame of every tarball in INPUT_DIR; write "
-                    "OUTPUT_DIR/hist_{tarball}_{label}.sqlite per tarball and an HDF5 checkpoint. Rerunning the "
+        "run", help="compute the palettes of all frames of all tarballs and videos in INPUT_DIR",
+        description="Compute the dominant colours of every frame of every tarball and video in INPUT_DIR; write "
+                    "OUTPUT_DIR/hist_{data set}_{label}.sqlite per data set and an HDF5 checkpoint. Rerunning the "
                     "same command resumes.", epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("input_dir", metavar="INPUT_DIR", help="folder of data sets, one .tar of frames each")
+    run.add_argument("input_dir", metavar="INPUT_DIR",
+                     help="folder of data sets: tarballs of frames (.tar) and video files (.mp4, .mkv, .webm, .mov, "
+                          ".avi, ...; needs the video extra, pip install 'mpicolor[video]')")
     run.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder of the outputs (created if missing)")
     run.add_argument("--label", default="db", help="the {label} of the output file names (default db)")
     run.add_argument("--clusters", type=int, default=5, help="colours per frame (default 5)")
@@ -58,6 +60,9 @@ def build_parser():
     run.add_argument("--max-pixels", type=int, default=50_000_000,
                      help="refuse frames larger than this many pixels (default 50 megapixels)")
     add_placement_arguments(run)
+    run.add_argument("--fps", type=float, default=None,
+                     help="videos: frames kept per second of video, as `mpicolor pack --fps` keeps them (default: "
+                          "every frame)")
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="seconds between checkpoints; also at every tarball's end (default 60)")
     run.add_argument("--crop-borders", default="off", choices=("off", "auto"),
@@ -103,6 +108,10 @@ def build_parser():
                                              "44,470 tiny frames, simulated")
     from mpicolor.bench.state import add_state_arguments
     add_state_arguments(state)
+    on_videos = benches.add_parser("videos", help="run on videos against pack then run on the tarballs, side by side "
+                                                  "under mpiexec: frames/s end to end, bytes read, CPU per frame")
+    from mpicolor.bench.video_runs import add_videos_arguments
+    add_videos_arguments(on_videos)
     tools = benches.add_parser("tools", help="inspect, render and export on a synthetic 11.1-million-frame collection: "
                                              "time, rows/s, peak memory")
     from mpicolor.bench.tools import add_tools_arguments
@@ -124,7 +133,7 @@ def run_config(args):
         scale=args.scale if args.scale is not None else default_scale(args.method), max_pixels=args.max_pixels,
         split=parse_split(args.split), gpus=args.gpus, checkpoint_every=args.checkpoint_every,
         simulate=args.simulate, progress=args.progress, crop_borders=args.crop_borders == "auto",
-        stall_timeout=args.stall_timeout, node_size=args.node_size, gpu_memory=memory_limit())
+        stall_timeout=args.stall_timeout, node_size=args.node_size, gpu_memory=memory_limit(), fps=args.fps)
 
 
 def main(argv=None):
@@ -162,6 +171,10 @@ def main(argv=None):
         from mpicolor.bench.coordinator import run_coordinator_bench
 
         return run_coordinator_bench(args)
+    if args.command == "bench" and args.bench == "videos":
+        from mpicolor.bench.video_runs import run_videos_bench
+
+        return run_videos_bench(args)
     if args.command == "bench" and args.bench == "state":
         from mpicolor.bench.state import run_state_bench
 

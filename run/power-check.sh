@@ -3,7 +3,7 @@
 #
 # Makes (or reuses) a ppc64el Debian chroot run by qemu-user, installs Debian's Python stack and MPI in it,
 # cross-compiles on this host what Debian does not package (simplejpeg), and installs mpicolor with
-# --no-deps. Then, emulated: the demo with `mpiexec -n 2`, the portable tests (`pytest -m portable`), and
+# --no-deps. Then, emulated: the demo (three tarballs and an H.264 clip) with `mpiexec -n 2`, the portable tests (`pytest -m portable`), and
 # the demo's palettes compared with the same run on this host. Prints a summary; exits non-zero when a step
 # fails. Needs root on an amd64 Debian host (apt-get, binfmt_misc, chroot). Far too slow for CI: run it after
 # changing a dependency or its floor, the kernels, the decoder or the MPI code.
@@ -19,8 +19,9 @@ cache="${MPICOLOR_POWER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mpicolor-power}"
 root="$cache/$release-ppc64el"
 venv=/opt/mpicolor-venv       # in the chroot: Debian's packages plus mpicolor and simplejpeg
 checkout=/root/mpicolor       # in the chroot: a copy of this checkout
-# Debian's Python stack and MPI (python3-mpi4py brings the release's default MPI); headers for the cross build
-packages=(python3-numpy python3-numba python3-sklearn python3-opencv python3-h5py python3-mpi4py
+# Debian's Python stack and MPI (python3-mpi4py brings the release's default MPI); PyAV for the demo's video
+# (PyPI has no ppc64le wheel of it); headers for the cross build
+packages=(python3-numpy python3-numba python3-sklearn python3-opencv python3-h5py python3-mpi4py python3-av
           python3-threadpoolctl python3-pytest python3-pytest-timeout python3-venv python3-setuptools python3-wheel
           libpython3-dev git)
 host_tools=(qemu-user-static binfmt-support mmdebstrap arch-test gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
@@ -111,12 +112,15 @@ update_chroot() {  # packages added to the list since the chroot was made
     echo "${packages[*]}" >"$root/.mpicolor-packages"
 }
 
-host_reference() {  # the demo on this host (x86_64, PyPI's wheels), into $cache/demo/x86_64
+host_reference() {  # the demo on this host (x86_64, PyPI's wheels), into $cache/demo/x86_64: tarballs and a video
     (
+        export MPICOLOR_EXTRAS="${MPICOLOR_EXTRAS:-mpich,video}"
         source "$repo/run/env.sh"
         rm -rf "$cache/demo"
         mkdir -p "$cache/demo/input"
         (cd "$repo/tests" && python -c 'import sys, helpers; helpers.pack_scenes(sys.argv[1])' "$cache/demo/input")
+        (cd "$repo/tests" && python -c 'import sys, helpers; helpers.make_clip(sys.argv[1], "h264")' \
+            "$cache/demo/input/clip.mp4")
         mpiexec -n 2 mpicolor run "$cache/demo/input" "$cache/demo/x86_64" --checkpoint-every 10
         python "$repo/run/power/versions.py" >"$cache/host-versions.txt"
     )

@@ -303,3 +303,89 @@ def synthetic_outputs(output_dir):
 def read_png(path):
     """A PNG as RGBA, shape (height, width, 4)."""
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+
+
+# the tests' video clips: every bundled frame shown for CLIP_FRAMES_PER_PHOTO frames of a slow pan, a keyframe
+# every CLIP_KEYFRAME_INTERVAL frames, at CLIP_RATE frames per second
+CLIP_SIZE, CLIP_RATE, CLIP_FRAMES_PER_PHOTO, CLIP_KEYFRAME_INTERVAL = (256, 144), 25, 8, 12
+CLIP_FRAMES = 12 * CLIP_FRAMES_PER_PHOTO
+
+
+def clip_frames(n_frames=CLIP_FRAMES):
+    """BGR frames of the tests' clips: a pan across each bundled frame in turn, ``n_frames`` in all."""
+    import cv2
+
+    from mpicolor.bench.videos import panning_frames
+
+    photos = [cv2.imread(path) for path in bundled_frames()]
+    frames = [frame for photo in photos for frame in panning_frames(photo, CLIP_FRAMES_PER_PHOTO, CLIP_SIZE)]
+    return (frames * (-(-n_frames // len(frames))))[:n_frames]
+
+
+def make_clip(path, codec, **options):
+    """Encode `clip_frames` with `mpicolor.bench.videos.write_clip` (a keyframe every 12 frames unless told)."""
+    from mpicolor.bench.videos import write_clip
+
+    options.setdefault("keyframe_interval", CLIP_KEYFRAME_INTERVAL)
+    write_clip(str(path), clip_frames(options.pop("n_frames", CLIP_FRAMES)), codec, rate=CLIP_RATE, threads=1,
+               **options)
+    return str(path)
+
+
+def damage_packets(source, target, positions):
+    """Copy a video, overwriting the middle third of the packets at these decode positions with noise.
+
+    The middle, since a Matroska packet's position is that of its block header, a few bytes before the data.
+
+    Returns
+    -------
+    list of int
+        The presentation numbers of the damaged frames (as `mpicolor.state.videos` numbers frames).
+    """
+    import av
+    import numpy as np
+
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        packets = [(packet.pos, packet.size, packet.pts) for packet in container.demux(stream) if packet.size]
+    with open(source, "rb") as original:
+        data = bytearray(original.read())
+    noise = np.random.default_rng(0)
+    for position in positions:
+        start, size, _ = packets[position]
+        data[start + size // 3:start + 2 * size // 3] = noise.integers(0, 256, 2 * size // 3 - size // 3,
+                                                                        dtype=np.uint8).tobytes()
+    with open(target, "wb") as copy:
+        copy.write(bytes(data))
+    ranks = sorted(pts for _, _, pts in packets)
+    return [ranks.index(packets[position][2]) for position in positions]
+
+
+def write_audio_only(path):
+    """An MP4 holding one AAC stream and no video."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return str(path)
+
+
+def write_unknown_codec(folder):
+    """An MJPEG AVI of 5 frames, and the same file with a codec tag no decoder knows: ``(mjpeg.avi, unknown.avi)``."""
+    import cv2
+    import numpy as np
+
+    avi = folder / "mjpeg.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for value in range(5):
+        writer.write(np.full((48, 64, 3), value * 40, np.uint8))
+    writer.release()
+    unknown = folder / "unknown.avi"
+    unknown.write_bytes(avi.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    return str(avi), str(unknown)

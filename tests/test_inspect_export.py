@@ -315,4 +315,4 @@ def test_tools_show_progress_as_tarballs_are_read(run_output, capsys):
         for _ in stored.each_tarball(reader, reader.names, "bar"):
             time.sleep(0.6)  # the bar shows at most twice a second
     bar = capsys.readouterr().err
-    assert "\r[" in bar and "tarball 3/3, frames 12/12" in bar and bar.endswith("\n")
+    assert "\r[" in bar and "data set 3/3, frames 12/12" in bar and bar.endswith("\n")

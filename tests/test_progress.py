@@ -20,7 +20,7 @@ def test_bar_shows_tarballs_frames_rate_and_eta():
     clock.now += 10
     progress.update(1, 250, 1000)
     text = stream.getvalue()
-    assert text.startswith("\r[#######") and "tarball 1/4" in text and "frames 250/1000" in text
+    assert text.startswith("\r[#######") and "data set 1/4" in text and "frames 250/1000" in text
     assert "25.0 frames/s" in text and "ETA 0:00:30" in text
 
 
@@ -39,7 +39,7 @@ def test_log_lines_only_every_interval():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
-    assert lines == ["tarball 0/2, frames 10/100, 0.8 frames/s, elapsed 0:00:12, ETA 0:01:48"]
+    assert lines == ["data set 0/2, frames 10/100, 0.8 frames/s, elapsed 0:00:12, ETA 0:01:48"]
 
 
 def test_durations():

@@ -16,6 +16,9 @@
     Letterbox and pillarbox bars, found and cropped before the palette.
 ``devices``
     Which GPUs this process can use, probed without importing CuPy at start-up.
+``yuv``
+    A decoded video frame's YUV planes to upright BGR with FFmpeg's matrices and ranges: the whole frame, or
+    only the pixels the fast palette samples.
 
 The bottom of the house: imports only itself (and numpy, numba, OpenCV, simplejpeg, scikit-learn;
 CuPy and cuML only when a GPU is asked for). No MPI, no files: bytes and arrays in, arrays out.

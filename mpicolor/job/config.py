@@ -19,7 +19,8 @@ class RunConfig:
     Attributes
     ----------
     input_dir, output_dir : str
-        Folder of data-set tarballs, and folder of the outputs (sqlite files and the HDF5 checkpoint).
+        Folder of data sets (tarballs and videos), and folder of the outputs (sqlite files and the HDF5
+        checkpoint).
     label : str
         The ``{label}`` in ``hist_{tarball}_{label}.sqlite``.
     clusters : int
@@ -52,6 +53,9 @@ class RunConfig:
     node_size : int or None
         Ranks per node for the node tier, every ``node_size`` consecutive ranks a node; None finds the nodes with
         an MPI_COMM_TYPE_SHARED split (some launchers and containers misreport them).
+    fps : float or None
+        A video's frames kept per second of its time, as ``mpicolor pack --fps`` keeps them
+        (`mpicolor.state.videos.FpsSampler`); None keeps every frame. Tarballs are not sampled.
     gpu_memory : int or None
         Device bytes a GPU rank may hold (``MPICOLOR_GPU_MEMORY``, read and checked on rank 0 by
         :func:`mpicolor.engine.gpu.memory_limit`); None takes that function's answer where the device is opened.
@@ -74,6 +78,7 @@ class RunConfig:
     stall_timeout: float = 600.0
     node_size: int | None = None
     gpu_memory: int | None = None
+    fps: float | None = None
     version: str = __version__
 
     def __post_init__(self):
@@ -91,6 +96,8 @@ class RunConfig:
             raise ValueError(f"stall_timeout={self.stall_timeout} should be > 0 seconds")
         if self.node_size is not None and self.node_size < 1:
             raise ValueError(f"node_size={self.node_size} should be >= 1 ranks")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps={self.fps} should be > 0 frames per second")
         if self.gpus is not None and self.gpus < 0:
             raise ValueError(f"gpus={self.gpus} should be >= 0")
         if self.progress not in ("auto", "bar", "log"):

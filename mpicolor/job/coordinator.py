@@ -29,10 +29,10 @@ from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.state import resume
 from mpicolor.state.atomic import remove_stale_temporaries, write_json
 from mpicolor.state.checkpoint import CHECKPOINT, CHECKPOINT_FOLDER, Checkpoint, DamagedCheckpoint
+from mpicolor.state.datasets import find_data_sets
 from mpicolor.state.output_dir import RUN_LOG, RUN_SUMMARY, OutputError, OutputLock, prepare_output_dir
 from mpicolor.state.results import COMPLETE, INCOMPLETE, PARTIAL, PENDING, UNREADABLE, TarballResults
 from mpicolor.state.sqlite import sqlite_name
-from mpicolor.state.tarballs import find_tarballs
 from mpicolor.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ FAILURES_LOGGED = 5
 
 @dataclass
 class ActiveTarball:
-    """A tarball being computed: its results, its frames' places, and the frames not yet handed out."""
+    """A data set being computed: its results, its frames' places, and the frames not yet handed out; a
+    video's index too (``video``), from which its chunks' segments are cut."""
 
     number: int
     path: str
@@ -64,6 +65,8 @@ class ActiveTarball:
     failures_logged: int = 0
     stamp: tuple | None = None
     unread: str | None = None  # why frames of it could not be read: it ends incomplete, they stay pending
+    video: object = None        # a video's VideoIndex
+    segment_starts: np.ndarray | None = None  # a video's: the first frame of each of its segments
 
     def unassigned(self):
         return len(self.pending) - self.cursor
@@ -134,10 +137,11 @@ class Coordinator:
 
     # ---- start ----------------------------------------------------------------------------------------
     def open_run(self):
-        """Find the tarballs, lock OUTPUT_DIR, open the checkpoint and list what is to compute; raise
-        ValueError for a bad INPUT_DIR, OutputError or OSError for an OUTPUT_DIR that cannot be used."""
+        """Find the data sets (tarballs and videos), lock OUTPUT_DIR, open the checkpoint and list what is to
+        compute; raise ValueError for a bad INPUT_DIR, OutputError or OSError for an OUTPUT_DIR that cannot be
+        used."""
         try:
-            paths, rejected = find_tarballs(self.config.input_dir)
+            paths, rejected = find_data_sets(self.config.input_dir)
         except (FileNotFoundError, NotADirectoryError) as error:
             raise ValueError(f"INPUT_DIR: {error}") from None
         prepare_output_dir(self.config.output_dir)
@@ -159,7 +163,7 @@ class Coordinator:
                          "fingerprints match", moved_from, self.config.input_dir)
         self.paths = paths + [path for path, _ in rejected]
         if not self.paths:
-            log.warning("INPUT_DIR %s holds no tarballs (*.tar): nothing to do", self.config.input_dir)
+            log.warning("INPUT_DIR %s holds no tarballs (*.tar) or videos: nothing to do", self.config.input_dir)
         for path, reason in rejected:
             self._unreadable(len(self.outcomes), path, reason)
         skipped = 0
@@ -168,7 +172,7 @@ class Coordinator:
                 skipped += 1
             else:
                 self.todo.append((number, path))
-        log.info("%d tarballs in %s: %d already done, %d to compute", len(self.paths), self.config.input_dir,
+        log.info("%d data sets in %s: %d already done, %d to compute", len(self.paths), self.config.input_dir,
                  skipped, len(self.todo))
 
     def start_clocks(self):
@@ -293,16 +297,56 @@ class Coordinator:
         # the tail, when nothing is left to index: what is left is split so that all ranks finish together
         tail = not self.todo and not self.indexing
         length = min(self.schedule.work_length(capacity, self._unassigned(), tail), tarball.unassigned())
+        if tarball.video is not None:
+            whole = self._whole_segments(tarball, length)
+            share = max(length, -(-self._unassigned() // self.size))
+            length = share if tail and whole > share and self._head_to_decode(tarball, share) <= 2 * share else whole
         positions = tarball.pending[tarball.cursor:tarball.cursor + length]
         tarball.cursor += length
         tarball.outstanding += 1
         chunk = Chunk(self.next_chunk_id, tarball.number, tarball.path, positions, tarball.offsets[positions],
-                      tarball.sizes[positions], tarball.stamp, last=tail and self._unassigned() == 0)
+                      tarball.sizes[positions], tarball.stamp, last=tail and self._unassigned() == 0,
+                      segments=self._segments(tarball, tarball.offsets[positions]))
         self.next_chunk_id += 1
         return chunk
 
+    @staticmethod
+    def _whole_segments(video, length):
+        """``length`` frames of a video from its cursor, made longer to end where a segment ends: a chunk is a
+        run of whole segments, so that none is decoded twice (a segment longer than the schedule asks is
+        still one chunk, but at the tail: see `_cut`)."""
+        frames = video.offsets[video.pending[video.cursor:]]
+        next_segment = np.searchsorted(video.segment_starts, frames[length - 1], side="right")
+        if next_segment == len(video.segment_starts):
+            return len(frames)
+        return int(np.searchsorted(frames, video.segment_starts[next_segment]))
+
+    @staticmethod
+    def _head_to_decode(video, length):
+        """Frames the decoder of a chunk starting ``length`` frames after a video's cursor decodes and throws away
+        (from its segment's keyframe).
+
+        At the tail, a segment holding more than a rank's even share of what is left would leave ranks idle: a
+        chunk then ends mid-segment when the next one's head is at most twice the share, so that the decode it
+        repeats stays below what the split gains (a video of one keyframe is cut once or twice, not per rank).
+        """
+        frame = video.offsets[video.pending[video.cursor + length]]
+        return int(frame - video.segment_starts[np.searchsorted(video.segment_starts, frame, side="right") - 1])
+
+    @staticmethod
+    def _segments(video, frames):
+        """The `mpicolor.state.videos.Segment` of each run of ``frames`` (numbers in a video, ascending) that
+        lies in one of the video's segments; () for a tarball."""
+        if video.video is None:
+            return ()
+        segment_of = np.searchsorted(video.segment_starts, frames, side="right")
+        firsts = np.flatnonzero(np.diff(segment_of, prepend=-1))
+        lasts = np.append(firsts[1:], len(frames)) - 1
+        return tuple(video.video.segment(int(frames[first]), int(frames[last]) + 1)
+                     for first, last in zip(firsts.tolist(), lasts.tolist()))
+
     def _open(self, number, path):
-        self.indexed(index_for_coordinator(number, path))
+        self.indexed(index_for_coordinator(number, path, self.config.fps))
 
     def indexed(self, index):
         """Take in an :class:`~mpicolor.job.worker.IndexedTarball`: its frames become work (or it is unreadable).
@@ -318,7 +362,8 @@ class Coordinator:
         results = resume.reusable(self._stored(name), index, self.config.clusters, self.config.engine())
         if results is None:
             results = TarballResults.empty(name, index.names, self.config.clusters, index.skipped, index.incomplete,
-                                           crops=self.config.crop_borders, fingerprint=index.fingerprint)
+                                           crops=self.config.crop_borders, fingerprint=index.fingerprint,
+                                           seconds=index.seconds)
         if index.incomplete:
             log.error("%s: %s; its readable frames are computed, but it is not taken as done", name,
                       index.incomplete)
@@ -326,7 +371,8 @@ class Coordinator:
             log.info("%s: skipped members that are not frames: %s", name,
                      ", ".join(f"{count} {kind}" for kind, count in sorted(index.skipped.items())))
         tarball = ActiveTarball(number, path, results, index.offsets, index.sizes, results.pending(),
-                                stamp=index.stamp)
+                                stamp=index.stamp, video=index.video,
+                                segment_starts=None if index.video is None else index.video.segment_starts())
         self.frames_known += len(index.names)
         self.frames_done += len(index.names) - len(tarball.pending)
         self.active[number] = tarball

@@ -290,12 +290,11 @@ class NodePlanner:
         # once nothing more will come, what the node holds is split so that its ranks finish it together
         unassigned = sum(self.ranges[key].unassigned() for key in self.cutting) if self.draining else 0
         length = min(self.schedule.work_length(capacity, unassigned, self.draining), work.unassigned())
-        whole, part = work.chunk, slice(work.cursor, work.cursor + length)
-        work.cursor += length
+        whole, start = work.chunk, work.cursor
+        work.cursor = whole.cut(start, length)  # a video's range is cut between its segments
         if work.unassigned() == 0:
             self.send(work.source, Cut(whole.chunk_id))
-        return self._numbered(Chunk(-1, whole.tarball, whole.path, whole.positions[part], whole.offsets[part],
-                                    whole.sizes[part], whole.stamp), self.cutting[0])
+        return self._numbered(dataclasses.replace(whole.part(start, work.cursor), last=False), self.cutting[0])
 
     def _numbered(self, chunk, key):
         """``chunk`` under this node's next chunk id, remembered as part of range ``key``."""

@@ -48,7 +48,7 @@ class Progress:
         rate = frames_done / elapsed if elapsed > 0 else 0.0
         remaining = max(frames_total - frames_done, 0)
         eta = remaining / rate if rate > 0 else None
-        return (f"tarball {tarballs_done}/{self.n_tarballs}, frames {frames_done}/{frames_total}, "
+        return (f"data set {tarballs_done}/{self.n_tarballs}, frames {frames_done}/{frames_total}, "
                 f"{rate:.1f} frames/s, elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
 
     def update(self, tarballs_done, frames_done, frames_total, force=False):

@@ -10,6 +10,7 @@ the order it answers, so that a coordinator's ledger knows what is still out; fr
 never in tags (only tags up to 32767 are guaranteed).
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -49,24 +50,32 @@ class Stop:
 
 @dataclass
 class Chunk:
-    """Frames of one tarball to compute: a chunk for a worker, or a range of chunks for a node coordinator.
+    """Frames of one data set to compute: a chunk for a worker, or a range of chunks for a node coordinator.
+
+    A video's chunk is a run of whole segments (`segments`): every cut of it, by rank 0 or a node
+    coordinator, falls between two of them (`cut`, `part`), so that no frame is decoded twice and each
+    segment's decoder starts where it must.
 
     Attributes
     ----------
     chunk_id : int
         Unique among the orders of the rank that sent it.
     tarball : int
-        The tarball's number in the run's sorted list.
+        The data set's number in the run's sorted list.
     path : str
-        The tarball's path, read by every rank (a shared file system carries the data, not the coordinators).
+        The data set's path, read by every rank (a shared file system carries the data, not the coordinators).
     positions, offsets, sizes : ndarray of shape (n,), int64
-        Frame positions in the tarball and where their bytes lie.
+        Frame positions in the data set, ascending, and where their bytes lie in a tarball; in a video,
+        ``offsets`` are the frames' numbers in the video (``sizes`` unused, 0).
     stamp : tuple or None
         The tarball's file stamp when it was indexed (`mpicolor.job.worker.file_stamp`): frames read from
         another version of it are not kept.
     last : bool
         Nothing is left to hand out after it: a node coordinator then cuts what it holds finer, so that the
         ranks of its node finish together.
+    segments : tuple of mpicolor.state.videos.Segment
+        A video's: what a rank decodes, in order; each covers a run of the chunk's frames (empty for a
+        tarball).
     """
 
     chunk_id: int
@@ -77,10 +86,33 @@ class Chunk:
     sizes: np.ndarray
     stamp: tuple | None = None
     last: bool = False
+    segments: tuple = ()
 
     @property
     def key(self):
         return ("chunk", self.chunk_id)
+
+    def cut(self, start, length):
+        """Where a piece of at least ``length`` frames from frame ``start`` (indices into `positions`) ends:
+        ``start + length`` for a tarball, the end of the segment holding that frame for a video, and never
+        beyond the chunk."""
+        stop = min(start + length, len(self.positions))
+        if not self.segments or stop == len(self.positions):
+            return stop
+        firsts = self._segment_firsts()
+        return int(firsts[np.searchsorted(firsts, stop)]) if stop <= firsts[-1] else len(self.positions)
+
+    def part(self, start, stop):
+        """Frames ``[start, stop)`` (indices into `positions`, cut by `cut`) as a chunk of their own, with
+        their segments; ``chunk_id`` and ``last`` as this one's."""
+        firsts = self._segment_firsts()
+        kept = tuple(segment for segment, first in zip(self.segments, firsts.tolist()) if start <= first < stop)
+        return dataclasses.replace(self, positions=self.positions[start:stop], offsets=self.offsets[start:stop],
+                                   sizes=self.sizes[start:stop], segments=kept)
+
+    def _segment_firsts(self):
+        """The index in `positions` of each segment's first frame."""
+        return np.searchsorted(self.offsets, [segment.start for segment in self.segments]).astype(np.int64)
 
     def words(self):
         frames = len(self.positions)
@@ -190,6 +222,10 @@ class IndexedTarball:
         What tells whether stored results belong to this tarball (None when it cannot be read).
     stamp : tuple or None
         The tarball's file stamp, taken before it was indexed.
+    seconds : ndarray of shape (n_frames,), float64, or None
+        A video's frames' times; None for a tarball.
+    video : mpicolor.state.videos.VideoIndex or None
+        A video's index, from which rank 0 cuts segments; None for a tarball.
     """
 
     number: int
@@ -202,6 +238,8 @@ class IndexedTarball:
     error: str | None = None
     fingerprint: object = None
     stamp: tuple | None = None
+    seconds: np.ndarray | None = None
+    video: object = None
 
     @property
     def key(self):

@@ -59,8 +59,8 @@ class RunReport:
         """Lines of the end-of-run summary."""
         computed = sum(stats.frames for stats in self.rank_stats.values())
         failed = sum(outcome.failures or 0 for outcome in self.outcomes.values())
-        lines = [f"done: {len(self.outcomes)} tarballs, {computed} frames computed in this run "
-                 f"({failed} failed frames in the tarballs read), wall {format_duration(wall)}, "
+        lines = [f"done: {len(self.outcomes)} data sets, {computed} frames computed in this run "
+                 f"({failed} failed frames in the data sets read), wall {format_duration(wall)}, "
                  f"{computed / wall if wall > 0 else 0:.1f} frames/s"]
         for number in sorted(self.outcomes):
             outcome = self.outcomes[number]

@@ -1,8 +1,9 @@
-"""A rank's share of the work: read the bytes of assigned frames by offset and compute their palettes; index
-tarballs and write sqlite files when its coordinator asks."""
+"""A rank's share of the work: read the bytes of assigned frames by offset, or decode a video's segments, and
+compute their palettes; index data sets and write sqlite files when its coordinator asks."""
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from mpicolor.engine import yuv
 from mpicolor.engine.borders import crop, detect_borders
 from mpicolor.engine.decode import check_head, decode_frame
 from mpicolor.engine.palette import (
@@ -19,14 +21,25 @@ from mpicolor.engine.palette import (
     default_scale,
     extract_palette,
     palette_from_bytes,
+    sample_rows,
     smooth_chroma,
     sorted_palette,
 )
 from mpicolor.job.protocol import ChunkResult, IndexedTarball, IndexJob, RankStats, SqliteJob, SqliteWritten
 from mpicolor.state.checkpoint import DamagedCheckpoint
+from mpicolor.state.datasets import is_video
 from mpicolor.state.results import BACKEND_CODES, BACKEND_NAMES, CPU, FAILED, GPU, PENDING
 from mpicolor.state.sqlite import write_sqlite_from_checkpoint
 from mpicolor.state.tarballs import BadTarball, Member, index_tarball, read_member
+from mpicolor.state.videos import (
+    BadVideo,
+    DecodedFrame,
+    FrameFailure,
+    frame_name,
+    index_video,
+    read_segment,
+    sample_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +73,7 @@ def answer(computer, order):
     order : Chunk, IndexJob or SqliteJob
     """
     if isinstance(order, IndexJob):
-        return index_for_coordinator(order.number, order.path)
+        return index_for_coordinator(order.number, order.path, computer.config.fps)
     if isinstance(order, SqliteJob):
         return write_sqlite(computer.config, order.name)
     return computer.compute(order)
@@ -76,9 +89,12 @@ def write_sqlite(config, name):
     return SqliteWritten(name)
 
 
-def index_for_coordinator(number, path):
-    """Index one tarball (on whichever rank its coordinator asks) into an :class:`IndexedTarball`; a read error
-    that may pass is tried again (`retried`)."""
+def index_for_coordinator(number, path, fps=None):
+    """Index one data set (on whichever rank its coordinator asks) into an :class:`IndexedTarball`; a read error
+    that may pass is tried again (`retried`). A video's members are the frames ``fps`` keeps
+    (`mpicolor.state.videos.sample_frames`; None keeps every frame), named as ``pack`` names them."""
+    if is_video(path):
+        return _index_video(number, path, fps)
 
     def stamped_index():
         # stamped before indexing: a change while indexing then shows as a change when frames are read
@@ -95,6 +111,22 @@ def index_for_coordinator(number, path):
                           np.array([member.offset for member in index.members], np.int64),
                           np.array([member.size for member in index.members], np.int64),
                           index.skipped, index.incomplete, fingerprint=index.fingerprint, stamp=stamp)
+
+
+def _index_video(number, path, fps):
+    """`index_for_coordinator` for a video: `offsets` are the kept frames' numbers in the video."""
+    try:
+        stamp, index = retried(lambda: (file_stamp(os.stat(path)), index_video(path)), f"indexing {path}")
+    except (BadVideo, ImportError) as error:
+        reason = error.reason if isinstance(error, BadVideo) else str(error)
+        return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64), error=reason)
+    except OSError as error:
+        return IndexedTarball(number, path, [], np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              error=f"cannot read it ({_error_text(error)})")
+    kept = sample_frames(index.seconds, fps)
+    return IndexedTarball(number, path, [frame_name(index.stem, k) for k in range(len(kept))], kept,
+                          np.zeros(len(kept), np.int64), incomplete=index.incomplete, fingerprint=index.fingerprint,
+                          stamp=stamp, seconds=index.seconds[kept], video=index)
 
 
 def retried(action, doing, before_retry=None):
@@ -127,6 +159,17 @@ def _error_text(error):
 
 class Unread(Exception):
     """A frame's bytes could not be read for a reason that is not the frame's own; the message says why."""
+
+
+def _unread(reason):
+    raise Unread(reason)
+
+
+def _decoded_or_bad(frame):
+    """A video's `DecodedFrame` as it came; a `FrameFailure` as the `BadFrame` of its reason."""
+    if isinstance(frame, FrameFailure):
+        raise BadFrame(frame.reason)
+    return frame
 
 
 @contextlib.contextmanager
@@ -191,6 +234,7 @@ class FrameComputer:
         self.read = read
         self.gpu_failures = 0  # frames in a row the device failed twice
         self.open_files = {}
+        self.grid_buffers = {}  # upright frame shape -> a video frame's buffer for `_video_grid`
 
     def steps(self, chunk):
         """Compute a chunk one frame at a time.
@@ -201,7 +245,9 @@ class FrameComputer:
         does not wake for every frame), else 0. A frame that cannot be decoded becomes a failure with its reason;
         it never ends the chunk. A frame that cannot be read (:class:`Unread`) leaves it and the rest of the
         chunk unread, and a tarball that changed since it was indexed leaves the whole chunk unread: what was
-        read may mix two versions. On a GPU rank the yields come after every decode and the palettes are
+        read may mix two versions. A video's chunk is decoded segment by segment (`_video_frames`): a frame the
+        decoder cannot give is a failure with its reason, a video that cannot be read leaves the whole chunk
+        unread. On a GPU rank the yields come after every decode and the palettes are
         computed in batches.
         """
         started = time.perf_counter()
@@ -219,13 +265,15 @@ class FrameComputer:
         busy = 0.0
         simulated = self.config.simulate or 0.0
         cannot_read, unread_from = None, n_frames  # why, and from which frame on, the chunk is not read
-        for i, (position, offset, size) in enumerate(zip(positions, chunk.offsets.tolist(), chunk.sizes.tolist())):
+        frames = self._video_frames(chunk) if chunk.segments else self._tarball_frames(chunk)
+        for i, load in frames:
+            position = positions[i]
             owed = 0.0
             with _frame_notes(notes, position):
                 try:
-                    frame_bytes = self._frame_bytes(chunk.path, offset, size)
+                    frame = load()
                     if gpu is not None:
-                        image = self._decode(frame_bytes, crops, i)
+                        image = self._decode(frame, crops, i)
                         cost = gpu.frame_bytes(image)
                         if images and held + cost > gpu.batch_budget:
                             self._gpu_palettes(gpu, images, positions, notes, packed, shares, backend)
@@ -233,26 +281,28 @@ class FrameComputer:
                         images[i] = image
                         held += cost
                     else:
-                        palette = self._palette(frame_bytes, crops, i)
+                        palette = self._palette(frame, crops, i)
                         packed[i], shares[i], owed = palette.packed, palette.shares, simulated
                 except BadFrame as error:
                     failures[position] = str(error)
                     backend[i] = FAILED
                 except Unread as error:
-                    cannot_read, unread_from = str(error), i
+                    # a video's frames come in the decoder's order, not the chunk's: none of them is kept
+                    cannot_read, unread_from = str(error), 0 if chunk.segments else i
             # the time between yields is the coordinator's own: only the time spent here counts as busy
             busy += time.perf_counter() - started + owed
             if cannot_read is not None:
                 break
             yield owed
             started = time.perf_counter()
+        frames.close()  # a video's decoder, when the chunk ended early
         changed = self._change_since_indexed(chunk)
         if changed is not None:
             cannot_read, unread_from = changed, 0
-            failures.clear()
         elif images:
             self._gpu_palettes(gpu, images, positions, notes, packed, shares, backend)
         unread = dict.fromkeys(positions[unread_from:], cannot_read)
+        failures = {position: reason for position, reason in failures.items() if position not in unread}
         backend[unread_from:], packed[unread_from:], shares[unread_from:] = PENDING, 0, 0
         if crops is not None:
             crops[unread_from:] = 0
@@ -263,6 +313,33 @@ class FrameComputer:
                           {BACKEND_NAMES[int(code)]: int(count) for code, count in zip(codes, counts)})
         return ChunkResult(chunk.chunk_id, chunk.tarball, chunk.positions, packed, shares, backend, failures, notes,
                            crops, unread, {self.rank: stats})
+
+    def _tarball_frames(self, chunk):
+        """``(i, load)`` for every frame of a tarball's chunk, in order: ``load()`` reads its bytes
+        (`_frame_bytes`)."""
+        for i, (offset, size) in enumerate(zip(chunk.offsets.tolist(), chunk.sizes.tolist())):
+            yield i, functools.partial(self._frame_bytes, chunk.path, offset, size)
+
+    def _video_frames(self, chunk):
+        """``(i, load)`` for every frame of a video's chunk, as its segments' decoders deliver them: ``load()``
+        gives the `DecodedFrame`, or raises `BadFrame` with the reason it could not be decoded, or `Unread`
+        when the video could not be read at all (it changed or vanished since it was indexed)."""
+        wanted = dict(zip(chunk.offsets.tolist(), range(len(chunk.offsets))))
+        try:
+            for segment in chunk.segments:
+                for frame in read_segment(segment):
+                    i = wanted.pop(frame.number, None)
+                    if i is not None:
+                        yield i, functools.partial(_decoded_or_bad, frame)
+        except BadVideo as error:
+            yield 0, functools.partial(_unread, f"cannot decode {chunk.path} ({error.reason})")
+            return
+        except OSError as error:
+            yield 0, functools.partial(_unread, f"cannot read {chunk.path} ({_error_text(error)})")
+            return
+        for i in wanted.values():  # read_segment gives every frame of its segment; a frame is never lost silently
+            yield i, functools.partial(_decoded_or_bad, FrameFailure(int(chunk.offsets[i]), 0.0,
+                                                                     "no segment of its chunk delivered it"))
 
     def _frame_bytes(self, path, offset, size):
         """A frame's bytes: a head first, the rest only once :func:`~mpicolor.engine.decode.check_head` passes it.
@@ -293,11 +370,20 @@ class FrameComputer:
             raise Unread(f"cannot read {path} ({_error_text(error)})") from None
 
     def _change_since_indexed(self, chunk):
-        """Why the tarball this rank has open is not the one indexed, or None (also when none is open)."""
-        fd = self.open_files.get(chunk.path)
-        if chunk.stamp is None or fd is None:
+        """Why the tarball this rank has open (the video it decoded) is not the one indexed, or None (also
+        when none is open)."""
+        if chunk.stamp is None:
             return None
-        now = file_stamp(os.fstat(fd))
+        if chunk.segments:
+            try:
+                now = file_stamp(os.stat(chunk.path))
+            except OSError as error:
+                return f"cannot read {chunk.path} ({_error_text(error)})"
+        else:
+            fd = self.open_files.get(chunk.path)
+            if fd is None:
+                return None
+            now = file_stamp(os.fstat(fd))
         if now == chunk.stamp:
             return None
         self._forget(chunk.path)
@@ -370,24 +456,53 @@ class FrameComputer:
                     time.sleep(owed)
                 return finished.value
 
-    def _palette(self, frame_bytes, crops, i):
-        """A frame's palette on the CPU (its crop, if any, into ``crops[i]``)."""
+    def _palette(self, frame, crops, i):
+        """A frame's palette on the CPU (its crop, if any, into ``crops[i]``); ``frame``: a tarball frame's
+        bytes, or a video's `DecodedFrame`."""
         if self.config.simulate is not None:  # the cost is slept by the caller of `steps`
-            return stand_in_palette(frame_bytes, self.config.clusters)
-        if crops is not None:
-            return extract_palette(self._decode(frame_bytes, crops, i), self.config.clusters, self.config.method,
+            stand_in = frame if isinstance(frame, bytes) else frame.number.to_bytes(8, "little")
+            return stand_in_palette(stand_in, self.config.clusters)
+        if isinstance(frame, DecodedFrame) and crops is None and self.config.method == "fast":
+            # the fast palette reads its sample grid only: only the grid is converted
+            return extract_palette(self._video_grid(frame), self.config.clusters, "fast", self.config.seed)
+        if crops is not None or isinstance(frame, DecodedFrame):
+            return extract_palette(self._decode(frame, crops, i), self.config.clusters, self.config.method,
                                    self.config.seed)
-        return palette_from_bytes(frame_bytes, clusters=self.config.clusters, method=self.config.method,
+        return palette_from_bytes(frame, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
 
-    def _decode(self, frame_bytes, crops, i):
-        """Decode a frame; with ``crop_borders``, without its bars, which go into ``crops[i]``."""
-        image = decode_frame(frame_bytes, max_pixels=self.config.max_pixels, scale=self._scale(),
-                             smooth_chroma=smooth_chroma(self.config.method))
+    def _decode(self, frame, crops, i):
+        """A frame's BGR image (a tarball frame's bytes decoded, a video frame converted whole by
+        `mpicolor.engine.yuv.to_bgr`, the grid's pixels exactly); with ``crop_borders``, without its bars, which
+        go into ``crops[i]``."""
+        if isinstance(frame, DecodedFrame):
+            self._check_video_size(frame)
+            image = yuv.to_bgr(frame.pixel_format, frame.planes, frame.colorspace, frame.full_range, frame.rotation)
+        else:
+            image = decode_frame(frame, max_pixels=self.config.max_pixels, scale=self._scale(),
+                                 smooth_chroma=smooth_chroma(self.config.method))
         if crops is None:
             return image
         crops[i] = detect_borders(image)
         return crop(image, crops[i])
+
+    def _video_grid(self, frame):
+        """A video frame upright in a buffer kept per frame size, only the fast palette's sample converted
+        (`mpicolor.engine.yuv.grid_to_bgr`): its palette is that of the whole frame converted by `to_bgr`."""
+        self._check_video_size(frame)
+        shape = yuv.upright_shape(*frame.planes[0].shape[:2], frame.rotation)
+        if shape not in self.grid_buffers:
+            if len(self.grid_buffers) >= 4:
+                self.grid_buffers.pop(next(iter(self.grid_buffers)))
+            self.grid_buffers[shape] = np.zeros((*shape, 3), np.uint8)
+        return yuv.grid_to_bgr(frame.pixel_format, frame.planes, frame.colorspace, frame.full_range,
+                               *sample_rows(*shape)[:3], frame.rotation, out=self.grid_buffers[shape])
+
+    def _check_video_size(self, frame):
+        height, width = frame.planes[0].shape[:2]
+        if height * width > self.config.max_pixels:
+            raise BadFrame(f"{width}x{height} = {height * width:,} pixels, more than max_pixels="
+                           f"{self.config.max_pixels:,}")
 
     def _scale(self):
         return default_scale(self.config.method) if self.config.scale is None else self.config.scale

@@ -17,6 +17,9 @@ One module per concept, as h5py's ``_hl`` has them:
     and the engine that computed it.
 ``tarballs``
     The tar index: members' names, data offsets and sizes, read from the headers; a tarball's fingerprint.
+``videos``
+    A video as a data set: its index from the packets (frame times, keyframes, fingerprint), ``pack``'s frame
+    names and ``--fps`` rule, and one segment of frames decoded alone (PyAV, the ``video`` extra).
 ``writer``
     The thread that writes checkpoint files for rank 0 while it goes on coordinating.
 

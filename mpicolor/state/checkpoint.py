@@ -11,7 +11,8 @@ Layout
     One tarball's results: datasets ``frames`` (n,) str (fixed-length UTF-8; variable-length when a few very
     long names would make that too large, and in every file of format 2), ``packed`` (n, K) uint32, ``shares`` (n, K)
     float32, ``backend`` (n,) uint8 (0 pending, 1 cpu, 2 gpu, 3 failed), ``crops`` (n, 4) uint16 with
-    ``--crop-borders auto``, and when there are any ``failed_members`` (m,) int64 with ``failure_reasons``
+    ``--crop-borders auto``, ``seconds`` (n,) float64 for a video (each frame's time), and when there are any
+    ``failed_members`` (m,) int64 with ``failure_reasons``
     (m,) str, ``noted_members`` with ``notes``; attributes ``status``, ``skipped`` (JSON), ``incomplete``,
     ``error``, ``name``, ``format``, ``settings`` (JSON) and the tarball's fingerprint
     (``fingerprint_size``, ``fingerprint_mtime_ns``, ``fingerprint_members``). A name too long for a file
@@ -435,6 +436,8 @@ def _write_tarball(path, results, text_settings):
         h5.create_dataset("backend", data=results.backend)
         if results.crops is not None:
             h5.create_dataset("crops", data=results.crops)
+        if results.seconds is not None:
+            h5.create_dataset("seconds", data=results.seconds)
         _write_texts(h5, "failed_members", "failure_reasons", results.failures)
         _write_texts(h5, "noted_members", "notes", results.notes)
         h5.attrs["status"] = results.status
@@ -514,7 +517,8 @@ def _read_group(group, name, as_bytes=False):
         group["backend"][...], _read_texts(group, "failed_members", "failure_reasons"),
         _read_texts(group, "noted_members", "notes"), json.loads(attrs["skipped"]),
         attrs["incomplete"] or None, attrs["status"], attrs["error"] or None,
-        group["crops"][...] if "crops" in group else None, fingerprint)
+        group["crops"][...] if "crops" in group else None, fingerprint,
+        seconds=group["seconds"][...] if "seconds" in group else None)
 
 
 def _plain(value):

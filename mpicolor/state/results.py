@@ -1,4 +1,5 @@
-"""One tarball's results as rank 0 gathers them, and the per-frame backend codes and tarball statuses."""
+"""One data set's results (a tarball's or a video's) as rank 0 gathers them, and the per-frame backend codes and
+tarball statuses."""
 
 from dataclasses import dataclass, field, replace
 
@@ -53,6 +54,8 @@ class TarballResults:
     engine : int or None
         The version of the method's computation that made stored results (`mpicolor.engine.palette.ENGINE_VERSIONS`);
         None for results computed in this run, or stored by 0.1.0.
+    seconds : ndarray of shape (n_frames,), float64, or None
+        A video's frames' times (`mpicolor.state.videos.VideoIndex.seconds`); None for a tarball.
     """
 
     name: str
@@ -69,15 +72,19 @@ class TarballResults:
     crops: np.ndarray | None = None
     fingerprint: object = None
     engine: int | None = None
+    seconds: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, name, frames, clusters, skipped=None, incomplete=None, crops=False, fingerprint=None):
-        """Results with no frame computed yet (``crops``: keep each frame's crop too)."""
+    def empty(cls, name, frames, clusters, skipped=None, incomplete=None, crops=False, fingerprint=None,
+              seconds=None):
+        """Results with no frame computed yet (``crops``: keep each frame's crop too; ``seconds``: a video's
+        frames' times)."""
         n_frames = len(frames)
         return cls(name, list(frames), np.zeros((n_frames, clusters), np.uint32),
                    np.zeros((n_frames, clusters), np.float32), np.zeros(n_frames, np.uint8),
                    skipped=dict(skipped or {}), incomplete=incomplete,
-                   crops=np.zeros((n_frames, 4), np.uint16) if crops else None, fingerprint=fingerprint)
+                   crops=np.zeros((n_frames, 4), np.uint16) if crops else None, fingerprint=fingerprint,
+                   seconds=None if seconds is None else np.asarray(seconds, np.float64))
 
     @classmethod
     def unreadable(cls, name, error, clusters):
@@ -131,11 +138,13 @@ class TarballResults:
         """A copy that later :meth:`record` calls on this one leave alone."""
         return replace(self, frames=list(self.frames), packed=self.packed.copy(), shares=self.shares.copy(),
                        backend=self.backend.copy(), failures=dict(self.failures), notes=dict(self.notes),
-                       skipped=dict(self.skipped), crops=None if self.crops is None else self.crops.copy())
+                       skipped=dict(self.skipped), crops=None if self.crops is None else self.crops.copy(),
+                       seconds=None if self.seconds is None else self.seconds.copy())
 
     def nbytes(self):
         """Bytes these results take in a file, generously (names and texts included)."""
         texts = (*self.failures.values(), *self.notes.values())
         # map rather than a generator: rank 0 asks this of 44,470 names per save
         return (self.packed.nbytes + self.shares.nbytes + self.backend.nbytes
+                + (0 if self.seconds is None else self.seconds.nbytes)
                 + sum(map(len, self.frames)) + 16 * len(self.frames) + sum(map(len, texts)) + 24 * len(texts))

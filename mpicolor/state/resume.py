@@ -14,7 +14,7 @@ from mpicolor.state.results import UNREADABLE
 log = logging.getLogger(__name__)
 
 # Settings that change the numbers in the outputs: a resumed run must use the same ones.
-RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders")
+RESULT_SETTINGS = ("clusters", "method", "seed", "scale", "max_pixels", "simulate", "crop_borders", "fps")
 # Stored settings that say what made a file rather than what the run asked: they may differ between the
 # files of one checkpoint, and never refuse a run.
 MADE_BY = ("version", "engine")

@@ -1,5 +1,5 @@
-"""The original's output: ``hist_{tarball}_{label}.sqlite`` per finished tarball, written atomically, and read back
-(for the tools, when no checkpoint can be read)."""
+"""The original's output: ``hist_{data set}_{label}.sqlite`` per finished tarball or video, written atomically,
+and read back (for the tools, when no checkpoint can be read)."""
 
 import errno
 import glob
@@ -72,7 +72,8 @@ def _sqlite_temporary(output_dir, label, results, settings):
     """Write one tarball's sqlite file under its temporary name; return ``(temporary, final)``.
 
     Table ``images(imgname, color0..color{K-1}, share0..share{K-1}, member)`` holds one row per computed
-    frame in tar order (``member`` is the frame's position, which tells duplicate names apart); table
+    frame in tar order (``member`` is the frame's position, which tells duplicate names apart), and for a
+    video a column ``seconds`` (the frame's time; ``member`` its position among the frames kept); table
     ``failures(imgname, reason, member)`` the frames that could not be processed; table
     ``notes(imgname, note, member)`` warnings of frames that succeeded; table ``info(key, value)`` the settings
     and counts. Parameterised SQL only: member names come from anywhere.
@@ -85,12 +86,15 @@ def _sqlite_temporary(output_dir, label, results, settings):
     colors = [f"color{i} integer" for i in range(clusters)]
     shares = [f"share{i} real" for i in range(clusters)]
     crops = [f"crop_{side} integer" for side in CROP_SIDES] if results.crops is not None else []
+    seconds = ["seconds real"] if results.seconds is not None else []
     done = np.flatnonzero((results.backend == CPU) | (results.backend == GPU))
     names = [results.frames[position] for position in done.tolist()]
     # columns as lists, zipped into rows: far cheaper than building each row in Python
     crop_columns = results.crops[done].T.astype(np.int64).tolist() if crops else []
+    seconds_columns = [results.seconds[done].tolist()] if seconds else []
     rows = list(zip(names, *results.packed[done].T.astype(np.int64).tolist(),
-                    *results.shares[done].T.astype(np.float64).tolist(), done.tolist(), *crop_columns))
+                    *results.shares[done].T.astype(np.float64).tolist(), done.tolist(), *crop_columns,
+                    *seconds_columns))
     failures, notes = ([(results.frames[position], text, position) for position, text in sorted(texts.items())]
                        for texts in (results.failures, results.notes))
     info = dict(settings, tarball=results.name, frames=len(rows), failures=len(failures),
@@ -106,11 +110,11 @@ def _sqlite_temporary(output_dir, label, results, settings):
         connection.execute("PRAGMA synchronous=OFF")
         with connection:
             connection.execute(f"CREATE TABLE images (imgname text, {', '.join(colors + shares)}, member integer"
-                               + "".join(f", {column}" for column in crops) + ")")
+                               + "".join(f", {column}" for column in crops + seconds) + ")")
             connection.execute("CREATE TABLE failures (imgname text, reason text, member integer)")
             connection.execute("CREATE TABLE notes (imgname text, note text, member integer)")
             connection.execute("CREATE TABLE info (key text PRIMARY KEY, value text)")
-            marks = ", ".join("?" * (2 + 2 * clusters + len(crops)))
+            marks = ", ".join("?" * (2 + 2 * clusters + len(crops) + len(seconds)))
             connection.executemany(f"INSERT INTO images VALUES ({marks})", rows)
             connection.executemany("INSERT INTO failures VALUES (?, ?, ?)", failures)
             connection.executemany("INSERT INTO notes VALUES (?, ?, ?)", notes)

@@ -27,6 +27,7 @@ from mpicolor.job.launch import launcher_rank
 from mpicolor.job.logs import setup_logging
 from mpicolor.job.progress import format_duration
 from mpicolor.state.atomic import publish, temporary_path
+from mpicolor.state.videos import FpsSampler, frame_name
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,6 @@ def tarball_name(stem, part):
     return f"{stem}-{part:04d}.tar"
 
 
-def member_name(stem, index):
-    """``{stem}/{index:06d}.jpg``: zero-padded so that name order is time order."""
-    return f"{stem}/{index:06d}.jpg"
-
-
 def _pack_one(video, stem, args, live):
     """Pack one video; ``(video, frames written, error or None)``. A failure is logged, never raised."""
     try:
@@ -178,7 +174,7 @@ def pack_video(video, out, stem, fps=None, frames_per_tar=1000, quality=90, live
         rate = capture.get(cv2.CAP_PROP_FPS)
         writer = _TarballWriter(out, stem, frames_per_tar)
         progress = _Progress(stem, announced / rate if announced > 0 and rate > 0 else None, live)
-        next_sample = 0  # with --fps: the index k of the next sample time k / fps
+        sampler = FpsSampler(fps)
         written = decoded = 0
         try:
             while True:
@@ -187,17 +183,12 @@ def pack_video(video, out, stem, fps=None, frames_per_tar=1000, quality=90, live
                     break
                 decoded += 1
                 seconds = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                if fps is not None:
-                    # a microsecond of slack: POS_MSEC of a frame at 0.5 s may read 499.999 ms
-                    position = seconds * fps + 1e-6 * fps
-                    if position < next_sample:
-                        continue
-                    # the first sample time after this frame: a gap in the video yields no burst of frames
-                    next_sample = int(position) + 1
+                if not sampler.keep(seconds):
+                    continue
                 ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
                 if not ok:
                     raise VideoError(f"frame {decoded - 1} ({frame.shape}) could not be encoded as JPEG")
-                writer.add(member_name(stem, written), jpeg.tobytes())
+                writer.add(frame_name(stem, written), jpeg.tobytes())
                 written += 1
                 progress.update(written, seconds)
             writer.close()
