@@ -19,9 +19,10 @@ import pytest
 
 from helpers import bundled_frames, pack_scenes, read_sqlite, run_mpicolor
 from mpicolor.engine import gpu
-from mpicolor.engine.decode import decode_frame
+from mpicolor.engine.decode import decode_frame, repeated_chroma
 from mpicolor.engine.devices import probe_gpus
 from mpicolor.engine.kernels import kmeans, warm_up
+from mpicolor.engine.kernels.chroma import finalist_inertias
 from mpicolor.engine.palette import extract_palette, sample_indices
 from mpicolor.engine.stages import FAST
 from mpicolor.job import worker
@@ -73,6 +74,34 @@ def test_numpy_array_kernel_gives_the_cpu_palettes_on_video_frames():
             images.append(image)
         capture.release()
     assert gpu.extract_palettes(images, xp=np) == cpu_palettes(images)
+
+
+def test_numpy_array_kernel_gives_the_cpu_palettes_with_repeated_chroma(monkeypatch):
+    # the run's own decode (chroma repeated over 2x2 blocks): unsettled frames compare their finalists on the sample
+    # with interpolated chroma, on the host's frame, as the CPU does
+    encoded = [pathlib.Path(path).read_bytes() for path in bundled_frames()]
+    videos = [VIDEOS / name for name in ("Megamind.avi", "vtest.avi") if (VIDEOS / name).is_file()]
+    for path in videos:
+        capture = cv2.VideoCapture(str(path))
+        for index in range(20, 260, 20):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            read, image = capture.read()
+            assert read, f"{path}: frame {index}"
+            encoded.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        capture.release()
+    images = [decode_frame(data, smooth_chroma=False) for data in encoded]
+    blocks = [repeated_chroma(data, 1, False) for data in encoded]
+    assert set(blocks) == {(2, 2)}
+    compared = []
+    monkeypatch.setattr(gpu, "finalist_inertias",
+                        lambda *arguments: compared.append(arguments[7]) or finalist_inertias(*arguments))
+    assert gpu.extract_palettes(images, xp=np, chroma_blocks=blocks) == [
+        extract_palette(image, 5, "fast", 0, block) for image, block in zip(images, blocks)]
+    assert any(len(inertias) > 1 for inertias in compared), "no unsettled frame"
+    with pytest.raises(ValueError, match="chroma_blocks has 1 entries for 2 images"):
+        gpu.extract_palettes(images[:2], xp=np, chroma_blocks=blocks[:1])
+    with pytest.raises(ValueError, match=r"chroma_block=\(3, 1\) should be \(rows, columns\), each 1 or 2"):
+        gpu.extract_palettes(images[:1], xp=np, chroma_blocks=[(3, 1)])
 
 
 def test_flat_busy_and_tiny_frames_in_one_batch_and_other_cluster_counts(frames):
@@ -178,12 +207,12 @@ class FakeDevice(gpu.GpuDevice):
         self.fail_batches, self.fail_calls, self.fail_all, self.error = fail_batches, fail_calls, fail_all, error
         self.calls, self.held = [], []
 
-    def colours(self, images, clusters, seed):
+    def colours(self, images, clusters, seed, chroma_blocks=None):
         self.calls.append(len(images))
         self.held.append(sum(self.frame_bytes(image) for image in images))
         if self.fail_all or (self.fail_batches and len(images) > 1) or len(self.calls) in self.fail_calls:
             raise self.error
-        return super().colours(images, clusters, seed)
+        return super().colours(images, clusters, seed, chroma_blocks)
 
 
 def config(tmp_path, **settings):

@@ -13,7 +13,7 @@ import simplejpeg
 from threadpoolctl import threadpool_limits
 
 from mpicolor.bench.run import DEFAULT_FRAMES, median
-from mpicolor.engine.decode import SCALES, BadFrame, decode_frame
+from mpicolor.engine.decode import SCALES, BadFrame, decode_frame, repeated_chroma
 from mpicolor.engine.gpu import GpuDevice, GpuUnavailable
 from mpicolor.engine.kernels import kmeans, warm_up
 from mpicolor.engine.palette import METHODS, extract_palette, smooth_chroma, sorted_palette
@@ -124,7 +124,7 @@ def run_kernel_bench(args):
     palette_of = _palette_function(backends)
     if backends:
         tiny = np.arange(192, dtype=np.uint8).reshape(8, 8, 3)
-        report["array_first_call_s"] = _timed(palette_of, tiny, "fast")[1] / 1e3
+        report["array_first_call_s"] = _timed(palette_of, tiny, "fast", (1, 1))[1] / 1e3
         print(f"array kernels ({args.backend}), first call: {report['array_first_call_s']:.2f} s")
     with threadpool_limits(1):
         for source, frames in sources.items():
@@ -167,16 +167,19 @@ def _seed_inertia(path, sources, digests):
 
 
 def _palette_function(backends):
-    """``palette_of(image, method)``: the CPU kernels without ``backends``, else the GPU backend by method."""
+    """``palette_of(image, method, chroma_block)``: the CPU kernels without ``backends``, else the GPU backend by
+    method."""
     if not backends:
-        return lambda image, method: extract_palette(image, method=method)
-    return lambda image, method: sorted_palette(*backends[method].colours([image], 5, 0)[0], 5)
+        return lambda image, method, chroma_block: extract_palette(image, method=method, chroma_block=chroma_block)
+    return lambda image, method, chroma_block: sorted_palette(
+        *backends[method].colours([image], 5, 0, [chroma_block])[0], 5)
 
 
 def _batched(frames, backend, repeat):
     # the GPU path's real use: one call for many frames
-    images = [decode_frame(frame_bytes, smooth_chroma=smooth_chroma("fast")) for _, frame_bytes in frames]
-    runs = [_timed(backend.colours, images, 5, 0)[1] for _ in range(repeat)]
+    decoded = [_decode(frame_bytes, 1, smooth_chroma("fast")) for _, frame_bytes in frames]
+    images, blocks = [image for image, _ in decoded], [block for _, block in decoded]
+    runs = [_timed(backend.colours, images, 5, 0, blocks)[1] for _ in range(repeat)]
     return float(np.median(runs)) / len(images)
 
 
@@ -260,8 +263,8 @@ def _time_run(frames, records, timings, variants, run, palette_of):
         for method, scale in variants:
             if method == "seed" and run > 0:
                 continue
-            image, decode_ms = _timed(decode_frame, frame_bytes, scale=scale, smooth_chroma=smooth_chroma(method))
-            palette, palette_ms = _timed(palette_of, image, method)
+            (image, chroma_block), decode_ms = _timed(_decode, frame_bytes, scale, smooth_chroma(method))
+            palette, palette_ms = _timed(palette_of, image, method, chroma_block)
             decode_list, palette_list = timing[_label(method, scale)]
             decode_list.append(decode_ms)
             palette_list.append(palette_ms)
@@ -271,6 +274,12 @@ def _time_run(frames, records, timings, variants, run, palette_of):
                 record["variants"][_label(method, scale)] = {"inertia": inertia, "packed": palette.packed.tolist()}
                 if method == "seed":
                     record["seed_inertia"] = inertia
+
+
+def _decode(frame_bytes, scale, smooth):
+    # as `palette_from_bytes` decodes: the pixels, and the block its fast decode repeats each chroma sample over
+    return (decode_frame(frame_bytes, scale=scale, smooth_chroma=smooth),
+            repeated_chroma(frame_bytes, scale, smooth))
 
 
 def _frame_medians(record, timing, variants):

@@ -88,6 +88,33 @@ def decode_frame(data, max_pixels=DEFAULT_MAX_PIXELS, scale=1, smooth_chroma=Tru
     return np.ascontiguousarray(image)
 
 
+# a JPEG's chroma subsampling (simplejpeg's name): the rows and columns of pixels that share one chroma sample
+_CHROMA_BLOCKS = {"420": (2, 2), "422": (1, 2), "440": (2, 1)}
+
+
+def repeated_chroma(data, scale=1, smooth_chroma=True):
+    """The block of pixels over which `decode_frame` repeats each chroma sample of these bytes.
+
+    Parameters
+    ----------
+    data : bytes-like
+        A frame `decode_frame` decoded.
+    scale, smooth_chroma
+        As `decode_frame` took them.
+
+    Returns
+    -------
+    (int, int)
+        Rows and columns of the block: ``(2, 2)`` for a 4:2:0 JPEG decoded at full size without smoothing,
+        ``(1, 2)`` for 4:2:2, ``(2, 1)`` for 4:4:0; ``(1, 1)`` when each pixel has its own (interpolated, or
+        stored at full resolution, or a PNG, or a reduced decode, or 4:1:1, whose chroma is not rebuilt).
+    """
+    if smooth_chroma or scale != 1 or bytes(data[:3]) != _JPEG_START:
+        return 1, 1
+    _, _, colourspace, subsampling = simplejpeg.decode_jpeg_header(data)
+    return _CHROMA_BLOCKS.get(subsampling, (1, 1)) if colourspace == "YCbCr" else (1, 1)
+
+
 def check_head(head, size, max_pixels=DEFAULT_MAX_PIXELS):
     """Check a frame from its first bytes, before the rest is read.
 

@@ -18,10 +18,12 @@ from typing import NamedTuple
 import numpy as np
 
 from mpicolor.engine.devices import probe_gpus
+from mpicolor.engine.kernels.chroma import finalist_inertias
 from mpicolor.engine.kernels.histogram import colour_bins
 from mpicolor.engine.kernels.kmeans import LANES
 from mpicolor.engine.kernels.search import distinct_runs
 from mpicolor.engine.palette import (
+    check_chroma_block,
     check_image,
     check_settings,
     sample_indices,
@@ -59,10 +61,11 @@ class GpuUnavailable(RuntimeError):
     """This process cannot compute on a GPU; the message says why (no CuPy, no device, no cuML)."""
 
 
-def extract_palettes(images, clusters=5, seed=0, xp=None):
+def extract_palettes(images, clusters=5, seed=0, xp=None, chroma_blocks=None):
     """Fast palettes of a batch of frames, computed with the array namespace ``xp``.
 
-    The same answer as ``[extract_palette(image, clusters, "fast", seed) for image in images]``:
+    The same answer as ``[extract_palette(image, clusters, "fast", seed, block) for image, block in zip(images,
+    chroma_blocks)]``:
     with ``xp=numpy`` identical palettes (tested on real frames), on CuPy identical unless a
     reduction run in the device's order breaks a near-tie another way (docs/gpu-design.md).
 
@@ -75,18 +78,24 @@ def extract_palettes(images, clusters=5, seed=0, xp=None):
     xp : module, default None
         ``numpy`` or ``cupy``; None takes CuPy on the current device, and raises `GpuUnavailable`
         when there is none.
+    chroma_blocks : sequence of (int, int), default None
+        Per frame, as `extract_palette`'s ``chroma_block``; None: ``(1, 1)`` for every frame.
 
     Returns
     -------
     list of Palette
     """
     images = list(images)
+    chroma_blocks = [(1, 1)] * len(images) if chroma_blocks is None else list(chroma_blocks)
+    if len(chroma_blocks) != len(images):
+        raise ValueError(f"chroma_blocks has {len(chroma_blocks)} entries for {len(images)} images; give one a frame")
     for image in images:
         check_image(image)
+    chroma_blocks = [check_chroma_block(block) for block in chroma_blocks]
     check_settings(clusters, "fast", seed)
     if xp is None:
         xp = cupy_namespace()
-    solved = fast_colours(images, int(clusters), int(seed), xp)
+    solved = fast_colours(images, int(clusters), int(seed), xp, chroma_blocks=chroma_blocks)
     return [sorted_palette(bgr, counts, int(clusters)) for bgr, counts in solved]
 
 
@@ -163,10 +172,11 @@ class GpuDevice:
         *_, sampled = sample_rows(*image.shape[:2])
         return PLAN_BYTES_PER_SAMPLED_PIXEL * sampled
 
-    def colours(self, images, clusters, seed):
+    def colours(self, images, clusters, seed, chroma_blocks=None):
         """Centres and counts of every frame, as `mpicolor.engine.palette.sorted_palette` takes them.
 
-        The caller keeps a batch within `batch_budget` (the sum of its frames' `frame_bytes`).
+        The caller keeps a batch within `batch_budget` (the sum of its frames' `frame_bytes`). ``chroma_blocks``:
+        per frame, as `extract_palette`'s ``chroma_block`` (None: ``(1, 1)`` each); ``"seed"`` needs none.
 
         ``"fast"`` computes the whole batch at once; ``"seed"`` runs cuML frame by frame.
 
@@ -177,7 +187,7 @@ class GpuDevice:
         with self.bound():
             if self.method == "seed":
                 return [seed_colours(image, clusters, seed, self.kmeans) for image in images]
-            return fast_colours(images, clusters, seed, self.xp, self.memory - self.batch_budget)
+            return fast_colours(images, clusters, seed, self.xp, self.memory - self.batch_budget, chroma_blocks)
 
 
 class Level(NamedTuple):
@@ -221,12 +231,16 @@ class FastPlan:
     finer : callable or None
         ``finer()`` cuts the finer final level of an unsettled frame (`mpicolor.engine.stages.finer_threshold`);
         None when the final level holds the exact colours already.
+    choose_by : callable or None
+        ``choose_by(finalists, inertias)``: the inertias the winner of converged finalists (n, clusters, 3) is
+        chosen by (`mpicolor.engine.kernels.chroma.finalist_inertias`, on the host's frame); None for the inertias.
     """
 
     levels: tuple
     uniforms: np.ndarray | None
     tol: float
     finer: object = None
+    choose_by: object = None
 
 
 def plan_fast(levels_at, clusters, seed, variance, sample_size):
@@ -293,7 +307,7 @@ def solve_plans(plans, clusters, kmeans):
     finals = [(p, level, centres) for p, (level, finalists) in enumerate(_final_levels(searched, chosen, kmeans))
               for centres in finalists]
     converged = kmeans.converge([(level, centres, searched[p].tol) for p, level, centres in finals], FAST.final_iter)
-    won = iter(_winners(finals, converged))
+    won = iter(_winners(searched, finals, converged))
     solved = []
     for plan in plans:
         if plan.uniforms is None:
@@ -324,13 +338,20 @@ def _final_levels(searched, chosen, kmeans):
     return levels
 
 
-def _winners(finals, converged):
-    """Per plan, in plan order, its level and the ``(centres, labels, inertia)`` of its finalist of lowest inertia."""
+def _winners(searched, finals, converged):
+    """Per plan, in plan order, its level and the ``(centres, labels, inertia)`` of its finalist of lowest inertia:
+    on the level, or on the sample with interpolated chroma (`FastPlan.choose_by`)."""
     by_plan = {}
     for (p, level, _), result in zip(finals, converged):
         by_plan.setdefault(p, []).append((level, result))
-    return [results[kept_runs(np.array([inertia for _, (_, _, inertia) in results]), 1)[0]]
-            for results in by_plan.values()]
+    winners = []
+    for p, results in by_plan.items():
+        inertias = np.array([inertia for _, (_, _, inertia) in results])
+        if searched[p].choose_by is not None:
+            finalists = np.stack([centres for _, (centres, _, _) in results]).astype(np.float64)
+            inertias = searched[p].choose_by(finalists, inertias)
+        winners.append(results[kept_runs(inertias, 1)[0]])
+    return winners
 
 
 def _kept_of_each(chosen, stepped, keep):
@@ -342,21 +363,29 @@ def _kept_of_each(chosen, stepped, keep):
             for run in kept_runs(np.array([stepped[index][2] for index in indices]), keep)]
 
 
-def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT // 2):
+def fast_colours(images, clusters, seed, xp, batch_bytes=DEFAULT_MEMORY_LIMIT // 2, chroma_blocks=None):
     """The fast method's centres and counts for a batch of frames (see `extract_palettes`).
 
     Every frame's sample is histogrammed on its own; the k-means stages then run for the whole
     batch at once (`BatchedKMeans`).
     """
-    plans = [_plan(xp, image, clusters, seed) for image in images]
+    if chroma_blocks is None:
+        chroma_blocks = [(1, 1)] * len(images)
+    plans = [_plan(xp, image, clusters, seed, block) for image, block in zip(images, chroma_blocks)]
     return solve_plans(plans, clusters, BatchedKMeans(xp, batch_bytes, clusters))
 
 
-def _plan(xp, image, clusters, seed):
-    # Only the sample goes to the device: at most SAMPLE_MAX pixels, 432 kB.
+def _plan(xp, image, clusters, seed, chroma_block=(1, 1)):
+    # Only the sample goes to the device: at most SAMPLE_MAX pixels, 432 kB. The comparison on interpolated chroma
+    # reads the frame's neighbouring pixels: it runs on the host's frame, as the CPU's search runs it.
     sample = xp.asarray(image.reshape(-1, 3)[sample_indices(*image.shape[:2])])
-    return plan_fast(lambda thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
+    plan = plan_fast(lambda thresholds: [_adaptive_level(xp, sample, threshold) for threshold in thresholds],
                      clusters, seed, _mean_variance(xp, _bins(xp, sample, FAST.fine_bits)), sample.shape[0])
+    rows, offsets, column_step, _ = sample_rows(*image.shape[:2])
+    image = np.ascontiguousarray(image)
+    plan.choose_by = lambda finalists, inertias: finalist_inertias(image, rows, offsets, column_step, *chroma_block,
+                                                                   finalists, inertias, FAST)
+    return plan
 
 
 def _first_seen(xp, codes):

@@ -8,18 +8,18 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from mpicolor.engine.decode import DEFAULT_MAX_PIXELS, BadFrame, decode_frame
+from mpicolor.engine.decode import DEFAULT_MAX_PIXELS, BadFrame, decode_frame, repeated_chroma
 from mpicolor.engine.kernels import histogram, search
 from mpicolor.engine.stages import COARSER_UPS, FAST, restart_uniforms
 
-__all__ = ["ENGINE_VERSIONS", "METHODS", "BadFrame", "Palette", "default_scale", "extract_palette",
-           "palette_from_bytes", "smooth_chroma"]
+__all__ = ["ENGINE_VERSIONS", "METHODS", "BadFrame", "Palette", "check_chroma_block", "default_scale",
+           "extract_palette", "palette_from_bytes", "smooth_chroma"]
 
 METHODS = ("fast", "seed")
 # The version of each method's computation, bumped when its palettes change for the same settings: a
 # resumed run computes again the stored results of another version, so that no tarball mixes two.
 # (0.1.0 stored none: its methods were version 1.) Checkpoints store it as the tarball's ``engine``.
-ENGINE_VERSIONS = {"fast": 4, "seed": 1}
+ENGINE_VERSIONS = {"fast": 5, "seed": 1}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,8 +98,8 @@ def palette_from_bytes(frame_bytes, clusters=5, method="fast", seed=0, scale=Non
                        max_pixels=DEFAULT_MAX_PIXELS):
     """Palette of an encoded frame: what the MPI run computes per frame.
 
-    Exactly ``extract_palette(decode_frame(frame_bytes, max_pixels, scale,
-    smooth_chroma(method)), clusters, method, seed)``.
+    Exactly ``extract_palette(decode_frame(frame_bytes, max_pixels, scale, smooth_chroma(method)),
+    clusters, method, seed, repeated_chroma(frame_bytes, scale, smooth_chroma(method)))``.
 
     Parameters
     ----------
@@ -123,11 +123,12 @@ def palette_from_bytes(frame_bytes, clusters=5, method="fast", seed=0, scale=Non
     """
     if scale is None:
         scale = default_scale(method)
-    image = decode_frame(frame_bytes, max_pixels=max_pixels, scale=scale, smooth_chroma=smooth_chroma(method))
-    return extract_palette(image, clusters, method, seed)
+    smooth = smooth_chroma(method)
+    image = decode_frame(frame_bytes, max_pixels=max_pixels, scale=scale, smooth_chroma=smooth)
+    return extract_palette(image, clusters, method, seed, repeated_chroma(frame_bytes, scale, smooth))
 
 
-def extract_palette(image, clusters=5, method="fast", seed=0):
+def extract_palette(image, clusters=5, method="fast", seed=0, chroma_block=(1, 1)):
     """Dominant colours of an image by k-means on its pixels.
 
     ``"seed"`` is the original computation: scikit-learn ``KMeans(clusters, n_init=5,
@@ -135,7 +136,10 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     shares from the label counts. ``"fast"`` solves the same problem on weighted colour
     points cut from a sample of the pixels, in the stages of `mpicolor.engine.stages` (on
     the CPU one numba call, `kernels.search.fast_search`): colours are the winning centres
-    rounded to the nearest integer, shares the sampled pixels nearest each.
+    rounded to the nearest integer, shares the sampled pixels nearest each. When the image's
+    chroma was repeated over blocks (``chroma_block``), a frame whose two finalists the sample
+    does not settle compares them on the sample with the chroma interpolated, as the original's
+    decode has it (`mpicolor.engine.stages.chroma_decides`).
 
     When ``"fast"`` finds at most ``clusters`` distinct colours in its sample (or
     ``"seed"`` fewer pixels than ``clusters``), each colour is its own cluster, the spare rows repeat
@@ -153,6 +157,10 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     seed : int, default 0
         Seed of the k-means++ restarts; the same image and seed give the same
         palette in every process and at any thread count.
+    chroma_block : (int, int), default (1, 1)
+        Rows and columns of the blocks over which the image's decode repeated each chroma
+        sample (`mpicolor.engine.decode.repeated_chroma`), each 1 or 2; ``(1, 1)``: every
+        pixel has its own. ``"seed"`` ignores it.
 
     Returns
     -------
@@ -162,10 +170,11 @@ def extract_palette(image, clusters=5, method="fast", seed=0):
     """
     check_image(image)
     check_settings(clusters, method, seed)
+    chroma_rows, chroma_columns = check_chroma_block(chroma_block)
     if method == "seed":
         rgb, shares = _sorted_colours(*seed_colours(image, int(clusters), int(seed)))
     else:
-        rgb, shares = _fast_palette(image, int(clusters), int(seed))
+        rgb, shares = _fast_palette(image, int(clusters), int(seed), chroma_rows, chroma_columns)
     return _palette(rgb, shares, int(clusters))
 
 
@@ -301,10 +310,22 @@ def sample_indices(height, width):
     return indices
 
 
-def _fast_palette(image, clusters, seed):
+def check_chroma_block(chroma_block):
+    """``(rows, columns)`` as ints, or a ValueError naming the value: each should be 1 or 2."""
+    try:
+        rows, columns = chroma_block
+    except (TypeError, ValueError):
+        rows = columns = None
+    if rows not in (1, 2) or columns not in (1, 2):
+        raise ValueError(f"chroma_block={chroma_block!r} should be (rows, columns), each 1 or 2")
+    return int(rows), int(columns)
+
+
+def _fast_palette(image, clusters, seed, chroma_rows=1, chroma_columns=1):
     rows, offsets, column_step, size = sample_rows(*image.shape[:2])
     return search.fast_search(image, rows, offsets, column_step, _WORK.codes(size)[:size], COARSER_UPS, _WORK.fine,
-                              _WORK.coarser, _WORK.slots, _WORK.seen, restart_uniforms(seed, clusters), clusters, FAST)
+                              _WORK.coarser, _WORK.slots, _WORK.seen, restart_uniforms(seed, clusters), clusters, FAST,
+                              chroma_rows, chroma_columns)
 
 
 def sorted_palette(bgr, counts, clusters):

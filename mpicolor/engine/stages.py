@@ -22,7 +22,12 @@ points cut from a sample of the frame, in these stages:
    standard error of their inertias' difference above ``unsettled_error`` of the inertia, and the difference
    within ``unsettled_gap`` standard errors), a finer final level is cut from the same histogram
    (``finer_detail``, `finer_threshold`) and both finalists converge on it; the lower inertia wins. A settled
-   frame costs what it did before (one finalist converges, on the final level).
+   frame costs what it did before (one finalist converges, on the final level). When the frame's decode
+   repeated its chroma over blocks (the run's fast decode of a 4:2:0 or 4:2:2 JPEG, `chroma_decides`), the
+   original's pixels are not the sample's: every ``chroma_screen``-th sampled pixel is read again with its
+   chroma interpolated (rebuilt from the neighbouring blocks, `kernels.chroma.smoothed_inertias`), and when that
+   takes more than ``chroma_margin`` of the better finalist's lead away (`chroma_could_decide`), the whole sample
+   so read decides between them (`kernels.chroma.finalist_inertias`).
 7. **Winner**: the best converges on the final level, or on the finer one (``final_iter`` iterations at most);
    its centres rounded are the colours, and the sampled pixels nearest each their shares.
 
@@ -64,6 +69,8 @@ class FastSettings(NamedTuple):
     unsettled_error: float  # finalists whose inertias' difference has a standard error above this share ...
     unsettled_gap: float  # ... and lies within this many standard errors are not settled by the sample ...
     finer_detail: float  # ... and converge on a level this fine
+    chroma_screen: int  # with repeated chroma, every this many sampled pixels screen the finalists' interpolated ...
+    chroma_margin: float  # ... chroma: the whole sample decides when the screen takes this share of the lead away
     max_iter: int  # Lloyd iterations of a restart at most, as scikit-learn
     final_iter: int  # Lloyd iterations of the winner at most: its colours are rounded to whole levels
     tol: float  # Lloyd stops at a centre shift of tol * mean channel variance, as scikit-learn
@@ -72,7 +79,7 @@ class FastSettings(NamedTuple):
 FAST = FastSettings(sample_fraction=8, sample_min=1 << 14, sample_max=9 << 14, fine_bits=6, coarser_bits=(5, 4, 3),
                     restart_detail=0.002, final_detail=0.002 / 32, restarts=16, same_configuration=6.0, scored=4,
                     ranking=((2, 3), (2, 6)), unsettled_error=5e-4, unsettled_gap=2.0, finer_detail=0.002 / 256,
-                    max_iter=300, final_iter=20, tol=1e-4)
+                    chroma_screen=16, chroma_margin=1.0, max_iter=300, final_iter=20, tol=1e-4)
 # bits fewer per channel of each coarser histogram than the fine one
 COARSER_UPS = tuple(FAST.fine_bits - bits for bits in FAST.coarser_bits)
 
@@ -217,3 +224,25 @@ def settled(points, weights, first, second, settings):
         spread += weights[i] * (differences[i] - mean) ** 2
     error = np.sqrt(spread / total / total) / (inertia / total)
     return not (error > settings.unsettled_error and mean / (inertia / total) < settings.unsettled_gap * error)
+
+
+@kernel
+def chroma_decides(finalists, chroma_rows, chroma_columns):
+    """Whether an unsettled frame's finalists are compared on the sample's pixels with interpolated chroma.
+
+    When the frame's decode repeated its chroma over blocks (``chroma_rows`` x ``chroma_columns`` > 1) and two
+    finalists converged on the finer level: the original's pixels interpolate the chroma, and on thin saturated
+    lines and edges the two decodes rank close configurations differently
+    (`mpicolor.engine.kernels.chroma.smoothed_inertias`).
+    """
+    return finalists > 1 and chroma_rows * chroma_columns > 1
+
+
+@kernel
+def chroma_could_decide(inertias, screened, settings):
+    """Whether the screen of interpolated chroma (every ``settings.chroma_screen``-th sampled pixel) takes more than
+    ``settings.chroma_margin`` of the lead of the better of two finalists away: then the whole sample decides."""
+    lead = abs(inertias[1] - inertias[0])
+    winner = 0 if inertias[0] <= inertias[1] else 1
+    screened_lead = screened[1 - winner] - screened[winner]
+    return lead - screened_lead > settings.chroma_margin * lead

@@ -15,7 +15,7 @@ import numpy as np
 
 from mpicolor.engine import yuv
 from mpicolor.engine.borders import crop, detect_borders
-from mpicolor.engine.decode import check_head, decode_frame
+from mpicolor.engine.decode import check_head, decode_frame, repeated_chroma
 from mpicolor.engine.palette import (
     BadFrame,
     default_scale,
@@ -273,12 +273,12 @@ class FrameComputer:
                 try:
                     frame = load()
                     if gpu is not None:
-                        image = self._decode(frame, crops, i)
+                        image, block = self._decode(frame, crops, i)
                         cost = gpu.frame_bytes(image)
                         if images and held + cost > gpu.batch_budget:
                             self._gpu_palettes(gpu, images, positions, notes, packed, shares, backend)
                             images, held = {}, 0
-                        images[i] = image
+                        images[i] = image, block
                         held += cost
                     else:
                         palette = self._palette(frame, crops, i)
@@ -409,29 +409,32 @@ class FrameComputer:
         return self.gpu
 
     def _gpu_palettes(self, gpu, images, positions, notes, packed, shares, backend):
-        """Compute the palettes of decoded frames (``images``: index in the chunk -> frame) into the chunk's
-        arrays: one batch on the device, the CPU for what the device fails."""
+        """Compute the palettes of decoded frames (``images``: index in the chunk -> frame and its chroma block, as
+        `_decode` returns them) into the chunk's arrays: one batch on the device, the CPU for what the device fails."""
         clusters, seed = self.config.clusters, self.config.seed
         try:
-            colours = gpu.colours(list(images.values()), clusters, seed)
+            colours = gpu.colours([image for image, _ in images.values()], clusters, seed,
+                                  [block for _, block in images.values()])
         except Exception as error:  # a CUDA, cuML or any other error of the device's path
             log.warning("GPU error on a batch of %d frames (%s: %s); retrying them one by one", len(images),
                         type(error).__name__, error)
-            colours = [self._gpu_frame(gpu, image, positions[i], notes) for i, image in images.items()]
-        for (i, image), frame_colours in zip(images.items(), colours):
+            colours = [self._gpu_frame(gpu, decoded, positions[i], notes) for i, decoded in images.items()]
+        for (i, (image, block)), frame_colours in zip(images.items(), colours):
             with _frame_notes(notes, positions[i]):
                 if frame_colours is None:
-                    palette, backend[i] = extract_palette(image, clusters, self.config.method, seed), CPU
+                    palette, backend[i] = extract_palette(image, clusters, self.config.method, seed, block), CPU
                 else:
                     palette, backend[i] = sorted_palette(*frame_colours, clusters), GPU
             packed[i], shares[i] = palette.packed, palette.shares
 
-    def _gpu_frame(self, gpu, image, position, notes):
-        # one frame on the device; on any error, None (the caller computes it on the CPU) and a note
+    def _gpu_frame(self, gpu, decoded, position, notes):
+        # one frame (image, chroma block) on the device; on any error, None (the caller computes it on the CPU) and
+        # a note
         if self.gpu is None:
             return None
+        image, block = decoded
         try:
-            frame_colours = gpu.colours([image], self.config.clusters, self.config.seed)[0]
+            frame_colours = gpu.colours([image], self.config.clusters, self.config.seed, [block])[0]
         except Exception as error:
             notes.setdefault(position, []).append(
                 f"GPU error ({type(error).__name__}: {error}); computed on the CPU")
@@ -466,25 +469,33 @@ class FrameComputer:
             # the fast palette reads its sample grid only: only the grid is converted
             return extract_palette(self._video_grid(frame), self.config.clusters, "fast", self.config.seed)
         if crops is not None or isinstance(frame, DecodedFrame):
-            return extract_palette(self._decode(frame, crops, i), self.config.clusters, self.config.method,
-                                   self.config.seed)
+            image, block = self._decode(frame, crops, i)
+            return extract_palette(image, self.config.clusters, self.config.method, self.config.seed, block)
         return palette_from_bytes(frame, clusters=self.config.clusters, method=self.config.method,
                                   seed=self.config.seed, scale=self.config.scale, max_pixels=self.config.max_pixels)
 
     def _decode(self, frame, crops, i):
-        """A frame's BGR image (a tarball frame's bytes decoded, a video frame converted whole by
-        `mpicolor.engine.yuv.to_bgr`, the grid's pixels exactly); with ``crop_borders``, without its bars, which
-        go into ``crops[i]``."""
+        """A frame's BGR image and the block its decode repeated each chroma sample over (`repeated_chroma`): a
+        tarball frame's bytes decoded, or a video frame converted whole by `mpicolor.engine.yuv.to_bgr` (the grid's
+        pixels exactly; FFmpeg's chroma, which the palette does not rebuild: ``(1, 1)``). With ``crop_borders``,
+        without its bars, which go into ``crops[i]``, and ``(1, 1)`` when a bar cuts through blocks (an odd top or
+        left), whose pixels then do not start a block.
+        """
         if isinstance(frame, DecodedFrame):
             self._check_video_size(frame)
             image = yuv.to_bgr(frame.pixel_format, frame.planes, frame.colorspace, frame.full_range, frame.rotation)
+            block = (1, 1)
         else:
-            image = decode_frame(frame, max_pixels=self.config.max_pixels, scale=self._scale(),
-                                 smooth_chroma=smooth_chroma(self.config.method))
+            scale, smooth = self._scale(), smooth_chroma(self.config.method)
+            image = decode_frame(frame, max_pixels=self.config.max_pixels, scale=scale, smooth_chroma=smooth)
+            block = repeated_chroma(frame, scale, smooth)
         if crops is None:
-            return image
+            return image, block
         crops[i] = detect_borders(image)
-        return crop(image, crops[i])
+        top, _, left, _ = (int(side) for side in crops[i])
+        if top % block[0] or left % block[1]:
+            block = (1, 1)
+        return crop(image, crops[i]), block
 
     def _video_grid(self, frame):
         """A video frame upright in a buffer kept per frame size, only the fast palette's sample converted

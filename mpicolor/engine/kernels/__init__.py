@@ -5,6 +5,9 @@
     weighted points cut from them.
 ``kmeans``
     Weighted k-means++ and Lloyd on a level's points; the inertia of a palette on a frame's pixels.
+``chroma``
+    The sample's pixels with the chroma a decode repeated interpolated again, and the inertias an unsettled frame's
+    finalists are compared by there.
 ``search``
     One frame's whole fast search in one call (`search.fast_search`): the stages of `mpicolor.engine.stages`.
 

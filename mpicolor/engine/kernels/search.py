@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from mpicolor.engine.jit import kernel
+from mpicolor.engine.kernels.chroma import finalist_inertias
 from mpicolor.engine.kernels.histogram import clear_coarser, coarser_rows, sample_bins, sample_levels
 from mpicolor.engine.kernels.kmeans import _nearest, kmeans_runs, lloyd_runs, palette_inertia
 from mpicolor.engine.stages import (
@@ -28,8 +29,8 @@ def _level(points, weights, moments, level, sizes):
 
 
 @kernel
-def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, slots, seen, uniforms, clusters,
-                settings):
+def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, slots, seen, uniforms, clusters, settings,
+                chroma_rows=1, chroma_columns=1):
     """The stages of `mpicolor.engine.stages` for one frame in one call, from its pixels to its sorted colours.
 
     One numba call: the Python between the kernels was about a sixth of the palette on small frames.
@@ -48,6 +49,9 @@ def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, sl
     clusters : int
     settings : FastSettings
         `mpicolor.engine.stages.FAST`.
+    chroma_rows, chroma_columns : int, default 1
+        The block over which the decode repeated each chroma sample (`mpicolor.engine.decode.repeated_chroma`):
+        unsettled finalists are then compared on the sample with the chroma interpolated (`stages.chroma_decides`).
 
     Returns
     -------
@@ -90,6 +94,8 @@ def fast_search(image, rows, offsets, column_step, codes, ups, fine, coarser, sl
         chosen = chosen[:1]
     clear_coarser(occupied, bits, ups, coarser)
     labels, converged = lloyd_runs(level[0], level[1], level[2], chosen, settings.final_iter, tol)
+    converged = finalist_inertias(image, rows, offsets, column_step, chroma_rows, chroma_columns, chosen, converged,
+                                  settings)
     winner = kept_runs(converged, 1)[0]
     counts = np.zeros(clusters)
     for i in range(labels.shape[1]):
