@@ -23,6 +23,7 @@ chunks, does not depend on how long the run was before it.
 
 import heapq
 import json
+import multiprocessing
 import os
 import pickle
 import resource
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -270,6 +272,12 @@ def simulate(nodes, ranks_per_node, cost, frames, window, folder, per_frame):
             "tail_s": None if first_idle is None or not finished else last_result - first_idle}
 
 
+def in_child(*arguments):
+    """`simulate` in a child process of its own, so that its peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(simulate, *arguments).result()
+
+
 def run_coordinator_bench(args):
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -288,10 +296,10 @@ def run_coordinator_bench(args):
                                  f"{ahead * BYTES_PER_INDEXED_FRAME / 1e9:.0f} GB"})
                     continue
                 run_seconds = frames * args.cost / (nodes * args.ranks_per_node - 1)
-                row = simulate(nodes, args.ranks_per_node, args.cost, frames, args.window, folder, per_frame)
+                row = in_child(nodes, args.ranks_per_node, args.cost, frames, args.window, folder, per_frame)
                 if not row["finished"]:
                     # the tail from a run of the same nodes holding `window` seconds of work
-                    short = simulate(nodes, args.ranks_per_node, args.cost,
+                    short = in_child(nodes, args.ranks_per_node, args.cost,
                                      int(args.window / 2 * nodes * args.ranks_per_node / args.cost), args.window * 2,
                                      folder, per_frame)
                     row["tail_s"] = short["tail_s"]

@@ -23,7 +23,7 @@ from mpicolor.job.logs import RunLog
 from mpicolor.job.progress import Progress
 from mpicolor.job.protocol import Alive, Chunk, ChunkResult, IndexedTarball, IndexJob, SqliteJob, SqliteWritten
 from mpicolor.job.report import RunReport, TarballOutcome
-from mpicolor.job.schedule import CHUNK_SECONDS, Schedule
+from mpicolor.job.schedule import CHUNK_SECONDS, INDEXING_AHEAD, Schedule
 from mpicolor.job.tiers import ranks_text
 from mpicolor.job.worker import FrameComputer, index_for_coordinator
 from mpicolor.state import resume
@@ -234,11 +234,19 @@ class Coordinator:
     def _index_job(self):
         """A tarball for a worker to index when more frames will be wanted soon, else None."""
         if (self.delegate_indexing and self.todo and len(self.indexing) < self.schedule.indexing_at_once()
-                and self._unassigned() < self.schedule.frames_ahead()):
+                and self._unassigned() + self._frames_being_indexed() < self.schedule.frames_ahead()):
             number, path = self.todo.popleft()
             self.indexing.add(number)
             return IndexJob(number, path)
         return None
+
+    def _frames_being_indexed(self):
+        """The frames the data sets being indexed will likely bring: as many as those seen so far hold, on
+        average; before any, a share of `frames_ahead` such that `INDEXING_AHEAD` are indexed at first (else at
+        the start every data set would be asked for at once, and rank 0 would hold all of their indexes)."""
+        seen = len(self.outcomes) + len(self.active)
+        per_data_set = self.frames_known / seen if self.frames_known else self.schedule.frames_ahead() / INDEXING_AHEAD
+        return len(self.indexing) * per_data_set
 
     def _unassigned(self):
         return (sum(tarball.unassigned() for tarball in self.active.values())
