@@ -112,6 +112,9 @@ update_chroot() {  # packages added to the list since the chroot was made
     echo "${packages[*]}" >"$root/.mpicolor-packages"
 }
 
+# the oldest PyAV mpicolor reads videos with (mpicolor.state.videos.PYAV_FLOOR)
+pyav_floor="$(sed -n 's/^PYAV_FLOOR = \([0-9]*\).*/\1/p' "$repo/mpicolor/state/videos.py")"
+
 host_reference() {  # the demo on this host (x86_64, PyPI's wheels), into $cache/demo/x86_64: tarballs and a video
     (
         export MPICOLOR_EXTRAS="${MPICOLOR_EXTRAS:-mpich,video}"
@@ -119,8 +122,13 @@ host_reference() {  # the demo on this host (x86_64, PyPI's wheels), into $cache
         rm -rf "$cache/demo"
         mkdir -p "$cache/demo/input"
         (cd "$repo/tests" && python -c 'import sys, helpers; helpers.pack_scenes(sys.argv[1])' "$cache/demo/input")
-        (cd "$repo/tests" && python -c 'import sys, helpers; helpers.make_clip(sys.argv[1], "h264")' \
-            "$cache/demo/input/clip.mp4")
+        # a video too, when the chroot's PyAV is one mpicolor reads videos with (Debian 12's python3-av 10 is not)
+        if in_chroot python3 -c "import sys, av; sys.exit(int(av.__version__.split('.')[0]) < $pyav_floor)"; then
+            (cd "$repo/tests" && python -c 'import sys, helpers; helpers.make_clip(sys.argv[1], "h264")' \
+                "$cache/demo/input/clip.mp4")
+        else
+            echo "power-check: no video in the demo: the chroot's PyAV is older than $pyav_floor" >&2
+        fi
         mpiexec -n 2 mpicolor run "$cache/demo/input" "$cache/demo/x86_64" --checkpoint-every 10
         python "$repo/run/power/versions.py" >"$cache/host-versions.txt"
     )

@@ -332,3 +332,11 @@ def test_a_segment_out_of_range_is_refused(video_clips):
     index = videos.index_video(video_clips["h264"])
     with pytest.raises(ValueError, match=r"frames \[90, 97\) should lie within the 96 frames of"):
         index.segment(90, 97)
+
+
+def test_a_pyav_older_than_the_floor_is_named_and_refused():
+    from mpicolor.state.videos import PYAV_FLOOR, pyav_recent_enough
+
+    assert pyav_recent_enough(f"{PYAV_FLOOR}.0.0") and pyav_recent_enough("19.1")
+    assert not pyav_recent_enough("10.0.0")  # Debian 12's python3-av
+    assert not pyav_recent_enough("unknown")

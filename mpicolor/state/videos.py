@@ -303,12 +303,25 @@ def packet_digest(dts, pts, positions, sizes, keyframes):
     return digest.hexdigest()
 
 
+# the oldest PyAV whose API the video core uses (a frame's rotation, a decoder's flush_buffers): setup.cfg's floor
+PYAV_FLOOR = 18
+
+
 def _import_av():
     try:
         import av
     except ImportError as error:  # pragma: no cover - the extra is installed wherever the tests run
         raise ImportError("video input needs PyAV: pip install 'mpicolor[video]'") from error
+    if not pyav_recent_enough(av.__version__):
+        raise ImportError(f"video input needs PyAV >= {PYAV_FLOOR}, this is PyAV {av.__version__} (Debian 12's "
+                          "python3-av is 10): pip install 'av>=18', or conda-forge's av")
     return av
+
+
+def pyav_recent_enough(version):
+    """True when PyAV ``version`` (``"18.0.0"``) is at least `PYAV_FLOOR`."""
+    major = version.split(".")[0]
+    return major.isdigit() and int(major) >= PYAV_FLOOR
 
 
 def _check_file(path: str) -> os.stat_result:
@@ -614,7 +627,6 @@ class FrameFailure:
 _OWN_CONVERSION = frozenset(("yuv420p", "yuvj420p"))
 # FFmpeg's AVCOL_RANGE_JPEG
 _FULL_RANGE = 2
-_UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED: FFmpeg converts it as BT.601
 
 
 def read_segment(segment: Segment) -> Iterator[DecodedFrame | FrameFailure]:
@@ -830,21 +842,15 @@ def _number(frame, segment, by_pts, next_output, refused_numbers):
 
 
 def _decoded(frame, number, seconds):
-    """A decoder's frame as a `DecodedFrame` (FFmpeg's bgr24 for the layouts engine.yuv leaves to it).
-
-    Older PyAV (Debian 12's python3-av 10, for Power) has no ``rotation`` on a frame, and may lack its colour
-    properties: then the frame is taken as FFmpeg takes unspecified values (upright, limited range, the
-    colour space unspecified), so that such a video is still computed; docs/power.md says so.
-    """
-    rotation = round(getattr(frame, "rotation", 0) / 90) % 4 * 90
-    colorspace = getattr(frame, "colorspace", _UNSPECIFIED)
-    full_range = getattr(frame, "color_range", None) == _FULL_RANGE or frame.format.name == "yuvj420p"
+    """A decoder's frame as a `DecodedFrame` (FFmpeg's bgr24 for the layouts engine.yuv leaves to it)."""
+    rotation = round(frame.rotation / 90) % 4 * 90
+    full_range = frame.color_range == _FULL_RANGE or frame.format.name == "yuvj420p"
     if frame.format.name in _OWN_CONVERSION:
         height, width = frame.height, frame.width
         sizes = ((height, width),) + ((-(-height // 2), -(-width // 2)),) * 2
         planes = tuple(_plane(frame.planes[k], rows, columns) for k, (rows, columns) in enumerate(sizes))
-        return DecodedFrame(number, seconds, frame.format.name, planes, colorspace, full_range, rotation, frame)
-    return DecodedFrame(number, seconds, "bgr24", (frame.to_ndarray(format="bgr24"),), colorspace, full_range,
+        return DecodedFrame(number, seconds, frame.format.name, planes, frame.colorspace, full_range, rotation, frame)
+    return DecodedFrame(number, seconds, "bgr24", (frame.to_ndarray(format="bgr24"),), frame.colorspace, full_range,
                         rotation)
 
 
