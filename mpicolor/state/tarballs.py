@@ -127,13 +127,13 @@ _KIND_BY_TYPE: dict[bytes, str] = {
 }
 
 
-class BadTarball(Exception):
-    """A tarball that cannot be indexed or read.
+class BadDataSet(Exception):
+    """A data set (a tarball or a video) that cannot be indexed or read.
 
     Parameters
     ----------
     path : str
-        The tarball's path.
+        The data set's path.
     reason : str
         What is wrong with it, in words a user can act on.
     """
@@ -146,6 +146,10 @@ class BadTarball(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class BadTarball(BadDataSet):
+    """A tarball that cannot be indexed or read (see `BadDataSet`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mpicolor.state.tarballs import Fingerprint
+from mpicolor.state.tarballs import BadDataSet, Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +86,8 @@ NUMBERINGS = ("pts", "output order")
 _REORDER_SLACK = 16
 
 
-class BadVideo(Exception):
-    """A video that cannot be indexed or decoded at all.
-
-    Parameters
-    ----------
-    path : str
-        The video's path.
-    reason : str
-        What is wrong with it, in words a user can act on.
-    """
-
-    def __init__(self, path: str, reason: str):
-        # both in args so the exception survives pickling between MPI ranks
-        super().__init__(path, reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+class BadVideo(BadDataSet):
+    """A video that cannot be indexed or decoded at all (see `BadDataSet`)."""
 
 
 def video_stem(path: str) -> str:
