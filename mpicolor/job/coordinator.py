@@ -244,8 +244,7 @@ class Coordinator:
         """The frames the data sets being indexed will likely bring: as many as those seen so far hold, on
         average; before any, a share of `frames_ahead` such that `INDEXING_AHEAD` are indexed at first (else at
         the start every data set would be asked for at once, and rank 0 would hold all of their indexes)."""
-        seen = len(self.outcomes) + len(self.active)
-        per_data_set = self.frames_known / seen if self.frames_known else self.schedule.frames_ahead() / INDEXING_AHEAD
+        per_data_set = self._frames_per_data_set() or self.schedule.frames_ahead() / INDEXING_AHEAD
         return len(self.indexing) * per_data_set
 
     def _unassigned(self):
@@ -535,10 +534,13 @@ class Coordinator:
             raise OSError(errno.EIO, f"a worker could not write the sqlite file of {written.name}: {written.error}",
                           self.config.output_dir)
 
-    def _frames_estimate(self):
+    def _frames_per_data_set(self):
+        """The frames of the data sets seen so far, on average (0 before any)."""
         seen = len(self.outcomes) + len(self.active)
-        per_tarball = self.frames_known / seen if seen else 0
-        return self.frames_known + round(per_tarball * (len(self.todo) + len(self.indexing)))
+        return self.frames_known / seen if seen else 0
+
+    def _frames_estimate(self):
+        return self.frames_known + round(self._frames_per_data_set() * (len(self.todo) + len(self.indexing)))
 
     @property
     def all_computed(self):
